@@ -1,0 +1,318 @@
+//! The `DbExecutor` actor and its messages: the only way request handlers
+//! reach PostgreSQL.
+//!
+//! `DbExecutor`s run on a `SyncArbiter` (one OS thread each) and take
+//! connections from the r2d2 pool. Each database operation is one message
+//! struct with one [`DbOperation`] impl, delivered by one generic `Handler`. Handlers go through [`DbClient::send`],
+//! which bounds the wait: a request is refused with 503 at once when too many
+//! are queued, and is refused unstarted when it waited in the mailbox longer
+//! than `database.queue_timeout_ms`. Work is either done whole or not started.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use uuid::Uuid;
+
+use crate::db::api_keys::{self, ApiKeyRecord};
+use crate::db::todos::{self, NewTodo, Todo, TodoChanges, TodoFilter, TodoPage};
+use crate::db::{DbError, PgPool, PooledPg};
+use crate::domain::Owner;
+use crate::metrics::Metrics;
+
+/// A synchronous actor owning database work; several run on a `SyncArbiter`.
+pub struct DbExecutor {
+    pool: PgPool,
+    metrics: Metrics,
+    queue_timeout: Duration,
+}
+
+impl Actor for DbExecutor {
+    type Context = SyncContext<Self>;
+}
+
+impl DbExecutor {
+    /// Starts `threads` executors sharing `pool`, and returns the client handlers use.
+    pub fn start(
+        threads: usize,
+        pool: PgPool,
+        metrics: Metrics,
+        queue_timeout: Duration,
+        max_queue: usize,
+    ) -> DbClient {
+        let executor_metrics = metrics.clone();
+        let addr = SyncArbiter::start(threads, move || DbExecutor {
+            pool: pool.clone(),
+            metrics: executor_metrics.clone(),
+            queue_timeout,
+        });
+        DbClient {
+            addr,
+            queued: Arc::new(AtomicUsize::new(0)),
+            max_queue,
+            metrics,
+        }
+    }
+
+    fn connection(&self) -> Result<PooledPg, DbError> {
+        Ok(self.pool.get()?)
+    }
+
+    /// Runs `operation` on a pooled connection, retrying once on a fresh
+    /// connection when the pooled one turns out to be lost (a database
+    /// restart leaves dead connections in the pool). Only operations marked
+    /// idempotent are retried: a write whose connection died may have committed.
+    fn with_connection<T>(
+        &self,
+        idempotent: bool,
+        mut operation: impl FnMut(&mut diesel::PgConnection) -> Result<T, DbError>,
+    ) -> Result<T, DbError> {
+        let mut conn = self.connection()?;
+        match operation(&mut conn.connection) {
+            Err(error) if error.is_connection_lost() => {
+                conn.mark_lost();
+                drop(conn);
+                if !idempotent {
+                    return Err(error);
+                }
+                let mut fresh = self.connection()?;
+                let retried = operation(&mut fresh.connection);
+                if matches!(&retried, Err(e) if e.is_connection_lost()) {
+                    fresh.mark_lost();
+                }
+                retried
+            }
+            other => other,
+        }
+    }
+}
+
+/// A database operation: one struct per operation, sent to the executors
+/// wrapped in [`Queued`] by [`DbClient::send`] and carried out by
+/// [`DbOperation::execute`] on an executor thread.
+pub trait DbOperation: Send + 'static {
+    /// What the operation returns on success.
+    type Output: Send + 'static;
+    /// The `operation` label of `todo_db_query_duration_seconds`.
+    const NAME: &'static str;
+    /// Does the work on the executor's thread.
+    fn execute(self, executor: &mut DbExecutor) -> Result<Self::Output, DbError>;
+}
+
+/// A message on its way to the executors, stamped with when it was sent.
+struct Queued<M> {
+    message: M,
+    sent_at: Instant,
+    _slot: QueueSlot,
+}
+
+impl<M: DbOperation> Message for Queued<M> {
+    type Result = Result<M::Output, DbError>;
+}
+
+/// Counts a message as queued from `send` until an executor picks it up or
+/// it is dropped unhandled (the caller went away while waiting).
+struct QueueSlot {
+    queued: Arc<AtomicUsize>,
+    metrics: Metrics,
+}
+
+impl Drop for QueueSlot {
+    fn drop(&mut self) {
+        self.queued.fetch_sub(1, Ordering::Relaxed);
+        self.metrics.db_executor_queue_depth.dec();
+    }
+}
+
+impl<M: DbOperation> Handler<Queued<M>> for DbExecutor {
+    type Result = Result<M::Output, DbError>;
+
+    fn handle(&mut self, queued: Queued<M>, _: &mut SyncContext<Self>) -> Self::Result {
+        let Queued {
+            message,
+            sent_at,
+            _slot,
+        } = queued;
+        drop(_slot);
+        let started = Instant::now();
+        let outcome = if started.duration_since(sent_at) > self.queue_timeout {
+            Err(DbError::Overloaded("waited too long for a database executor"))
+        } else {
+            let _span = tracing::debug_span!("db", operation = M::NAME).entered();
+            message.execute(self)
+        };
+        self.metrics
+            .db_query_duration
+            .with_label_values(&[M::NAME])
+            .observe(started.elapsed().as_secs_f64());
+        if let Err(error) = &outcome
+            && !matches!(error, DbError::NotFound)
+        {
+            self.metrics.db_errors.with_label_values(&[error.kind()]).inc();
+            tracing::warn!(operation = M::NAME, error = %error, "database operation failed");
+        }
+        let state = self.pool.state();
+        let idle = i64::from(state.idle_connections);
+        self.metrics
+            .db_pool_connections
+            .with_label_values(&["idle"])
+            .set(idle);
+        self.metrics
+            .db_pool_connections
+            .with_label_values(&["active"])
+            .set(i64::from(state.connections) - idle);
+        outcome
+    }
+}
+
+/// The handle request handlers use to reach the executors.
+#[derive(Clone)]
+pub struct DbClient {
+    addr: Addr<DbExecutor>,
+    queued: Arc<AtomicUsize>,
+    max_queue: usize,
+    metrics: Metrics,
+}
+
+impl DbClient {
+    /// Sends `message` to an executor and waits for its result. Refuses at
+    /// once (503) when `max_queue` messages are already waiting.
+    pub async fn send<M: DbOperation>(&self, message: M) -> Result<M::Output, DbError> {
+        if self.queued.fetch_add(1, Ordering::Relaxed) >= self.max_queue {
+            self.queued.fetch_sub(1, Ordering::Relaxed);
+            self.metrics
+                .db_errors
+                .with_label_values(&["overloaded"])
+                .inc();
+            return Err(DbError::Overloaded("too many requests waiting for the database"));
+        }
+        self.metrics.db_executor_queue_depth.inc();
+        let slot = QueueSlot {
+            queued: Arc::clone(&self.queued),
+            metrics: self.metrics.clone(),
+        };
+        let queued = Queued {
+            message,
+            sent_at: Instant::now(),
+            _slot: slot,
+        };
+        match self.addr.send(queued).await {
+            Ok(outcome) => outcome,
+            Err(MailboxError::Closed | MailboxError::Timeout) => {
+                Err(DbError::Unavailable("the database executors stopped".to_string()))
+            }
+        }
+    }
+}
+
+/// Creates a todo owned by `owner`.
+pub struct CreateTodo {
+    pub owner: Owner,
+    pub todo: NewTodo,
+}
+
+impl DbOperation for CreateTodo {
+    type Output = Todo;
+    const NAME: &'static str = "create_todo";
+
+    fn execute(self, executor: &mut DbExecutor) -> Result<Todo, DbError> {
+        let CreateTodo { owner, todo } = self;
+        // Not retried: the insert may have committed before the connection died.
+        executor.with_connection(false, |conn| todos::insert(conn, &owner, todo.clone()))
+    }
+}
+
+/// Reads one of `owner`'s todos.
+pub struct GetTodo {
+    pub owner: Owner,
+    pub id: Uuid,
+}
+
+impl DbOperation for GetTodo {
+    type Output = Todo;
+    const NAME: &'static str = "get_todo";
+
+    fn execute(self, executor: &mut DbExecutor) -> Result<Todo, DbError> {
+        executor.with_connection(true, |conn| todos::find(conn, &self.owner, self.id))
+    }
+}
+
+/// Lists one page of `owner`'s todos.
+pub struct ListTodos {
+    pub owner: Owner,
+    pub filter: TodoFilter,
+}
+
+impl DbOperation for ListTodos {
+    type Output = TodoPage;
+    const NAME: &'static str = "list_todos";
+
+    fn execute(self, executor: &mut DbExecutor) -> Result<TodoPage, DbError> {
+        executor.with_connection(true, |conn| todos::list(conn, &self.owner, &self.filter))
+    }
+}
+
+/// Changes one of `owner`'s todos.
+pub struct UpdateTodo {
+    pub owner: Owner,
+    pub id: Uuid,
+    pub changes: TodoChanges,
+}
+
+impl DbOperation for UpdateTodo {
+    type Output = Todo;
+    const NAME: &'static str = "update_todo";
+
+    fn execute(self, executor: &mut DbExecutor) -> Result<Todo, DbError> {
+        // Setting the same fields twice gives the same row, so a retry is safe.
+        executor.with_connection(true, |conn| {
+            todos::update(conn, &self.owner, self.id, self.changes.clone())
+        })
+    }
+}
+
+/// Deletes one of `owner`'s todos.
+pub struct DeleteTodo {
+    pub owner: Owner,
+    pub id: Uuid,
+}
+
+impl DbOperation for DeleteTodo {
+    type Output = ();
+    const NAME: &'static str = "delete_todo";
+
+    fn execute(self, executor: &mut DbExecutor) -> Result<(), DbError> {
+        // Not retried: a delete that committed before the connection died
+        // would turn into a misleading 404 on the second try.
+        executor.with_connection(false, |conn| todos::delete(conn, &self.owner, self.id))
+    }
+}
+
+/// Looks up an active (not revoked) API key by id.
+pub struct FindApiKey {
+    pub id: Uuid,
+}
+
+impl DbOperation for FindApiKey {
+    type Output = Option<ApiKeyRecord>;
+    const NAME: &'static str = "find_api_key";
+
+    fn execute(self, executor: &mut DbExecutor) -> Result<Option<ApiKeyRecord>, DbError> {
+        executor.with_connection(true, |conn| api_keys::find_active(conn, self.id))
+    }
+}
+
+/// Records that an API key was used.
+pub struct TouchApiKey {
+    pub id: Uuid,
+}
+
+impl DbOperation for TouchApiKey {
+    type Output = ();
+    const NAME: &'static str = "touch_api_key";
+
+    fn execute(self, executor: &mut DbExecutor) -> Result<(), DbError> {
+        executor.with_connection(true, |conn| api_keys::touch(conn, self.id))
+    }
+}

@@ -1,0 +1,3 @@
+//! The actors of the application; today only the database executors.
+
+pub mod db;

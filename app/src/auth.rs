@@ -1,0 +1,319 @@
+//! API keys: the token format, verification, the key cache and the per-key
+//! rate limit, and the middleware that puts them in front of `/api`.
+//!
+//! A token is `todo_` followed by base64url (no padding) of 48 bytes: the
+//! key id (16 bytes, a UUID) and the secret (32 random bytes). Only
+//! SHA-256(secret) is stored; a plain hash is enough because the secret has
+//! 256 bits of entropy (slow password hashes guard guessable secrets).
+//! Verification compares hashes in constant time.
+//!
+//! Validated keys are cached for `auth.key_cache_ttl_seconds`, so a revoked
+//! key stops working on every replica within that time without a database
+//! round trip on every request.
+
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::sync::RwLock;
+use std::time::{Duration, Instant};
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::middleware::Next;
+use actix_web::{HttpMessage, web};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use secrecy::{ExposeSecret, SecretString};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use uuid::Uuid;
+
+use crate::actors::db::{DbClient, FindApiKey, TouchApiKey};
+use crate::configuration::AuthSettings;
+use crate::domain::Owner;
+use crate::error::ApiError;
+use crate::metrics::Metrics;
+
+const TOKEN_PREFIX: &str = "todo_";
+const SECRET_BYTES: usize = 32;
+/// Entries kept at most in the key cache; beyond it expired entries are evicted.
+const KEY_CACHE_CAPACITY: usize = 10_000;
+
+/// A freshly generated API token; shown once, then only its hash exists.
+pub struct NewApiToken {
+    pub id: Uuid,
+    pub token: SecretString,
+    pub secret_hash: [u8; 32],
+}
+
+/// Generates a token from the operating system's random source.
+pub fn generate_token() -> NewApiToken {
+    let id = Uuid::new_v4();
+    let mut secret = [0u8; SECRET_BYTES];
+    getrandom::fill(&mut secret).expect("the operating system's random source is available");
+    let mut raw = Vec::with_capacity(16 + SECRET_BYTES);
+    raw.extend_from_slice(id.as_bytes());
+    raw.extend_from_slice(&secret);
+    NewApiToken {
+        id,
+        token: SecretString::from(format!("{TOKEN_PREFIX}{}", URL_SAFE_NO_PAD.encode(&raw))),
+        secret_hash: hash_secret(&secret),
+    }
+}
+
+/// SHA-256 of a key's secret, as stored in `api_keys.secret_hash`.
+pub fn hash_secret(secret: &[u8]) -> [u8; 32] {
+    Sha256::digest(secret).into()
+}
+
+/// A token split into its key id and the hash of its secret.
+struct PresentedToken {
+    id: Uuid,
+    secret_hash: [u8; 32],
+}
+
+fn parse_token(token: &str) -> Option<PresentedToken> {
+    let encoded = token.strip_prefix(TOKEN_PREFIX)?;
+    if encoded.len() != 64 {
+        return None;
+    }
+    let raw = URL_SAFE_NO_PAD.decode(encoded).ok()?;
+    let (id, secret) = raw.split_at_checked(16)?;
+    Some(PresentedToken {
+        id: Uuid::from_slice(id).ok()?,
+        secret_hash: hash_secret(secret),
+    })
+}
+
+/// The owner a request was authenticated as; handlers take it as `ReqData<Caller>`.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub owner: Owner,
+    pub key_id: Uuid,
+}
+
+#[derive(Clone)]
+struct CachedKey {
+    owner: Owner,
+    secret_hash: [u8; 32],
+    fetched_at: Instant,
+    last_touched: Instant,
+}
+
+/// Why a request was refused with 401; the `reason` label of `todo_auth_failures_total`.
+#[derive(Debug, Clone, Copy)]
+enum AuthFailure {
+    Missing,
+    Malformed,
+    Invalid,
+}
+
+impl AuthFailure {
+    fn label(self) -> &'static str {
+        match self {
+            AuthFailure::Missing => "missing",
+            AuthFailure::Malformed => "malformed",
+            AuthFailure::Invalid => "invalid",
+        }
+    }
+}
+
+/// Verifies tokens and applies the rate limit; one per server, shared by all workers.
+pub struct Authenticator {
+    db: DbClient,
+    metrics: Metrics,
+    cache_ttl: Duration,
+    cache: RwLock<HashMap<Uuid, CachedKey>>,
+    limiter: Option<DefaultKeyedRateLimiter<Uuid>>,
+}
+
+impl Authenticator {
+    pub fn new(settings: &AuthSettings, db: DbClient, metrics: Metrics) -> Authenticator {
+        let limiter = NonZeroU32::new(settings.rate_limit_per_second).map(|per_second| {
+            let burst = NonZeroU32::new(settings.rate_limit_burst).unwrap_or(per_second);
+            RateLimiter::keyed(Quota::per_second(per_second).allow_burst(burst))
+        });
+        Authenticator {
+            db,
+            metrics,
+            cache_ttl: settings.key_cache_ttl(),
+            cache: RwLock::new(HashMap::new()),
+            limiter,
+        }
+    }
+
+    /// Checks the `Authorization` header and the rate limit.
+    pub async fn authenticate(&self, authorization: Option<&str>) -> Result<Caller, ApiError> {
+        let caller = match self.verify(authorization).await {
+            Ok(caller) => caller,
+            Err(Rejection::Unauthorized(failure)) => {
+                self.metrics
+                    .auth_failures
+                    .with_label_values(&[failure.label()])
+                    .inc();
+                return Err(ApiError::Unauthorized);
+            }
+            Err(Rejection::Api(error)) => return Err(error),
+        };
+        if let Some(limiter) = &self.limiter
+            && let Err(not_until) = limiter.check_key(&caller.key_id)
+        {
+            self.metrics.rate_limited.inc();
+            let wait = not_until.wait_time_from(DefaultClock::default().now());
+            return Err(ApiError::RateLimited {
+                retry_after_seconds: wait.as_secs_f64().ceil().max(1.0) as u64,
+            });
+        }
+        Ok(caller)
+    }
+
+    async fn verify(&self, authorization: Option<&str>) -> Result<Caller, Rejection> {
+        let header = authorization.ok_or(Rejection::Unauthorized(AuthFailure::Missing))?;
+        let token = header
+            .strip_prefix("Bearer ")
+            .or_else(|| header.strip_prefix("bearer "))
+            .map(str::trim)
+            .ok_or(Rejection::Unauthorized(AuthFailure::Malformed))?;
+        let presented = parse_token(token).ok_or(Rejection::Unauthorized(AuthFailure::Malformed))?;
+
+        let now = Instant::now();
+        let cached = self
+            .cache
+            .read()
+            .expect("key cache lock is never poisoned")
+            .get(&presented.id)
+            .filter(|entry| now.duration_since(entry.fetched_at) < self.cache_ttl)
+            .cloned();
+        let entry = match cached {
+            Some(entry) => entry,
+            None => self.refresh(presented.id, now).await?,
+        };
+        if bool::from(entry.secret_hash.ct_eq(&presented.secret_hash)) {
+            Ok(Caller {
+                owner: entry.owner,
+                key_id: presented.id,
+            })
+        } else {
+            Err(Rejection::Unauthorized(AuthFailure::Invalid))
+        }
+    }
+
+    /// Reads the key from the database into the cache (or drops it from the
+    /// cache when it is gone or revoked), and records its use.
+    async fn refresh(&self, id: Uuid, now: Instant) -> Result<CachedKey, Rejection> {
+        let record = self
+            .db
+            .send(FindApiKey { id })
+            .await
+            .map_err(|error| Rejection::Api(error.into()))?;
+        let mut cache = self.cache.write().expect("key cache lock is never poisoned");
+        let Some(record) = record else {
+            cache.remove(&id);
+            return Err(Rejection::Unauthorized(AuthFailure::Invalid));
+        };
+        let Ok(secret_hash) = <[u8; 32]>::try_from(record.secret_hash.as_slice()) else {
+            tracing::error!(key_id = %id, "stored API key hash has the wrong length");
+            return Err(Rejection::Unauthorized(AuthFailure::Invalid));
+        };
+        // `last_used_at` is written at most once per cache period per key.
+        let touch_due = cache
+            .get(&id)
+            .is_none_or(|previous| now.duration_since(previous.last_touched) >= self.cache_ttl);
+        if cache.len() >= KEY_CACHE_CAPACITY {
+            let ttl = self.cache_ttl;
+            cache.retain(|_, entry| now.duration_since(entry.fetched_at) < ttl);
+            if cache.len() >= KEY_CACHE_CAPACITY {
+                cache.clear();
+            }
+        }
+        let entry = CachedKey {
+            owner: record.owner(),
+            secret_hash,
+            fetched_at: now,
+            last_touched: now,
+        };
+        cache.insert(id, entry.clone());
+        drop(cache);
+        if touch_due {
+            let db = self.db.clone();
+            actix_web::rt::spawn(async move {
+                if let Err(error) = db.send(TouchApiKey { id }).await {
+                    tracing::debug!(error = %error, "could not record API key use");
+                }
+            });
+        }
+        Ok(entry)
+    }
+}
+
+enum Rejection {
+    Unauthorized(AuthFailure),
+    Api(ApiError),
+}
+
+/// Middleware for `/api`: authenticates the caller and stores a [`Caller`] in
+/// the request extensions, or answers 401 / 429 / 503 without calling the handler.
+pub async fn require_api_key(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let authenticator = req
+        .app_data::<web::Data<Authenticator>>()
+        .expect("Authenticator is registered as app data")
+        .clone();
+    let authorization = req
+        .headers()
+        .get(actix_web::http::header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok());
+    match authenticator.authenticate(authorization).await {
+        Ok(caller) => {
+            tracing::Span::current().record("owner", caller.owner.as_str());
+            req.extensions_mut().insert(caller);
+            Ok(next.call(req).await?.map_into_left_body())
+        }
+        Err(error) => Ok(req.error_response(error).map_into_right_body()),
+    }
+}
+
+impl std::fmt::Debug for NewApiToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewApiToken")
+            .field("id", &self.id)
+            .field("token", &"[redacted]")
+            .finish()
+    }
+}
+
+/// Exposes a token for printing it once (the `keys create` command).
+pub fn reveal(token: &NewApiToken) -> &str {
+    token.token.expose_secret()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_tokens_parse_back_to_their_id_and_hash() {
+        let new = generate_token();
+        let parsed = parse_token(reveal(&new)).expect("a generated token parses");
+        assert_eq!(parsed.id, new.id);
+        assert_eq!(parsed.secret_hash, new.secret_hash);
+    }
+
+    #[test]
+    fn malformed_tokens_are_rejected() {
+        assert!(parse_token("").is_none());
+        assert!(parse_token("todo_").is_none());
+        assert!(parse_token(&format!("todo_{}", "A".repeat(63))).is_none());
+        assert!(parse_token(&format!("nope_{}", "A".repeat(64))).is_none());
+        assert!(parse_token(&format!("todo_{}", "*".repeat(64))).is_none());
+    }
+
+    #[test]
+    fn the_debug_form_never_shows_the_token() {
+        let new = generate_token();
+        assert!(!format!("{new:?}").contains(reveal(&new)));
+    }
+}

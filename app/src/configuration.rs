@@ -1,0 +1,313 @@
+//! Typed settings of `todo-app` and how they are loaded.
+//!
+//! Layers, lowest first: `configuration/base.yaml` (compiled in), then
+//! `$APP_CONFIG_DIR/$APP_ENVIRONMENT.yaml` (`configuration/local.yaml` by
+//! default), then `APP__SECTION__KEY` environment variables, then the
+//! conventional `DATABASE_URL` and `PORT`. Every struct rejects unknown keys,
+//! and [`Settings::validate`] rejects values that would fail later, so a typo
+//! stops start-up with the key named instead of being silently ignored.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use config::{Config, Environment, File, FileFormat};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+/// The defaults, kept once in `configuration/base.yaml` and compiled in so the
+/// binary runs even where that directory is not shipped.
+const BASE_YAML: &str = include_str!("../../configuration/base.yaml");
+
+/// Why the settings could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error("invalid configuration: {0}")]
+    Load(#[from] config::ConfigError),
+    #[error("invalid configuration: `{key}` {problem}")]
+    Invalid { key: &'static str, problem: String },
+    #[error(
+        "APP_ENVIRONMENT must be `local` or `production`, got `{0}` (it picks configuration/<environment>.yaml)"
+    )]
+    UnknownEnvironment(String),
+}
+
+/// Everything `todo-app` can be told.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// The public API listener.
+    pub server: ServerSettings,
+    /// The health and metrics listener.
+    pub admin: AdminSettings,
+    /// PostgreSQL and the actors that use it.
+    pub database: DatabaseSettings,
+    /// HTTPS for the API listener; plain HTTP when both paths are unset.
+    #[serde(default)]
+    pub tls: TlsSettings,
+    /// API keys and per-key rate limiting.
+    pub auth: AuthSettings,
+}
+
+/// The API listener (`server.*`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSettings {
+    /// Address to bind.
+    pub host: String,
+    /// Port to bind; 0 picks a free one (tests). `PORT` overrides it.
+    pub port: u16,
+    /// HTTP worker threads; 0 means one per CPU core.
+    pub workers: usize,
+    /// Largest JSON request body accepted; larger ones get 413.
+    pub json_body_limit_bytes: usize,
+    /// Time a client has to send the request head.
+    pub client_request_timeout_ms: u64,
+    /// Idle time after which a keep-alive connection is closed.
+    pub keep_alive_seconds: u64,
+    /// Time between readiness turning 503 and the listener closing, on SIGTERM.
+    pub shutdown_readiness_delay_seconds: u64,
+    /// Time in-flight requests get to finish once the listener is closed.
+    pub shutdown_timeout_seconds: u64,
+}
+
+/// The admin listener (`admin.*`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSettings {
+    /// Address to bind.
+    pub host: String,
+    /// Port to bind; 0 picks a free one (tests).
+    pub port: u16,
+}
+
+/// PostgreSQL (`database.*`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseSettings {
+    /// `postgres://user:password@host:port/database`; a secret, never logged.
+    pub url: SecretString,
+    /// Connections in the r2d2 pool.
+    pub pool_size: u32,
+    /// `DbExecutor` threads on the SyncArbiter.
+    pub executor_threads: usize,
+    /// Longest wait for a pooled connection.
+    pub pool_wait_timeout_ms: u64,
+    /// Longest wait in the executors' mailbox before a request is refused.
+    pub queue_timeout_ms: u64,
+    /// Requests waiting for an executor beyond this many are refused at once.
+    pub max_queue: usize,
+    /// `statement_timeout` set on every connection.
+    pub statement_timeout_ms: u64,
+    /// libpq `connect_timeout` for new connections.
+    pub connect_timeout_seconds: u64,
+    /// Whether `serve` runs pending migrations before it listens.
+    pub migrate_on_start: bool,
+}
+
+/// HTTPS for the API listener (`tls.*`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSettings {
+    /// PEM certificate chain, leaf first.
+    pub cert_path: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_path: Option<PathBuf>,
+}
+
+/// API keys and rate limiting (`auth.*`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSettings {
+    /// How long a validated key is trusted before it is looked up again.
+    pub key_cache_ttl_seconds: u64,
+    /// Steady requests per second per key; 0 disables rate limiting.
+    pub rate_limit_per_second: u32,
+    /// Extra requests a key may send at once above the steady rate.
+    pub rate_limit_burst: u32,
+}
+
+impl Settings {
+    /// Loads the layered settings from the process environment and validates them.
+    pub fn load() -> Result<Settings, SettingsError> {
+        Self::load_from(&std::env::vars().collect())
+    }
+
+    /// Loads the layered settings from the given variables (tests pass their own).
+    pub fn load_from(vars: &HashMap<String, String>) -> Result<Settings, SettingsError> {
+        let environment = vars
+            .get("APP_ENVIRONMENT")
+            .cloned()
+            .unwrap_or_else(|| "local".to_string());
+        if environment != "local" && environment != "production" {
+            return Err(SettingsError::UnknownEnvironment(environment));
+        }
+        let config_dir = vars
+            .get("APP_CONFIG_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("configuration"));
+        // The environment file is optional only when nobody asked for one:
+        // a production pod without its file must not start on local defaults.
+        let environment_file_required = vars.contains_key("APP_ENVIRONMENT");
+        let app_vars: config::Map<String, String> = vars
+            .iter()
+            .filter(|(name, _)| name.starts_with("APP__"))
+            .map(|(name, value)| (name.clone(), value.clone()))
+            .collect();
+        let settings: Settings = Config::builder()
+            .add_source(File::from_str(BASE_YAML, FileFormat::Yaml))
+            .add_source(
+                File::from(config_dir.join(format!("{environment}.yaml")))
+                    .required(environment_file_required),
+            )
+            .add_source(
+                Environment::with_prefix("APP")
+                    .prefix_separator("__")
+                    .separator("__")
+                    .try_parsing(true)
+                    .source(Some(app_vars)),
+            )
+            .set_override_option("database.url", vars.get("DATABASE_URL").cloned())?
+            .set_override_option("server.port", vars.get("PORT").cloned())?
+            .build()?
+            .try_deserialize()?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Rejects values that parse but cannot work, naming the key.
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        fn invalid(key: &'static str, problem: impl Into<String>) -> SettingsError {
+            SettingsError::Invalid {
+                key,
+                problem: problem.into(),
+            }
+        }
+        if self.server.json_body_limit_bytes < 1024 {
+            return Err(invalid(
+                "server.json_body_limit_bytes",
+                "must be at least 1024",
+            ));
+        }
+        if self.database.pool_size == 0 {
+            return Err(invalid("database.pool_size", "must be at least 1"));
+        }
+        if self.database.executor_threads == 0 {
+            return Err(invalid("database.executor_threads", "must be at least 1"));
+        }
+        if self.database.max_queue == 0 {
+            return Err(invalid("database.max_queue", "must be at least 1"));
+        }
+        if self.database.pool_wait_timeout_ms == 0 {
+            return Err(invalid(
+                "database.pool_wait_timeout_ms",
+                "must be at least 1",
+            ));
+        }
+        let url = self.database.url.expose_secret();
+        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            // Never echo the value: it may hold a password.
+            return Err(invalid(
+                "database.url",
+                "must be a postgres:// or postgresql:// URL",
+            ));
+        }
+        match (&self.tls.cert_path, &self.tls.key_path) {
+            (Some(_), None) => return Err(invalid("tls.key_path", "is required with tls.cert_path")),
+            (None, Some(_)) => return Err(invalid("tls.cert_path", "is required with tls.key_path")),
+            _ => {}
+        }
+        if self.auth.rate_limit_per_second > 0 && self.auth.rate_limit_burst == 0 {
+            return Err(invalid(
+                "auth.rate_limit_burst",
+                "must be at least 1 when auth.rate_limit_per_second is set",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl ServerSettings {
+    pub fn client_request_timeout(&self) -> Duration {
+        Duration::from_millis(self.client_request_timeout_ms)
+    }
+    pub fn keep_alive(&self) -> Duration {
+        Duration::from_secs(self.keep_alive_seconds)
+    }
+    pub fn shutdown_readiness_delay(&self) -> Duration {
+        Duration::from_secs(self.shutdown_readiness_delay_seconds)
+    }
+    pub fn shutdown_timeout(&self) -> Duration {
+        Duration::from_secs(self.shutdown_timeout_seconds)
+    }
+}
+
+impl DatabaseSettings {
+    pub fn pool_wait_timeout(&self) -> Duration {
+        Duration::from_millis(self.pool_wait_timeout_ms)
+    }
+    pub fn queue_timeout(&self) -> Duration {
+        Duration::from_millis(self.queue_timeout_ms)
+    }
+
+    /// The URL handed to libpq, with `connect_timeout` added unless the
+    /// operator set one, so a black-holed database host cannot hang a thread.
+    pub fn connection_url(&self) -> SecretString {
+        let url = self.url.expose_secret();
+        if url.contains("connect_timeout=") {
+            return self.url.clone();
+        }
+        let separator = if url.contains('?') { '&' } else { '?' };
+        SecretString::from(format!(
+            "{url}{separator}connect_timeout={}",
+            self.connect_timeout_seconds.max(1)
+        ))
+    }
+
+    /// The same server with another database name (for creating or dropping
+    /// databases, and in tests).
+    pub fn with_database_name(&self, name: &str) -> SecretString {
+        SecretString::from(replace_database_name(self.url.expose_secret(), name))
+    }
+}
+
+impl AuthSettings {
+    pub fn key_cache_ttl(&self) -> Duration {
+        Duration::from_secs(self.key_cache_ttl_seconds)
+    }
+}
+
+/// Replaces the path (database name) of a PostgreSQL URL, keeping its query.
+pub fn replace_database_name(url: &str, name: &str) -> String {
+    let (without_query, query) = match url.split_once('?') {
+        Some((head, query)) => (head, Some(query)),
+        None => (url, None),
+    };
+    // The path starts at the first '/' after "scheme://authority".
+    let authority_start = without_query.find("://").map(|i| i + 3).unwrap_or(0);
+    let base = match without_query[authority_start..].find('/') {
+        Some(slash) => &without_query[..authority_start + slash],
+        None => without_query,
+    };
+    match query {
+        Some(query) => format!("{base}/{name}?{query}"),
+        None => format!("{base}/{name}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn database_name_is_replaced_and_query_kept() {
+        assert_eq!(
+            replace_database_name("postgres://u:p@h:5432/db?sslmode=require", "other"),
+            "postgres://u:p@h:5432/other?sslmode=require"
+        );
+        assert_eq!(
+            replace_database_name("postgres://h", "other"),
+            "postgres://h/other"
+        );
+    }
+}

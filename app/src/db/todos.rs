@@ -1,0 +1,241 @@
+//! Queries on `todos`. Every function takes the owner and filters on it, so
+//! no code path can read or change another owner's row.
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use uuid::Uuid;
+
+use super::DbError;
+use crate::domain::{Owner, TodoDescription, TodoTitle};
+use crate::schema::todos;
+
+/// A todo as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable)]
+#[diesel(table_name = todos, check_for_backend(diesel::pg::Pg))]
+pub struct Todo {
+    pub id: Uuid,
+    pub title: String,
+    pub description: Option<String>,
+    pub completed: bool,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// What a client may set when creating a todo.
+#[derive(Debug, Clone)]
+pub struct NewTodo {
+    pub title: TodoTitle,
+    pub description: Option<TodoDescription>,
+}
+
+/// What a client may change; `None` leaves a field as it is, and
+/// `description: Some(None)` clears the description.
+#[derive(Debug, Clone, Default)]
+pub struct TodoChanges {
+    pub title: Option<TodoTitle>,
+    pub description: Option<Option<TodoDescription>>,
+    pub completed: Option<bool>,
+}
+
+/// One page of a listing, newest first.
+#[derive(Debug, Clone)]
+pub struct TodoPage {
+    pub items: Vec<Todo>,
+    /// Where the next page starts; `None` on the last page.
+    pub next_cursor: Option<PageCursor>,
+}
+
+/// Which todos a listing wants.
+#[derive(Debug, Clone)]
+pub struct TodoFilter {
+    pub completed: Option<bool>,
+    /// 1..=100, checked by the caller.
+    pub limit: u32,
+    pub after: Option<PageCursor>,
+}
+
+/// The position after the last todo of a page: keyset pagination on
+/// `(created_at, id)`, both descending, so pages stay stable while rows are
+/// inserted (new rows sort before the cursor) or deleted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PageCursor {
+    pub created_at: DateTime<Utc>,
+    pub id: Uuid,
+}
+
+impl PageCursor {
+    const VERSION: &'static str = "v1";
+
+    /// The opaque form clients pass back: base64url of `v1:<microseconds>:<uuid>`.
+    pub fn encode(&self) -> String {
+        URL_SAFE_NO_PAD.encode(format!(
+            "{}:{}:{}",
+            Self::VERSION,
+            self.created_at.timestamp_micros(),
+            self.id.simple()
+        ))
+    }
+
+    /// Parses a cursor from [`PageCursor::encode`]; `None` when it is not one.
+    pub fn decode(opaque: &str) -> Option<PageCursor> {
+        if opaque.len() > 128 {
+            return None;
+        }
+        let bytes = URL_SAFE_NO_PAD.decode(opaque).ok()?;
+        let text = std::str::from_utf8(&bytes).ok()?;
+        let mut parts = text.split(':');
+        if parts.next()? != Self::VERSION {
+            return None;
+        }
+        let micros: i64 = parts.next()?.parse().ok()?;
+        let id = Uuid::try_parse(parts.next()?).ok()?;
+        if parts.next().is_some() {
+            return None;
+        }
+        Some(PageCursor {
+            created_at: DateTime::from_timestamp_micros(micros)?,
+            id,
+        })
+    }
+}
+
+#[derive(Insertable)]
+#[diesel(table_name = todos)]
+struct NewTodoRow<'a> {
+    id: Uuid,
+    owner: &'a str,
+    title: &'a str,
+    description: Option<String>,
+}
+
+#[derive(AsChangeset)]
+#[diesel(table_name = todos)]
+struct TodoChangeset {
+    title: Option<String>,
+    description: Option<Option<String>>,
+    completed: Option<bool>,
+}
+
+/// Inserts a todo for `owner` and returns it as stored.
+pub fn insert(conn: &mut PgConnection, owner: &Owner, new: NewTodo) -> Result<Todo, DbError> {
+    // UUIDv7: time-ordered ids keep the primary-key index append-mostly.
+    let row = NewTodoRow {
+        id: Uuid::now_v7(),
+        owner: owner.as_str(),
+        title: new.title.as_str(),
+        description: new.description.map(TodoDescription::into_inner),
+    };
+    Ok(diesel::insert_into(todos::table)
+        .values(&row)
+        .returning(Todo::as_returning())
+        .get_result(conn)?)
+}
+
+/// The owner's todo with this id, or [`DbError::NotFound`].
+pub fn find(conn: &mut PgConnection, owner: &Owner, id: Uuid) -> Result<Todo, DbError> {
+    Ok(todos::table
+        .filter(todos::id.eq(id))
+        .filter(todos::owner.eq(owner.as_str()))
+        .select(Todo::as_select())
+        .first(conn)?)
+}
+
+/// One page of the owner's todos, newest first.
+pub fn list(
+    conn: &mut PgConnection,
+    owner: &Owner,
+    filter: &TodoFilter,
+) -> Result<TodoPage, DbError> {
+    let mut query = todos::table
+        .filter(todos::owner.eq(owner.as_str()))
+        .select(Todo::as_select())
+        .into_boxed();
+    if let Some(completed) = filter.completed {
+        query = query.filter(todos::completed.eq(completed));
+    }
+    if let Some(after) = filter.after {
+        query = query.filter(
+            todos::created_at.lt(after.created_at).or(todos::created_at
+                .eq(after.created_at)
+                .and(todos::id.lt(after.id))),
+        );
+    }
+    // One row more than asked tells whether another page exists.
+    let mut items: Vec<Todo> = query
+        .order((todos::created_at.desc(), todos::id.desc()))
+        .limit(i64::from(filter.limit) + 1)
+        .load(conn)?;
+    let next_cursor = if items.len() > filter.limit as usize {
+        items.truncate(filter.limit as usize);
+        items.last().map(|last| PageCursor {
+            created_at: last.created_at,
+            id: last.id,
+        })
+    } else {
+        None
+    };
+    Ok(TodoPage { items, next_cursor })
+}
+
+/// Applies `changes` to the owner's todo, bumps `updated_at`, and returns the result.
+pub fn update(
+    conn: &mut PgConnection,
+    owner: &Owner,
+    id: Uuid,
+    changes: TodoChanges,
+) -> Result<Todo, DbError> {
+    let changeset = TodoChangeset {
+        title: changes.title.map(TodoTitle::into_inner),
+        description: changes
+            .description
+            .map(|description| description.map(TodoDescription::into_inner)),
+        completed: changes.completed,
+    };
+    // `now()` is the transaction's start time; GREATEST keeps `updated_at`
+    // moving forward even if two updates land in the same microsecond.
+    let bumped_updated_at = diesel::dsl::sql::<diesel::sql_types::Timestamptz>(
+        "GREATEST(now(), updated_at + interval '1 microsecond')",
+    );
+    Ok(diesel::update(
+        todos::table
+            .filter(todos::id.eq(id))
+            .filter(todos::owner.eq(owner.as_str())),
+    )
+    .set((changeset, todos::updated_at.eq(bumped_updated_at)))
+    .returning(Todo::as_returning())
+    .get_result(conn)?)
+}
+
+/// Deletes the owner's todo, or returns [`DbError::NotFound`].
+pub fn delete(conn: &mut PgConnection, owner: &Owner, id: Uuid) -> Result<(), DbError> {
+    let deleted = diesel::delete(
+        todos::table
+            .filter(todos::id.eq(id))
+            .filter(todos::owner.eq(owner.as_str())),
+    )
+    .execute(conn)?;
+    if deleted == 0 {
+        Err(DbError::NotFound)
+    } else {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_round_trip_and_reject_garbage() {
+        let cursor = PageCursor {
+            created_at: DateTime::from_timestamp_micros(1_764_000_000_123_456).unwrap(),
+            id: Uuid::now_v7(),
+        };
+        assert_eq!(PageCursor::decode(&cursor.encode()), Some(cursor));
+        assert_eq!(PageCursor::decode("not a cursor"), None);
+        assert_eq!(PageCursor::decode(&URL_SAFE_NO_PAD.encode("v2:1:x")), None);
+        assert_eq!(PageCursor::decode(&"A".repeat(1000)), None);
+    }
+}

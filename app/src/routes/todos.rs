@@ -1,0 +1,326 @@
+//! Handlers of `/api/todos`: parse and validate the request, send one
+//! message to the `DbExecutor`, map the result. Each is scoped to the caller's
+//! owner; another owner's todo is indistinguishable from a missing one (404).
+
+use actix_web::http::header;
+use actix_web::web::{Data, Json, Path, Query, ReqData};
+use actix_web::{HttpResponse, Responder};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Deserializer, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use crate::actors::db::{CreateTodo, DbClient, DeleteTodo, GetTodo, ListTodos, UpdateTodo};
+use crate::auth::Caller;
+use crate::db::todos::{NewTodo, PageCursor, Todo, TodoChanges, TodoFilter};
+use crate::domain::{TodoDescription, TodoTitle};
+use crate::error::{ApiError, ErrorBody};
+
+/// Page size when `limit` is not given.
+pub const DEFAULT_PAGE_SIZE: u32 = 20;
+/// Largest page a client may ask for.
+pub const MAX_PAGE_SIZE: u32 = 100;
+
+/// A todo as the API shows it.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct TodoResponse {
+    pub id: Uuid,
+    /// 1 to 255 characters.
+    pub title: String,
+    pub description: Option<String>,
+    pub completed: bool,
+    /// RFC 3339.
+    pub created_at: DateTime<Utc>,
+    /// RFC 3339; moves forward on every change.
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<Todo> for TodoResponse {
+    fn from(todo: Todo) -> Self {
+        TodoResponse {
+            id: todo.id,
+            title: todo.title,
+            description: todo.description,
+            completed: todo.completed,
+            created_at: todo.created_at,
+            updated_at: todo.updated_at,
+        }
+    }
+}
+
+/// The body of `POST /api/todos`. Unknown fields (including `id`, `owner`,
+/// `created_at`) are rejected with 422.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTodoRequest {
+    /// 1 to 255 characters once trimmed.
+    #[schema(min_length = 1, max_length = 255, example = "Buy milk")]
+    pub title: String,
+    /// Up to 10,000 characters.
+    #[schema(max_length = 10000)]
+    pub description: Option<String>,
+}
+
+/// The body of `PATCH /api/todos/{id}`: every field optional; `description:
+/// null` clears the description. Unknown fields are rejected with 422.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateTodoRequest {
+    #[schema(min_length = 1, max_length = 255)]
+    #[serde(default, deserialize_with = "present")]
+    pub title: Option<Option<String>>,
+    #[schema(max_length = 10000)]
+    #[serde(default, deserialize_with = "present")]
+    pub description: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    pub completed: Option<Option<bool>>,
+}
+
+/// Tells an absent field (`None`, via `default`) from an explicit `null` (`Some(None)`).
+fn present<'de, T, D>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
+where
+    T: Deserialize<'de>,
+    D: Deserializer<'de>,
+{
+    Option::<T>::deserialize(deserializer).map(Some)
+}
+
+/// Query parameters of `GET /api/todos`; unknown parameters are a 400.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ListTodosQuery {
+    /// Only completed (`true`) or open (`false`) todos.
+    pub completed: Option<bool>,
+    /// Page size, 1 to 100 (default 20).
+    #[param(minimum = 1, maximum = 100)]
+    pub limit: Option<u32>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+/// One page of todos, newest first.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct TodoList {
+    pub items: Vec<TodoResponse>,
+    /// Pass as `cursor` to get the next page; `null` on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// Creates a todo.
+#[utoipa::path(
+    post,
+    path = "/api/todos",
+    tag = "todos",
+    request_body = CreateTodoRequest,
+    responses(
+        (status = 201, description = "Created", body = TodoResponse,
+            headers(("Location" = String, description = "URL of the new todo"))),
+        (status = 400, description = "Malformed JSON", body = ErrorBody),
+        (status = 401, description = "Missing or invalid API key", body = ErrorBody),
+        (status = 413, description = "Body over the limit", body = ErrorBody),
+        (status = 415, description = "Not application/json", body = ErrorBody),
+        (status = 422, description = "Validation failed or unknown field", body = ErrorBody),
+        (status = 429, description = "Rate limited", body = ErrorBody),
+        (status = 503, description = "Database unavailable", body = ErrorBody),
+    ),
+    security(("api_key" = []))
+)]
+pub async fn create_todo(
+    caller: ReqData<Caller>,
+    db: Data<DbClient>,
+    body: Json<CreateTodoRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let CreateTodoRequest { title, description } = body.into_inner();
+    let todo = NewTodo {
+        title: TodoTitle::parse(title)?,
+        description: description.map(TodoDescription::parse).transpose()?,
+    };
+    let created = db
+        .send(CreateTodo {
+            owner: caller.owner.clone(),
+            todo,
+        })
+        .await?;
+    Ok(HttpResponse::Created()
+        .insert_header((header::LOCATION, format!("/api/todos/{}", created.id)))
+        .json(TodoResponse::from(created)))
+}
+
+/// Lists the caller's todos, newest first, one page at a time.
+#[utoipa::path(
+    get,
+    path = "/api/todos",
+    tag = "todos",
+    params(ListTodosQuery),
+    responses(
+        (status = 200, description = "A page of todos", body = TodoList),
+        (status = 400, description = "Malformed query, bad cursor or limit out of range", body = ErrorBody),
+        (status = 401, description = "Missing or invalid API key", body = ErrorBody),
+        (status = 429, description = "Rate limited", body = ErrorBody),
+        (status = 503, description = "Database unavailable", body = ErrorBody),
+    ),
+    security(("api_key" = []))
+)]
+pub async fn list_todos(
+    caller: ReqData<Caller>,
+    db: Data<DbClient>,
+    query: Query<ListTodosQuery>,
+) -> Result<Json<TodoList>, ApiError> {
+    let ListTodosQuery {
+        completed,
+        limit,
+        cursor,
+    } = query.into_inner();
+    let limit = limit.unwrap_or(DEFAULT_PAGE_SIZE);
+    if !(1..=MAX_PAGE_SIZE).contains(&limit) {
+        return Err(ApiError::BadRequest {
+            code: "invalid_query",
+            message: format!("limit must be between 1 and {MAX_PAGE_SIZE}"),
+        });
+    }
+    let after = match cursor {
+        Some(cursor) => Some(PageCursor::decode(&cursor).ok_or(ApiError::BadRequest {
+            code: "invalid_cursor",
+            message: "cursor is not one this API returned".to_string(),
+        })?),
+        None => None,
+    };
+    let page = db
+        .send(ListTodos {
+            owner: caller.owner.clone(),
+            filter: TodoFilter {
+                completed,
+                limit,
+                after,
+            },
+        })
+        .await?;
+    Ok(Json(TodoList {
+        items: page.items.into_iter().map(TodoResponse::from).collect(),
+        next_cursor: page.next_cursor.map(|cursor| cursor.encode()),
+    }))
+}
+
+/// Reads one todo.
+#[utoipa::path(
+    get,
+    path = "/api/todos/{id}",
+    tag = "todos",
+    params(("id" = Uuid, Path, description = "The todo's id")),
+    responses(
+        (status = 200, description = "The todo", body = TodoResponse),
+        (status = 401, description = "Missing or invalid API key", body = ErrorBody),
+        (status = 404, description = "No such todo for this owner", body = ErrorBody),
+        (status = 429, description = "Rate limited", body = ErrorBody),
+        (status = 503, description = "Database unavailable", body = ErrorBody),
+    ),
+    security(("api_key" = []))
+)]
+pub async fn get_todo(
+    caller: ReqData<Caller>,
+    db: Data<DbClient>,
+    id: Path<String>,
+) -> Result<Json<TodoResponse>, ApiError> {
+    let id = parse_todo_id(&id)?;
+    let todo = db
+        .send(GetTodo {
+            owner: caller.owner.clone(),
+            id,
+        })
+        .await?;
+    Ok(Json(todo.into()))
+}
+
+/// Changes some fields of a todo and bumps `updated_at`.
+#[utoipa::path(
+    patch,
+    path = "/api/todos/{id}",
+    tag = "todos",
+    params(("id" = Uuid, Path, description = "The todo's id")),
+    request_body = UpdateTodoRequest,
+    responses(
+        (status = 200, description = "The updated todo", body = TodoResponse),
+        (status = 400, description = "Malformed JSON", body = ErrorBody),
+        (status = 401, description = "Missing or invalid API key", body = ErrorBody),
+        (status = 404, description = "No such todo for this owner", body = ErrorBody),
+        (status = 413, description = "Body over the limit", body = ErrorBody),
+        (status = 415, description = "Not application/json", body = ErrorBody),
+        (status = 422, description = "Validation failed or unknown field", body = ErrorBody),
+        (status = 429, description = "Rate limited", body = ErrorBody),
+        (status = 503, description = "Database unavailable", body = ErrorBody),
+    ),
+    security(("api_key" = []))
+)]
+pub async fn update_todo(
+    caller: ReqData<Caller>,
+    db: Data<DbClient>,
+    id: Path<String>,
+    body: Json<UpdateTodoRequest>,
+) -> Result<Json<TodoResponse>, ApiError> {
+    let id = parse_todo_id(&id)?;
+    let UpdateTodoRequest {
+        title,
+        description,
+        completed,
+    } = body.into_inner();
+    let changes = TodoChanges {
+        title: match title {
+            None => None,
+            Some(None) => return Err(ApiError::Validation("title must not be null".into())),
+            Some(Some(title)) => Some(TodoTitle::parse(title)?),
+        },
+        description: description
+            .map(|description| description.map(TodoDescription::parse).transpose())
+            .transpose()?,
+        completed: match completed {
+            None => None,
+            Some(None) => {
+                return Err(ApiError::Validation("completed must not be null".into()));
+            }
+            Some(Some(completed)) => Some(completed),
+        },
+    };
+    let todo = db
+        .send(UpdateTodo {
+            owner: caller.owner.clone(),
+            id,
+            changes,
+        })
+        .await?;
+    Ok(Json(todo.into()))
+}
+
+/// Deletes a todo.
+#[utoipa::path(
+    delete,
+    path = "/api/todos/{id}",
+    tag = "todos",
+    params(("id" = Uuid, Path, description = "The todo's id")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 401, description = "Missing or invalid API key", body = ErrorBody),
+        (status = 404, description = "No such todo for this owner", body = ErrorBody),
+        (status = 429, description = "Rate limited", body = ErrorBody),
+        (status = 503, description = "Database unavailable", body = ErrorBody),
+    ),
+    security(("api_key" = []))
+)]
+pub async fn delete_todo(
+    caller: ReqData<Caller>,
+    db: Data<DbClient>,
+    id: Path<String>,
+) -> Result<impl Responder, ApiError> {
+    let id = parse_todo_id(&id)?;
+    db.send(DeleteTodo {
+        owner: caller.owner.clone(),
+        id,
+    })
+    .await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// A path segment that is not a UUID names no todo: 404, like any unknown id.
+fn parse_todo_id(raw: &str) -> Result<Uuid, ApiError> {
+    Uuid::try_parse(raw).map_err(|_| ApiError::todo_not_found())
+}

@@ -1,0 +1,246 @@
+//! Builds the application from [`Settings`]: migrations, pool, executors,
+//! both listeners; and runs it until a graceful shutdown. `main` and the
+//! tests start the application the same way.
+
+use std::fs::File;
+use std::io::BufReader;
+use std::net::TcpListener;
+use std::sync::Arc;
+
+use actix_web::dev::{Server, ServerHandle};
+use actix_web::middleware::{NormalizePath, TrailingSlash, from_fn};
+use actix_web::{App, HttpServer, web};
+use anyhow::Context;
+use rustls::ServerConfig;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+use crate::actors::db::DbExecutor;
+use crate::auth::Authenticator;
+use crate::configuration::{Settings, TlsSettings};
+use crate::db::{self, migrations};
+use crate::metrics::Metrics;
+use crate::middleware::request_span;
+use crate::routes::health::Readiness;
+use crate::routes::{self, configure_admin, configure_api};
+
+/// A built application, listening, not yet running.
+pub struct Application {
+    api_port: u16,
+    admin_port: u16,
+    api_server: Server,
+    admin_server: Server,
+    shutdown: ShutdownHandle,
+}
+
+/// Stops the application gracefully; cheap to clone.
+#[derive(Clone)]
+pub struct ShutdownHandle {
+    readiness: web::Data<Readiness>,
+    api: ServerHandle,
+    admin: ServerHandle,
+    readiness_delay: std::time::Duration,
+}
+
+impl ShutdownHandle {
+    /// Readiness turns 503, then (after `server.shutdown_readiness_delay_seconds`,
+    /// so load balancers stop routing here) the API listener closes and
+    /// in-flight requests get `server.shutdown_timeout_seconds` to finish;
+    /// the admin listener closes last.
+    pub async fn shutdown(&self) {
+        tracing::info!("shutdown started: readiness now reports 503");
+        self.readiness.start_shutdown();
+        tokio::time::sleep(self.readiness_delay).await;
+        self.api.stop(true).await;
+        self.admin.stop(true).await;
+        tracing::info!("shutdown complete");
+    }
+}
+
+impl Application {
+    /// Runs migrations (when `database.migrate_on_start`), starts the
+    /// executors and binds both listeners. Fails with a message when the
+    /// database cannot be migrated, a port is taken, or TLS files are unusable.
+    pub async fn build(settings: Settings) -> anyhow::Result<Application> {
+        if settings.database.migrate_on_start {
+            let database = settings.database.clone();
+            let applied = web::block(move || -> anyhow::Result<Vec<String>> {
+                let mut connection = db::connect(&database)
+                    .context("Failed to connect to the database to run migrations")?;
+                migrations::run_pending_migrations(&mut connection)
+            })
+            .await
+            .context("The migration thread failed")??;
+            if !applied.is_empty() {
+                tracing::info!(migrations = ?applied, "applied database migrations");
+            }
+        }
+
+        let metrics = Metrics::new();
+        let pool = db::build_pool(&settings.database);
+        let db_client = DbExecutor::start(
+            settings.database.executor_threads,
+            pool,
+            metrics.clone(),
+            settings.database.queue_timeout(),
+            settings.database.max_queue,
+        );
+        let authenticator = web::Data::new(Authenticator::new(
+            &settings.auth,
+            db_client.clone(),
+            metrics.clone(),
+        ));
+        let readiness = web::Data::new(Readiness::new(db::build_pool_of_size(
+            &settings.database,
+            1,
+        )));
+
+        let tls_config = match &settings.tls {
+            TlsSettings {
+                cert_path: Some(_),
+                key_path: Some(_),
+            } => Some(load_tls_config(&settings.tls)?),
+            _ => None,
+        };
+
+        let api_listener = TcpListener::bind((settings.server.host.as_str(), settings.server.port))
+            .with_context(|| {
+                format!(
+                    "Failed to bind the API listener to {}:{}",
+                    settings.server.host, settings.server.port
+                )
+            })?;
+        let api_port = api_listener.local_addr()?.port();
+        let admin_listener =
+            TcpListener::bind((settings.admin.host.as_str(), settings.admin.port)).with_context(
+                || {
+                    format!(
+                        "Failed to bind the admin listener to {}:{}",
+                        settings.admin.host, settings.admin.port
+                    )
+                },
+            )?;
+        let admin_port = admin_listener.local_addr()?.port();
+
+        let json_limit = settings.server.json_body_limit_bytes;
+        let db_data = web::Data::new(db_client);
+        let api = {
+            let authenticator = authenticator.clone();
+            HttpServer::new(move || {
+                App::new()
+                    .app_data(db_data.clone())
+                    .app_data(authenticator.clone())
+                    .configure(|cfg| configure_api(cfg, json_limit))
+                    .default_service(web::to(routes::not_found))
+                    .wrap(NormalizePath::new(TrailingSlash::Trim))
+                    .wrap(from_fn(request_span))
+            })
+        };
+        let mut api = api
+            .disable_signals()
+            .shutdown_timeout(settings.server.shutdown_timeout_seconds)
+            .client_request_timeout(settings.server.client_request_timeout())
+            .keep_alive(settings.server.keep_alive());
+        if settings.server.workers > 0 {
+            api = api.workers(settings.server.workers);
+        }
+        let api_server = match tls_config {
+            Some(tls) => api
+                .listen_rustls_0_23(api_listener, tls)
+                .context("Failed to start the HTTPS listener")?,
+            None => api
+                .listen(api_listener)
+                .context("Failed to start the HTTP listener")?,
+        }
+        .run();
+
+        let admin_metrics = web::Data::new(metrics);
+        let admin_readiness = readiness.clone();
+        let admin_server = HttpServer::new(move || {
+            App::new()
+                .app_data(admin_readiness.clone())
+                .app_data(admin_metrics.clone())
+                .configure(configure_admin)
+                .default_service(web::to(routes::not_found))
+        })
+        .disable_signals()
+        .workers(1)
+        .shutdown_timeout(5)
+        .listen(admin_listener)
+        .context("Failed to start the admin listener")?
+        .run();
+
+        let shutdown = ShutdownHandle {
+            readiness,
+            api: api_server.handle(),
+            admin: admin_server.handle(),
+            readiness_delay: settings.server.shutdown_readiness_delay(),
+        };
+        tracing::info!(
+            api_port,
+            admin_port,
+            tls = settings.tls.cert_path.is_some(),
+            "todo-app listening"
+        );
+        Ok(Application {
+            api_port,
+            admin_port,
+            api_server,
+            admin_server,
+            shutdown,
+        })
+    }
+
+    /// The API port actually bound (useful with port 0).
+    pub fn port(&self) -> u16 {
+        self.api_port
+    }
+
+    /// The admin port actually bound.
+    pub fn admin_port(&self) -> u16 {
+        self.admin_port
+    }
+
+    /// A handle that stops the application gracefully.
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        self.shutdown.clone()
+    }
+
+    /// Serves until both listeners have stopped (see [`ShutdownHandle`]).
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let (api, admin) = futures_util::future::join(self.api_server, self.admin_server).await;
+        api.and(admin)
+    }
+}
+
+/// Reads the certificate chain and key; TLS 1.2 and 1.3 only, ring provider.
+fn load_tls_config(tls: &TlsSettings) -> anyhow::Result<ServerConfig> {
+    let cert_path = tls.cert_path.as_ref().expect("checked by the caller");
+    let key_path = tls.key_path.as_ref().expect("checked by the caller");
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_reader_iter(BufReader::new(
+        File::open(cert_path)
+            .with_context(|| format!("Failed to open tls.cert_path {}", cert_path.display()))?,
+    ))
+    .collect::<Result<_, _>>()
+    .with_context(|| format!("Failed to parse tls.cert_path {}", cert_path.display()))?;
+    if certs.is_empty() {
+        anyhow::bail!(
+            "tls.cert_path {} holds no PEM certificate",
+            cert_path.display()
+        );
+    }
+    let key = PrivateKeyDer::from_pem_reader(BufReader::new(
+        File::open(key_path)
+            .with_context(|| format!("Failed to open tls.key_path {}", key_path.display()))?,
+    ))
+    .with_context(|| format!("Failed to parse tls.key_path {} (PEM private key expected)", key_path.display()))?;
+    let config = ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+    .context("Failed to configure TLS protocol versions")?
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .context("The TLS certificate and key do not form a usable pair")?;
+    Ok(config)
+}
