@@ -1,0 +1,3 @@
+//! `todo-sidecar`: placeholder until the backup work lands.
+
+fn main() {}
