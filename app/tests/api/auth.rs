@@ -1,0 +1,158 @@
+//! API keys on `/api`: 401 without a valid key, revocation, rate limiting.
+
+use std::time::Duration;
+
+use diesel::RunQueryDsl;
+use serde_json::json;
+
+use crate::helpers::{error_code, eventually, spawn_app, spawn_app_with};
+
+#[actix_web::test]
+async fn requests_without_a_valid_key_get_the_same_401() {
+    let app = spawn_app().await;
+    let real = app.create_key("alice");
+    let (revoked_id, revoked) = app.create_key_with_id("alice");
+    todo_app::db::api_keys::revoke(&mut app.connection(), revoked_id).unwrap();
+    // Same key id as a real key, wrong secret.
+    let mut forged = real.clone();
+    forged.replace_range(forged.len() - 4.., "AAAA");
+
+    let headers = [
+        None,
+        Some("Basic YWxpY2U6cGFzcw==".to_string()),
+        Some("Bearer".to_string()),
+        Some("Bearer not-a-token".to_string()),
+        Some(format!("Bearer {forged}")),
+        Some(format!("Bearer {revoked}")),
+        Some(format!("Bearer todo_{}", "A".repeat(64))),
+    ];
+    let mut bodies = Vec::new();
+    for header in headers {
+        let mut request = app.client.get(app.url("/api/todos"));
+        if let Some(header) = &header {
+            request = request.header("authorization", header);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.headers()["www-authenticate"], "Bearer");
+        let body = response.text().await.unwrap();
+        bodies.push(body);
+    }
+
+    assert!(
+        bodies.windows(2).all(|pair| pair[0] == pair[1]),
+        "every 401 says the same, so it cannot tell whether a key exists: {bodies:?}"
+    );
+    assert!(bodies[0].contains("\"unauthorized\""));
+    let metrics = app.admin_get("/metrics").await.text().await.unwrap();
+    assert!(metrics.contains("todo_auth_failures_total{reason=\"missing\"} 1"));
+    assert!(metrics.contains("todo_auth_failures_total{reason=\"invalid\"} 3"));
+}
+
+#[actix_web::test]
+async fn every_verb_requires_a_key() {
+    let app = spawn_app().await;
+    let id = uuid::Uuid::new_v4();
+
+    let responses = [
+        app.client.get(app.url("/api/todos")).send().await.unwrap(),
+        app.client.post(app.url("/api/todos")).json(&json!({"title": "x"})).send().await.unwrap(),
+        app.client.get(app.url(&format!("/api/todos/{id}"))).send().await.unwrap(),
+        app.client.patch(app.url(&format!("/api/todos/{id}"))).json(&json!({})).send().await.unwrap(),
+        app.client.delete(app.url(&format!("/api/todos/{id}"))).send().await.unwrap(),
+    ];
+
+    for response in responses {
+        assert_eq!(error_code(response, 401).await, "unauthorized");
+    }
+}
+
+#[actix_web::test]
+async fn a_revoked_key_stops_working_within_the_cache_ttl() {
+    let app = spawn_app_with(|settings| settings.auth.key_cache_ttl_seconds = 1).await;
+    let (id, token) = app.create_key_with_id("alice");
+    assert_eq!(app.list_todos(&token, "").await.status(), 200);
+
+    todo_app::db::api_keys::revoke(&mut app.connection(), id).unwrap();
+
+    let refused = eventually(Duration::from_secs(5), || async {
+        app.list_todos(&token, "").await.status() == 401
+    })
+    .await;
+    assert!(refused, "the revoked key is refused within the TTL");
+}
+
+#[actix_web::test]
+async fn using_a_key_records_last_used_at() {
+    let app = spawn_app().await;
+    let (id, token) = app.create_key_with_id("alice");
+
+    app.list_todos(&token, "").await;
+
+    let recorded = eventually(Duration::from_secs(5), || async {
+        let keys = todo_app::db::api_keys::list(&mut app.connection()).unwrap();
+        keys.iter().any(|key| key.id == id && key.last_used_at.is_some())
+    })
+    .await;
+    assert!(recorded);
+}
+
+#[actix_web::test]
+async fn a_key_over_its_rate_limit_gets_429_with_retry_after_and_others_do_not() {
+    let app = spawn_app_with(|settings| {
+        settings.auth.rate_limit_per_second = 1;
+        settings.auth.rate_limit_burst = 3;
+    })
+    .await;
+    let busy = app.create_key("alice");
+    let quiet = app.create_key("bob");
+
+    let mut statuses = Vec::new();
+    let mut limited = None;
+    for _ in 0..6 {
+        let response = app.list_todos(&busy, "").await;
+        statuses.push(response.status().as_u16());
+        if response.status() == 429 {
+            limited = Some(response);
+        }
+    }
+
+    assert_eq!(&statuses[..3], &[200, 200, 200], "the burst is allowed: {statuses:?}");
+    assert!(statuses.contains(&429), "then the limit applies: {statuses:?}");
+    let limited = limited.unwrap();
+    let retry_after: u64 = limited.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=2).contains(&retry_after), "Retry-After is {retry_after}");
+    assert_eq!(error_code(limited, 429).await, "rate_limited");
+    assert_eq!(app.list_todos(&quiet, "").await.status(), 200, "limits are per key");
+    let metrics = app.admin_get("/metrics").await.text().await.unwrap();
+    assert!(metrics.contains("todo_rate_limited_total"));
+}
+
+#[actix_web::test]
+async fn rate_limiting_is_off_when_set_to_zero() {
+    let app = spawn_app_with(|settings| settings.auth.rate_limit_per_second = 0).await;
+    let token = app.create_key("alice");
+
+    for _ in 0..100 {
+        assert_eq!(app.list_todos(&token, "?limit=1").await.status(), 200);
+    }
+}
+
+#[actix_web::test]
+async fn only_a_hash_of_the_secret_is_stored() {
+    let app = spawn_app().await;
+    let token = app.create_key("alice");
+
+    #[derive(diesel::QueryableByName)]
+    struct Row {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        dump: String,
+    }
+    let rows: Vec<Row> = diesel::sql_query("SELECT row_to_json(api_keys)::text AS dump FROM api_keys")
+        .load(&mut app.connection())
+        .unwrap();
+    let secret_part = &token["todo_".len() + 22..];
+    for row in rows {
+        assert!(!row.dump.contains(&token));
+        assert!(!row.dump.contains(secret_part));
+    }
+}

@@ -1,0 +1,134 @@
+//! Layered configuration: unknown keys and invalid values stop start-up with
+//! the key named; secrets never appear in messages.
+
+use std::collections::HashMap;
+use std::process::Command;
+
+use secrecy::ExposeSecret;
+use todo_app::configuration::Settings;
+
+use crate::helpers::configuration_dir;
+
+fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+    let mut vars: HashMap<String, String> = pairs
+        .iter()
+        .map(|(name, value)| (name.to_string(), value.to_string()))
+        .collect();
+    vars.entry("APP_CONFIG_DIR".into())
+        .or_insert_with(|| configuration_dir().display().to_string());
+    vars
+}
+
+#[test]
+fn defaults_load_and_conventional_variables_win() {
+    let settings = Settings::load_from(&vars(&[
+        ("DATABASE_URL", "postgres://app:pw@db:5432/todo"),
+        ("PORT", "8080"),
+        ("APP__DATABASE__POOL_SIZE", "3"),
+        ("APP__DATABASE__URL", "postgres://ignored@elsewhere/x"),
+    ]))
+    .unwrap();
+
+    assert_eq!(settings.server.port, 8080);
+    assert_eq!(settings.admin.port, 9000);
+    assert_eq!(settings.database.pool_size, 3);
+    assert_eq!(settings.database.url.expose_secret(), "postgres://app:pw@db:5432/todo");
+    assert_eq!(settings.server.json_body_limit_bytes, 64 * 1024);
+    assert_eq!(settings.server.host, "127.0.0.1", "local.yaml is layered over base.yaml");
+}
+
+#[test]
+fn an_unknown_key_in_a_variable_is_named() {
+    let error = Settings::load_from(&vars(&[("APP__SERVER__PROT", "1")])).unwrap_err();
+
+    assert!(error.to_string().contains("prot"), "{error}");
+}
+
+#[test]
+fn an_unknown_key_in_a_file_is_named() {
+    let dir = std::env::temp_dir().join(format!("todo-config-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("local.yaml"), "server:\n  prot: 1\n").unwrap();
+
+    let error =
+        Settings::load_from(&vars(&[("APP_CONFIG_DIR", dir.to_str().unwrap())])).unwrap_err();
+
+    assert!(error.to_string().contains("prot"), "{error}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn an_invalid_value_is_named() {
+    let not_a_number = Settings::load_from(&vars(&[("APP__SERVER__PORT", "abc")])).unwrap_err();
+    let zero_pool = Settings::load_from(&vars(&[("APP__DATABASE__POOL_SIZE", "0")])).unwrap_err();
+    let half_tls = Settings::load_from(&vars(&[("APP__TLS__CERT_PATH", "/tmp/cert.pem")])).unwrap_err();
+
+    assert!(not_a_number.to_string().contains("port"), "{not_a_number}");
+    assert!(zero_pool.to_string().contains("database.pool_size"), "{zero_pool}");
+    assert!(half_tls.to_string().contains("tls.key_path"), "{half_tls}");
+}
+
+#[test]
+fn an_unknown_environment_or_missing_environment_file_is_an_error() {
+    let unknown = Settings::load_from(&vars(&[("APP_ENVIRONMENT", "staging")])).unwrap_err();
+    let empty_dir = std::env::temp_dir().join(format!("todo-config-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&empty_dir).unwrap();
+    let missing = Settings::load_from(&vars(&[
+        ("APP_ENVIRONMENT", "production"),
+        ("APP_CONFIG_DIR", empty_dir.to_str().unwrap()),
+    ]))
+    .unwrap_err();
+
+    assert!(unknown.to_string().contains("APP_ENVIRONMENT"), "{unknown}");
+    assert!(missing.to_string().contains("production"), "{missing}");
+    std::fs::remove_dir_all(empty_dir).unwrap();
+}
+
+#[test]
+fn a_database_url_that_is_not_postgres_is_rejected_without_echoing_it() {
+    let error = Settings::load_from(&vars(&[("DATABASE_URL", "mysql://root:hunter2@db/x")]))
+        .unwrap_err();
+
+    assert!(error.to_string().contains("database.url"), "{error}");
+    assert!(!error.to_string().contains("hunter2"));
+}
+
+#[test]
+fn the_server_exits_with_a_clear_message_and_no_password_when_the_database_is_unreachable() {
+    let port = crate::helpers::free_port();
+    let output = Command::new(env!("CARGO_BIN_EXE_todo-app"))
+        .env(
+            "DATABASE_URL",
+            format!("postgres://app:s3cret-pass@127.0.0.1:{port}/todo"),
+        )
+        .env("APP_CONFIG_DIR", configuration_dir())
+        .env("APP__SERVER__PORT", "0")
+        .env("APP__ADMIN__PORT", "0")
+        .env_remove("APP_ENVIRONMENT")
+        .output()
+        .unwrap();
+
+    assert_eq!(output.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("Failed to connect to the database"), "{stderr}");
+    assert!(!stdout.contains("s3cret-pass") && !stderr.contains("s3cret-pass"));
+    for line in stdout.lines() {
+        let entry: serde_json::Value = serde_json::from_str(line)
+            .unwrap_or_else(|_| panic!("stdout carries only JSON log lines: {line}"));
+        assert!(entry["level"].is_number() && entry["msg"].is_string());
+    }
+}
+
+#[test]
+fn an_unknown_key_stops_the_binary_with_exit_code_2() {
+    let output = Command::new(env!("CARGO_BIN_EXE_todo-app"))
+        .env("APP_CONFIG_DIR", configuration_dir())
+        .env("APP__DATABASE__POOLSIZE", "3")
+        .env_remove("APP_ENVIRONMENT")
+        .output()
+        .unwrap();
+
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("poolsize"));
+}

@@ -1,0 +1,43 @@
+//! The admin listener: liveness, readiness and metrics.
+
+use crate::helpers::spawn_app;
+
+#[actix_web::test]
+async fn liveness_and_readiness_are_200_when_the_database_is_up() {
+    let app = spawn_app().await;
+
+    let live = app.admin_get("/health/live").await;
+    let ready = app.admin_get("/health/ready").await;
+
+    assert_eq!(live.status(), 200);
+    assert_eq!(ready.status(), 200);
+}
+
+#[actix_web::test]
+async fn metrics_are_served_in_the_prometheus_text_format() {
+    let app = spawn_app().await;
+    let token = app.create_key("alice");
+    app.create_todo(&token, "counted").await;
+
+    let response = app.admin_get("/metrics").await;
+
+    assert_eq!(response.status(), 200);
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain; version=0.0.4")
+    );
+    let body = response.text().await.unwrap();
+    assert!(body.contains("todo_build_info{"));
+    assert!(body.contains("todo_db_query_duration_seconds_count{operation=\"create_todo\"} 1"));
+}
+
+#[actix_web::test]
+async fn the_api_listener_does_not_serve_admin_endpoints() {
+    let app = spawn_app().await;
+
+    let response = app.client.get(app.url("/metrics")).send().await.unwrap();
+
+    assert_eq!(response.status(), 404);
+}

@@ -1,0 +1,433 @@
+//! Test helpers: a fresh database per test, the application started exactly
+//! as `main` starts it (on port 0), typed request helpers, and a throwaway
+//! PostgreSQL cluster for tests that stop the database.
+
+use std::collections::HashMap;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use diesel::{Connection, PgConnection, RunQueryDsl};
+use secrecy::ExposeSecret;
+use serde_json::Value;
+use todo_app::configuration::{Settings, replace_database_name};
+use todo_app::db::api_keys;
+use todo_app::domain::Owner;
+use todo_app::startup::{Application, ShutdownHandle};
+use uuid::Uuid;
+
+/// The server every test database lives on; the CI script may point it elsewhere.
+pub fn admin_database_url() -> String {
+    std::env::var("TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_string())
+}
+
+/// The repository's `configuration/` directory.
+pub fn configuration_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../configuration")
+}
+
+/// Settings as `main` would load them for `database_url`, adjusted for tests:
+/// loopback, port 0, no shutdown delay, small pool.
+pub fn test_settings(database_url: &str) -> Settings {
+    let vars = HashMap::from([
+        ("DATABASE_URL".to_string(), database_url.to_string()),
+        (
+            "APP_CONFIG_DIR".to_string(),
+            configuration_dir().display().to_string(),
+        ),
+    ]);
+    let mut settings = Settings::load_from(&vars).expect("the test configuration loads");
+    settings.server.host = "127.0.0.1".into();
+    settings.server.port = 0;
+    settings.server.workers = 2;
+    settings.server.shutdown_readiness_delay_seconds = 0;
+    settings.admin.host = "127.0.0.1".into();
+    settings.admin.port = 0;
+    settings.database.pool_size = 4;
+    settings.database.executor_threads = 4;
+    settings
+}
+
+/// Creates an empty database with a random name and returns its URL.
+pub fn create_database(server_url: &str) -> (String, String) {
+    let name = format!("todo_test_{}", Uuid::new_v4().simple());
+    let mut admin = PgConnection::establish(server_url).expect("the test PostgreSQL is reachable");
+    diesel::sql_query(format!(r#"CREATE DATABASE "{name}""#))
+        .execute(&mut admin)
+        .expect("the test database is created");
+    (name.clone(), replace_database_name(server_url, &name))
+}
+
+/// Drops a test database, disconnecting whoever still uses it.
+pub fn drop_database(server_url: &str, name: &str) {
+    if let Ok(mut admin) = PgConnection::establish(server_url) {
+        let _ = diesel::sql_query(format!(r#"DROP DATABASE IF EXISTS "{name}" WITH (FORCE)"#))
+            .execute(&mut admin);
+    }
+}
+
+/// A running application on its own database.
+pub struct TestApp {
+    pub address: String,
+    pub admin_address: String,
+    pub api_port: u16,
+    pub database_url: String,
+    pub client: reqwest::Client,
+    pub shutdown: ShutdownHandle,
+    pub server: actix_web::rt::task::JoinHandle<std::io::Result<()>>,
+    server_url: String,
+    database_name: String,
+    drop_database_on_exit: bool,
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if self.drop_database_on_exit {
+            drop_database(&self.server_url, &self.database_name);
+        }
+    }
+}
+
+/// Installs the rustls crypto provider the test clients use (once per process).
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+pub fn http_client() -> reqwest::Client {
+    install_crypto_provider();
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("the test HTTP client builds")
+}
+
+/// Starts the application on a fresh database with default test settings.
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+/// Starts the application on a fresh database after `customize` adjusts its settings.
+pub async fn spawn_app_with(customize: impl FnOnce(&mut Settings)) -> TestApp {
+    spawn_app_on_server(&admin_database_url(), true, customize).await
+}
+
+/// Starts the application on a fresh database of the server at `server_url`.
+pub async fn spawn_app_on_server(
+    server_url: &str,
+    drop_database_on_exit: bool,
+    customize: impl FnOnce(&mut Settings),
+) -> TestApp {
+    let (database_name, database_url) = create_database(server_url);
+    let mut settings = test_settings(&database_url);
+    customize(&mut settings);
+    let application = Application::build(settings.clone())
+        .await
+        .expect("the application builds");
+    let api_port = application.port();
+    let admin_port = application.admin_port();
+    let shutdown = application.shutdown_handle();
+    let server = actix_web::rt::spawn(application.run_until_stopped());
+    let scheme = if settings.tls.cert_path.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    TestApp {
+        address: format!("{scheme}://127.0.0.1:{api_port}"),
+        admin_address: format!("http://127.0.0.1:{admin_port}"),
+        api_port,
+        database_url,
+        client: http_client(),
+        shutdown,
+        server,
+        server_url: server_url.to_string(),
+        database_name,
+        drop_database_on_exit,
+    }
+}
+
+impl TestApp {
+    /// A direct connection to the app's database, for arranging and asserting.
+    pub fn connection(&self) -> PgConnection {
+        PgConnection::establish(&self.database_url).expect("the test database is reachable")
+    }
+
+    /// Creates an API key for `owner` and returns its token.
+    pub fn create_key(&self, owner: &str) -> String {
+        let (id, token) = self.create_key_with_id(owner);
+        let _ = id;
+        token
+    }
+
+    /// Creates an API key for `owner` and returns its id and token.
+    pub fn create_key_with_id(&self, owner: &str) -> (Uuid, String) {
+        let new = todo_app::auth::generate_token();
+        let owner = Owner::parse(owner).expect("a valid owner name");
+        api_keys::insert(&mut self.connection(), new.id, &owner, &new.secret_hash)
+            .expect("the key is stored");
+        (new.id, new.token.expose_secret().to_string())
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.address)
+    }
+
+    pub async fn post_todo(&self, token: &str, body: &Value) -> reqwest::Response {
+        self.client
+            .post(self.url("/api/todos"))
+            .bearer_auth(token)
+            .json(body)
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    /// Creates a todo and returns its JSON, asserting 201.
+    pub async fn create_todo(&self, token: &str, title: &str) -> Value {
+        let response = self.post_todo(token, &serde_json::json!({"title": title})).await;
+        assert_eq!(response.status(), 201, "creating {title:?}");
+        response.json().await.expect("JSON body")
+    }
+
+    pub async fn get_todo(&self, token: &str, id: &str) -> reqwest::Response {
+        self.client
+            .get(self.url(&format!("/api/todos/{id}")))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    pub async fn list_todos(&self, token: &str, query: &str) -> reqwest::Response {
+        self.client
+            .get(self.url(&format!("/api/todos{query}")))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    pub async fn patch_todo(&self, token: &str, id: &str, body: &Value) -> reqwest::Response {
+        self.client
+            .patch(self.url(&format!("/api/todos/{id}")))
+            .bearer_auth(token)
+            .json(body)
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    pub async fn delete_todo(&self, token: &str, id: &str) -> reqwest::Response {
+        self.client
+            .delete(self.url(&format!("/api/todos/{id}")))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    pub async fn admin_get(&self, path: &str) -> reqwest::Response {
+        self.client
+            .get(format!("{}{path}", self.admin_address))
+            .send()
+            .await
+            .expect("request sent")
+    }
+}
+
+/// Asserts the error shape of ARCHITECTURE.md and returns the error code.
+pub async fn error_code(response: reqwest::Response, status: u16) -> String {
+    assert_eq!(response.status().as_u16(), status);
+    assert!(
+        response.headers().contains_key("x-request-id"),
+        "every response carries X-Request-Id"
+    );
+    let body: Value = response.json().await.expect("an error has a JSON body");
+    let code = body["error"]["code"]
+        .as_str()
+        .unwrap_or_else(|| panic!("error.code missing in {body}"));
+    assert!(
+        body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "error.message missing in {body}"
+    );
+    code.to_string()
+}
+
+/// Polls `condition` until it holds or `timeout` passes.
+pub async fn eventually<F, Fut>(timeout: Duration, mut condition: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if condition().await {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A free TCP port on loopback (bound then released).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|address| address.port())
+        .expect("a free port")
+}
+
+/// A PostgreSQL cluster of its own, for tests that stop the database. Runs as
+/// the `postgres` user when the tests run as root (initdb refuses root).
+pub struct ThrowawayCluster {
+    pub port: u16,
+    data_dir: PathBuf,
+    bin_dir: PathBuf,
+    run_as_postgres: bool,
+}
+
+impl ThrowawayCluster {
+    /// initdb + start on a free port, trust authentication on loopback.
+    pub fn start() -> ThrowawayCluster {
+        let bin_dir = postgres_bin_dir();
+        let run_as_postgres = is_root();
+        let data_dir = std::env::temp_dir().join(format!("todo-pg-{}", Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&data_dir).expect("the cluster directory is created");
+        if run_as_postgres {
+            chown_to_postgres(&data_dir);
+        }
+        let cluster = ThrowawayCluster {
+            port: free_port(),
+            data_dir,
+            bin_dir,
+            run_as_postgres,
+        };
+        cluster.run(
+            "initdb",
+            &[
+                "-D",
+                cluster.data_dir.to_str().expect("utf-8 path"),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "--no-sync",
+            ],
+        );
+        cluster.start_server();
+        cluster
+    }
+
+    /// The server URL (maintenance database `postgres`).
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// Starts the server and waits until it accepts connections.
+    pub fn start_server(&self) {
+        let options = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+            self.port,
+            self.data_dir.display()
+        );
+        self.run(
+            "pg_ctl",
+            &[
+                "-D",
+                self.data_dir.to_str().expect("utf-8 path"),
+                "-o",
+                &options,
+                "-l",
+                self.data_dir.join("server.log").to_str().expect("utf-8 path"),
+                "-w",
+                "-t",
+                "60",
+                "start",
+            ],
+        );
+    }
+
+    /// Stops the server immediately (connections are cut, as in a crash or failover).
+    pub fn stop_server(&self) {
+        self.run(
+            "pg_ctl",
+            &[
+                "-D",
+                self.data_dir.to_str().expect("utf-8 path"),
+                "-m",
+                "immediate",
+                "-w",
+                "stop",
+            ],
+        );
+    }
+
+    fn run(&self, tool: &str, args: &[&str]) {
+        let program = self.bin_dir.join(tool);
+        let output = if self.run_as_postgres {
+            Command::new("runuser")
+                .args(["-u", "postgres", "--"])
+                .arg(&program)
+                .args(args)
+                .output()
+        } else {
+            Command::new(&program).args(args).output()
+        }
+        .unwrap_or_else(|error| panic!("{} could not run: {error}", program.display()));
+        assert!(
+            output.status.success(),
+            "{tool} failed: {}\n{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}
+
+impl Drop for ThrowawayCluster {
+    fn drop(&mut self) {
+        let program = self.bin_dir.join("pg_ctl");
+        let data_dir = self.data_dir.to_str().unwrap_or_default().to_string();
+        let args = ["-D", &data_dir, "-m", "immediate", "stop"];
+        let _ = if self.run_as_postgres {
+            Command::new("runuser")
+                .args(["-u", "postgres", "--"])
+                .arg(&program)
+                .args(args)
+                .output()
+        } else {
+            Command::new(&program).args(args).output()
+        };
+        let _ = std::fs::remove_dir_all(&self.data_dir);
+    }
+}
+
+/// `/usr/lib/postgresql/<newest major>/bin`, where Debian keeps initdb and pg_ctl.
+fn postgres_bin_dir() -> PathBuf {
+    let mut versions: Vec<u32> = std::fs::read_dir("/usr/lib/postgresql")
+        .expect("PostgreSQL server binaries are installed (/usr/lib/postgresql)")
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    versions.sort_unstable();
+    let newest = versions.last().expect("a PostgreSQL major version is installed");
+    PathBuf::from(format!("/usr/lib/postgresql/{newest}/bin"))
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|output| String::from_utf8_lossy(&output.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+fn chown_to_postgres(path: &Path) {
+    let status = Command::new("chown")
+        .args(["postgres:postgres"])
+        .arg(path)
+        .status()
+        .expect("chown runs");
+    assert!(status.success(), "chown postgres {}", path.display());
+}

@@ -1,0 +1,15 @@
+//! API tests: one binary, one module per area; every test gets its own database.
+
+mod auth;
+mod cli;
+mod configuration;
+mod database_down;
+mod errors;
+mod health;
+mod helpers;
+mod migrations;
+mod openapi;
+mod pagination;
+mod shutdown;
+mod tls;
+mod todos;

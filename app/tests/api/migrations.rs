@@ -1,0 +1,94 @@
+//! Embedded migrations: idempotent, and safe when replicas start together.
+
+use std::process::Command;
+
+use diesel::RunQueryDsl;
+use diesel::sql_types::BigInt;
+use todo_app::db::migrations::run_pending_migrations;
+
+use crate::helpers::{admin_database_url, configuration_dir, create_database, drop_database};
+
+#[derive(diesel::QueryableByName)]
+struct Count {
+    #[diesel(sql_type = BigInt)]
+    count: i64,
+}
+
+fn count(connection: &mut diesel::PgConnection, sql: &str) -> i64 {
+    diesel::sql_query(sql)
+        .get_result::<Count>(connection)
+        .unwrap()
+        .count
+}
+
+#[test]
+fn running_migrations_twice_applies_them_once() {
+    let (name, url) = create_database(&admin_database_url());
+    let mut connection = <diesel::PgConnection as diesel::Connection>::establish(&url).unwrap();
+
+    let first = run_pending_migrations(&mut connection).unwrap();
+    let second = run_pending_migrations(&mut connection).unwrap();
+
+    assert_eq!(first.len(), 2);
+    assert!(second.is_empty(), "nothing left to apply");
+    assert_eq!(
+        count(&mut connection, "SELECT count(*) AS count FROM __diesel_schema_migrations"),
+        2
+    );
+    drop(connection);
+    drop_database(&admin_database_url(), &name);
+}
+
+#[test]
+fn two_processes_migrating_one_empty_database_at_once_both_succeed() {
+    let (name, url) = create_database(&admin_database_url());
+    let spawn = || {
+        Command::new(env!("CARGO_BIN_EXE_todo-app"))
+            .arg("migrate")
+            .env("DATABASE_URL", &url)
+            .env("APP_CONFIG_DIR", configuration_dir())
+            .env_remove("APP_ENVIRONMENT")
+            .spawn()
+            .expect("todo-app starts")
+    };
+
+    let mut first = spawn();
+    let mut second = spawn();
+    let first = first.wait().unwrap();
+    let second = second.wait().unwrap();
+
+    assert!(first.success() && second.success(), "{first:?} {second:?}");
+    let mut connection = <diesel::PgConnection as diesel::Connection>::establish(&url).unwrap();
+    assert_eq!(
+        count(&mut connection, "SELECT count(*) AS count FROM __diesel_schema_migrations"),
+        2
+    );
+    assert_eq!(
+        count(
+            &mut connection,
+            "SELECT count(*) AS count FROM information_schema.columns \
+             WHERE table_name = 'todos' AND column_name = 'owner'"
+        ),
+        1
+    );
+    drop(connection);
+    drop_database(&admin_database_url(), &name);
+}
+
+#[test]
+fn the_owner_scoped_indexes_exist() {
+    let (name, url) = create_database(&admin_database_url());
+    let mut connection = <diesel::PgConnection as diesel::Connection>::establish(&url).unwrap();
+    run_pending_migrations(&mut connection).unwrap();
+
+    let indexes = count(
+        &mut connection,
+        "SELECT count(*) AS count FROM pg_indexes WHERE tablename = 'todos' AND indexname IN \
+         ('todos_created_at_idx', 'todos_completed_idx', 'todos_owner_created_at_id_idx', \
+          'todos_owner_completed_created_at_id_idx')",
+    );
+
+    assert_eq!(indexes, 4);
+    drop(connection);
+    drop_database(&admin_database_url(), &name);
+}
