@@ -1,0 +1,118 @@
+#!/usr/bin/env bash
+# Benchmarks todo-app (release build, everything on: auth, validation,
+# metrics, logs) with wrk: GET /api/todos/{id} over random ids of 10,000
+# seeded todos, and POST /api/todos. 2 threads, 32 connections, 10 s, three
+# runs each; prints requests/s and p50/p99 latency of every run and the median.
+# Uses the PostgreSQL at $BENCH_DATABASE_URL (a server URL; default the local
+# one) and drops its scratch database at the end.
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+cd "$REPO_ROOT"
+
+ensure_cargo
+ensure_build_packages
+ensure_packages wrk
+
+server_url="${BENCH_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
+if ! postgres_reachable "$server_url"; then
+    ensure_system_postgres || server_url="$(start_throwaway_postgres)"
+fi
+duration="${BENCH_DURATION:-10s}"
+runs="${BENCH_RUNS:-3}"
+db="todo_bench_$$"
+database_url="${server_url%/*}/$db"
+work="$(mktemp -d)"
+server_pid=""
+cleanup() {
+    [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null && wait "$server_pid" 2>/dev/null || true
+    psql "$server_url" -qc "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1 || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+log "building todo-app (release)"
+cargo build --release -p todo-app --quiet
+binary="${CARGO_TARGET_DIR:-$REPO_ROOT/target}/release/todo-app"
+
+log "seeding $db with 10,000 todos of one owner"
+psql "$server_url" -qc "CREATE DATABASE $db" >/dev/null
+export DATABASE_URL="$database_url" APP_CONFIG_DIR="$REPO_ROOT/configuration"
+"$binary" migrate 2>/dev/null
+token="$("$binary" keys create --owner bench 2>/dev/null)"
+psql "$database_url" -qc "INSERT INTO todos (id, owner, title, description, created_at, updated_at)
+    SELECT gen_random_uuid(), 'bench', 'todo ' || n, 'seeded', now() - n * interval '1 second', now()
+    FROM generate_series(1, 10000) AS n" >/dev/null
+psql "$database_url" -Atqc "SELECT id FROM todos" > "$work/ids.txt"
+psql "$database_url" -qc "VACUUM ANALYZE" >/dev/null
+
+log "starting todo-app (logs to $work/app.log)"
+APP__SERVER__PORT=0 APP__ADMIN__PORT=0 "$binary" serve > "$work/app.log" 2>&1 &
+server_pid=$!
+port=""
+for _ in $(seq 1 100); do
+    port="$(grep -o '"api_port":[0-9]*' "$work/app.log" 2>/dev/null | head -n 1 | cut -d: -f2 || true)"
+    [ -n "$port" ] && break
+    sleep 0.1
+done
+[ -n "$port" ] || { echo "todo-app did not start:"; cat "$work/app.log"; exit 1; } >&2
+
+cat > "$work/get.lua" <<LUA
+local ids = {}
+for line in io.lines("$work/ids.txt") do ids[#ids + 1] = line end
+math.randomseed(os.time())
+wrk.headers["Authorization"] = "Bearer $token"
+request = function()
+  return wrk.format("GET", "/api/todos/" .. ids[math.random(#ids)])
+end
+LUA
+cat > "$work/post.lua" <<LUA
+wrk.method = "POST"
+wrk.headers["Authorization"] = "Bearer $token"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = '{"title": "benchmark todo", "description": "created by wrk"}'
+LUA
+
+# Prints "rps p50_ms p99_ms non2xx" for one wrk run.
+run_wrk() {
+    local script="$1" out
+    out="$(wrk -t2 -c32 -d"$duration" --latency -s "$script" "http://127.0.0.1:$port" 2>&1)"
+    echo "$out" >> "$work/wrk.log"
+    local rps p50 p99 errors
+    rps="$(echo "$out" | awk '/Requests\/sec/ {print $2}')"
+    p50="$(echo "$out" | awk '$1 == "50%" {print $2}')"
+    p99="$(echo "$out" | awk '$1 == "99%" {print $2}')"
+    errors="$(echo "$out" | awk '/Non-2xx/ {print $5}')"
+    echo "$rps $(to_ms "$p50") $(to_ms "$p99") ${errors:-0}"
+}
+to_ms() {
+    case "$1" in
+        *us) awk -v v="${1%us}" 'BEGIN {printf "%.2f", v / 1000}' ;;
+        *ms) awk -v v="${1%ms}" 'BEGIN {printf "%.2f", v}' ;;
+        *s) awk -v v="${1%s}" 'BEGIN {printf "%.2f", v * 1000}' ;;
+        *) echo "$1" ;;
+    esac
+}
+median() { sort -n | awk '{a[NR] = $1} END {print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2}'; }
+
+for name in get post; do
+    log "wrk $name: $runs runs of $duration"
+    : > "$work/$name.results"
+    for run in $(seq 1 "$runs"); do
+        result="$(run_wrk "$work/$name.lua")"
+        echo "$result" >> "$work/$name.results"
+        read -r rps p50 p99 errors <<< "$result"
+        printf '  %-4s run %d: %10s req/s  p50 %6s ms  p99 %6s ms  non-2xx %s\n' \
+            "$name" "$run" "$rps" "$p50" "$p99" "$errors"
+    done
+done
+
+echo
+echo "median of $runs runs (wrk -t2 -c32 -d$duration, $(nproc) cores, $(git rev-parse --short HEAD 2>/dev/null || echo unknown)):"
+for name in get post; do
+    label="GET /api/todos/{id}"
+    [ "$name" = post ] && label="POST /api/todos"
+    rps="$(awk '{print $1}' "$work/$name.results" | median)"
+    p50="$(awk '{print $2}' "$work/$name.results" | median)"
+    p99="$(awk '{print $3}' "$work/$name.results" | median)"
+    printf '  %-22s %10.0f req/s  p50 %6s ms  p99 %6s ms\n' "$label" "$rps" "$p50" "$p99"
+done

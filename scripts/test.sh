@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Runs every test of the project. Installs what the tests need (Debian and
+# Python packages), makes sure PostgreSQL runs, then runs the Rust test suites
+# of the workspace. Extra arguments go to the test runner.
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+cd "$REPO_ROOT"
+
+ensure_cargo
+ensure_build_packages
+# Server binaries for the tests that start their own PostgreSQL cluster, and
+# pg_dump/pg_restore for the backup tests.
+ensure_packages postgresql postgresql-client postgresql-contrib python3 python3-pip
+if ! python3 -c 'import moto.server' >/dev/null 2>&1; then
+    log "installing moto[server] (S3-compatible test server)"
+    python3 -m pip install --quiet 'moto[server]' 2>&1 | tail -n 2 >&2 \
+        || as_root python3 -m pip install --quiet --break-system-packages 'moto[server]' >&2
+fi
+
+if [ -z "${TEST_DATABASE_URL:-}" ]; then
+    if ensure_system_postgres; then
+        export TEST_DATABASE_URL="postgres://postgres@127.0.0.1:5432/postgres"
+    else
+        export TEST_DATABASE_URL="$(start_throwaway_postgres)"
+    fi
+fi
+postgres_reachable "$TEST_DATABASE_URL" || {
+    echo "PostgreSQL at TEST_DATABASE_URL is not reachable" >&2
+    exit 1
+}
+log "tests use PostgreSQL at ${TEST_DATABASE_URL%%\?*}"
+
+if cargo nextest --version >/dev/null 2>&1; then
+    log "running the workspace tests with cargo nextest"
+    cargo nextest run --workspace --no-fail-fast "$@"
+    # nextest does not run doctests.
+    cargo test --workspace --doc --quiet
+else
+    log "running the workspace tests with cargo test"
+    cargo test --workspace --no-fail-fast "$@"
+fi
