@@ -1,0 +1,319 @@
+//! Backup snapshots: the operations behind `backup run|list|verify|restore|prune`
+//! and the component that `run` supervises (metrics from the store, and
+//! scheduled backups when `backup.schedule` is set).
+
+pub mod postgres;
+pub mod restore;
+pub mod retention;
+pub mod snapshot;
+pub mod store;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use chrono::Utc;
+use futures_util::future::BoxFuture;
+
+use crate::component::{Component, ComponentHealth, HealthHandle, Shutdown};
+use crate::configuration::{RetentionSettings, Settings};
+use crate::metrics::BackupMetrics;
+use snapshot::{Catalog, Manifest};
+use store::{Store, StoreError};
+
+/// Why a backup operation failed; each kind has its own exit code.
+#[derive(Debug, thiserror::Error)]
+pub enum BackupError {
+    #[error("another backup is running (the PostgreSQL advisory lock is held); nothing was done")]
+    Locked,
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Damaged(String),
+    #[error(
+        "the target database {database} is not empty ({relations} tables, views or sequences); nothing was restored. Pass --force to drop and recreate the snapshot's objects in it"
+    )]
+    TargetNotEmpty { database: String, relations: i64 },
+    #[error("{0}")]
+    Tools(String),
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
+
+/// Exit codes of the backup commands (documented in docs/backups.md).
+pub mod exit_code {
+    /// The command failed (database, store, pg_dump…); the message says why.
+    pub const FAILURE: u8 = 1;
+    /// The configuration is invalid (or the command line, from clap).
+    pub const CONFIGURATION: u8 = 2;
+    /// No such snapshot, or no complete snapshot at all.
+    pub const NOT_FOUND: u8 = 3;
+    /// Another backup holds the lock.
+    pub const LOCKED: u8 = 4;
+    /// The snapshot is corrupted, its manifest unreadable, or a restore did not match it.
+    pub const DAMAGED: u8 = 5;
+    /// The restore target is not empty and --force was not given.
+    pub const TARGET_NOT_EMPTY: u8 = 6;
+    /// pg_dump / pg_restore missing or older than required.
+    pub const TOOLS: u8 = 7;
+}
+
+impl BackupError {
+    /// The process exit code for this error.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            BackupError::Locked => exit_code::LOCKED,
+            BackupError::NotFound(_) => exit_code::NOT_FOUND,
+            BackupError::Damaged(_) => exit_code::DAMAGED,
+            BackupError::TargetNotEmpty { .. } => exit_code::TARGET_NOT_EMPTY,
+            BackupError::Tools(_) => exit_code::TOOLS,
+            BackupError::Other(_) => exit_code::FAILURE,
+        }
+    }
+}
+
+/// What `prune` did.
+#[derive(Debug, Default)]
+pub struct PruneReport {
+    /// Complete snapshots kept.
+    pub kept: usize,
+    /// Complete snapshots deleted.
+    pub deleted: Vec<String>,
+    /// Incomplete objects deleted (older than the grace period).
+    pub incomplete_deleted: Vec<String>,
+    /// Snapshots with an unreadable manifest, left alone for a human.
+    pub damaged: Vec<String>,
+}
+
+/// Takes a snapshot, then applies retention: what `backup run` and each
+/// scheduled backup do. A failure counts in `todo_backup_failures_total`; a
+/// lost race for the lock does not (the other backup is the one that counts).
+pub async fn run_backup(
+    settings: &Settings,
+    store: &Store,
+    metrics: &BackupMetrics,
+) -> Result<Manifest, BackupError> {
+    let outcome = async {
+        let manifest = snapshot::take_snapshot(settings, store).await?;
+        // Retention only after a success: a failing backup never deletes.
+        let report = prune(store, &settings.backup.retention).await?;
+        if !report.deleted.is_empty() {
+            tracing::info!(deleted = ?report.deleted, "retention applied");
+        }
+        Ok::<_, BackupError>(manifest)
+    }
+    .await;
+    match &outcome {
+        Ok(_) => {
+            if let Err(error) = refresh_metrics(store, metrics).await {
+                tracing::warn!(error = %error, "could not refresh the backup metrics from the store");
+            }
+        }
+        Err(BackupError::Locked) => {}
+        Err(error) => {
+            metrics.failures_total.inc();
+            tracing::error!(
+                error = format!("{error:#}"),
+                "backup failed; nothing was published"
+            );
+        }
+    }
+    outcome
+}
+
+/// Applies the retention policy, and removes incomplete objects older than the grace period.
+pub async fn prune(
+    store: &Store,
+    retention: &RetentionSettings,
+) -> Result<PruneReport, BackupError> {
+    let catalog = snapshot::catalog(store).await?;
+    let now = Utc::now();
+    let finished: Vec<(String, chrono::DateTime<Utc>)> = catalog
+        .complete
+        .iter()
+        .map(|manifest| (manifest.id.clone(), manifest.finished_at))
+        .collect();
+    let plan = retention::plan(&finished, retention, now);
+    let mut report = PruneReport {
+        kept: plan.keep.len(),
+        damaged: catalog.damaged.iter().map(|(id, _)| id.clone()).collect(),
+        ..PruneReport::default()
+    };
+    for id in plan.delete {
+        let manifest = catalog.find(&id)?;
+        // Manifest first: if the data delete then fails, what is left is an
+        // incomplete snapshot (never restored, cleaned later), not a
+        // manifest pointing at nothing.
+        store
+            .delete(&format!("{}/{}.manifest.json", snapshot::SNAPSHOTS, id))
+            .await
+            .with_context(|| format!("Failed to delete the manifest of snapshot {id}"))?;
+        store
+            .delete(&manifest.data_name())
+            .await
+            .with_context(|| format!("Failed to delete the data of snapshot {id}"))?;
+        report.deleted.push(id);
+    }
+    let grace = chrono::Duration::seconds(retention.incomplete_grace_seconds as i64);
+    for object in catalog.incomplete {
+        if now - object.modified >= grace {
+            store.delete(&object.name).await.with_context(|| {
+                format!("Failed to delete the incomplete object {}", object.name)
+            })?;
+            report.incomplete_deleted.push(object.name);
+        }
+    }
+    for (id, reason) in &catalog.damaged {
+        tracing::warn!(snapshot = %id, reason = %reason, "damaged snapshot left in place for inspection");
+    }
+    Ok(report)
+}
+
+/// Sets the snapshot gauges from what the store holds.
+pub async fn refresh_metrics(
+    store: &Store,
+    metrics: &BackupMetrics,
+) -> Result<Catalog, BackupError> {
+    let catalog = snapshot::catalog(store).await?;
+    metrics.snapshots.set(catalog.complete.len() as i64);
+    match catalog.complete.first() {
+        Some(newest) => {
+            metrics
+                .last_success_timestamp_seconds
+                .set(newest.finished_at.timestamp_millis() as f64 / 1000.0);
+            metrics.last_duration_seconds.set(newest.duration_seconds());
+            metrics.last_size_bytes.set(newest.compressed_bytes as i64);
+        }
+        None => {
+            metrics.last_success_timestamp_seconds.set(0.0);
+            metrics.last_duration_seconds.set(0.0);
+            metrics.last_size_bytes.set(0);
+        }
+    }
+    match store.get(restore::DRILL_RECORD).await {
+        Ok(bytes) => match serde_json::from_slice::<restore::DrillRecord>(&bytes) {
+            Ok(record) => metrics
+                .restore_drill_last_success_timestamp_seconds
+                .set(record.succeeded_at.timestamp_millis() as f64 / 1000.0),
+            Err(error) => tracing::warn!(error = %error, "the restore drill record does not parse"),
+        },
+        Err(StoreError::NotFound { .. }) => metrics
+            .restore_drill_last_success_timestamp_seconds
+            .set(0.0),
+        Err(error) => {
+            return Err(anyhow::Error::new(error)
+                .context("Failed to read the restore drill record")
+                .into());
+        }
+    }
+    Ok(catalog)
+}
+
+/// The backup component of `run`.
+pub struct BackupComponent {
+    settings: Settings,
+    store: Store,
+    metrics: BackupMetrics,
+    schedule: Option<croner::Cron>,
+}
+
+impl BackupComponent {
+    /// Builds the component; fails on a store or schedule that cannot work.
+    pub fn new(settings: Settings, metrics: BackupMetrics) -> anyhow::Result<BackupComponent> {
+        let store = Store::from_settings(&settings.backup.store)
+            .context("Failed to set up the backup store")?;
+        let schedule = settings
+            .backup
+            .schedule
+            .as_deref()
+            .map(crate::configuration::parse_schedule)
+            .transpose()
+            .context("Failed to parse backup.schedule")?;
+        Ok(BackupComponent {
+            settings,
+            store,
+            metrics,
+            schedule,
+        })
+    }
+
+    async fn refresh(&self, health: &HealthHandle, last_backup_error: &Option<String>) {
+        match refresh_metrics(&self.store, &self.metrics).await {
+            Ok(catalog) => health.set(match last_backup_error {
+                Some(message) => ComponentHealth::Degraded {
+                    message: message.clone(),
+                },
+                None if !catalog.damaged.is_empty() => ComponentHealth::Degraded {
+                    message: format!(
+                        "{} snapshot(s) with an unreadable manifest",
+                        catalog.damaged.len()
+                    ),
+                },
+                None => ComponentHealth::Ok,
+            }),
+            Err(error) => {
+                tracing::warn!(
+                    error = format!("{error:#}"),
+                    "could not read the backup store"
+                );
+                health.set(ComponentHealth::Degraded {
+                    message: format!("cannot read the store: {error:#}"),
+                });
+            }
+        }
+    }
+}
+
+impl Component for BackupComponent {
+    fn name(&self) -> &'static str {
+        "backup"
+    }
+
+    fn run(
+        self: Arc<Self>,
+        health: HealthHandle,
+        mut shutdown: Shutdown,
+    ) -> BoxFuture<'static, anyhow::Result<()>> {
+        Box::pin(async move {
+            let refresh_every = Duration::from_secs(self.settings.backup.refresh_interval_seconds);
+            let mut last_backup_error = None;
+            self.refresh(&health, &last_backup_error).await;
+            let mut next_refresh = tokio::time::Instant::now() + refresh_every;
+            loop {
+                let next_backup = match &self.schedule {
+                    Some(schedule) => {
+                        let now = Utc::now();
+                        let at = schedule
+                            .find_next_occurrence(&now, false)
+                            .context("backup.schedule has no next occurrence")?;
+                        Some(tokio::time::Instant::now() + (at - now).to_std().unwrap_or_default())
+                    }
+                    None => None,
+                };
+                let wake = next_backup.map_or(next_refresh, |at| at.min(next_refresh));
+                tokio::select! {
+                    _ = shutdown.requested() => return Ok(()),
+                    _ = tokio::time::sleep_until(wake) => {}
+                }
+                if next_backup.is_some_and(|at| at <= tokio::time::Instant::now()) {
+                    // A running backup is not interrupted by the select above:
+                    // shutdown waits for it (bounded by admin.shutdown_timeout_seconds).
+                    match run_backup(&self.settings, &self.store, &self.metrics).await {
+                        Ok(_) => last_backup_error = None,
+                        Err(BackupError::Locked) => {
+                            tracing::info!("skipped a scheduled backup: another backup is running");
+                        }
+                        Err(error) => {
+                            last_backup_error = Some(format!("last backup failed: {error:#}"))
+                        }
+                    }
+                    self.refresh(&health, &last_backup_error).await;
+                    next_refresh = tokio::time::Instant::now() + refresh_every;
+                } else if tokio::time::Instant::now() >= next_refresh {
+                    self.refresh(&health, &last_backup_error).await;
+                    next_refresh = tokio::time::Instant::now() + refresh_every;
+                }
+            }
+        })
+    }
+}
