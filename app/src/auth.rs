@@ -175,7 +175,8 @@ impl Authenticator {
             .or_else(|| header.strip_prefix("bearer "))
             .map(str::trim)
             .ok_or(Rejection::Unauthorized(AuthFailure::Malformed))?;
-        let presented = parse_token(token).ok_or(Rejection::Unauthorized(AuthFailure::Malformed))?;
+        let presented =
+            parse_token(token).ok_or(Rejection::Unauthorized(AuthFailure::Malformed))?;
 
         let now = Instant::now();
         let cached = self
@@ -207,7 +208,10 @@ impl Authenticator {
             .send(FindApiKey { id })
             .await
             .map_err(|error| Rejection::Api(error.into()))?;
-        let mut cache = self.cache.write().expect("key cache lock is never poisoned");
+        let mut cache = self
+            .cache
+            .write()
+            .expect("key cache lock is never poisoned");
         let Some(record) = record else {
             cache.remove(&id);
             return Err(Rejection::Unauthorized(AuthFailure::Invalid));

@@ -188,8 +188,13 @@ fn list_keys(settings: &Settings, json: bool) -> anyhow::Result<ExitCode> {
                 "{:<36}  {:<20}  {:<8}  {:<25}  {}",
                 key.id,
                 key.owner,
-                if key.revoked_at.is_some() { "revoked" } else { "active" },
-                key.created_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                if key.revoked_at.is_some() {
+                    "revoked"
+                } else {
+                    "active"
+                },
+                key.created_at
+                    .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
                 key.last_used_at
                     .map(|at| at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
                     .unwrap_or_else(|| "never".to_string()),

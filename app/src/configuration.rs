@@ -213,8 +213,12 @@ impl Settings {
             ));
         }
         match (&self.tls.cert_path, &self.tls.key_path) {
-            (Some(_), None) => return Err(invalid("tls.key_path", "is required with tls.cert_path")),
-            (None, Some(_)) => return Err(invalid("tls.cert_path", "is required with tls.key_path")),
+            (Some(_), None) => {
+                return Err(invalid("tls.key_path", "is required with tls.cert_path"));
+            }
+            (None, Some(_)) => {
+                return Err(invalid("tls.cert_path", "is required with tls.key_path"));
+            }
             _ => {}
         }
         if self.auth.rate_limit_per_second > 0 && self.auth.rate_limit_burst == 0 {

@@ -45,7 +45,10 @@ impl Metrics {
         )
         .expect("valid metric");
         let db_errors = IntCounterVec::new(
-            Opts::new("todo_db_errors_total", "Database operations that failed, by kind."),
+            Opts::new(
+                "todo_db_errors_total",
+                "Database operations that failed, by kind.",
+            ),
             &["kind"],
         )
         .expect("valid metric");
@@ -84,7 +87,10 @@ impl Metrics {
         )
         .expect("valid metric");
         build_info
-            .with_label_values(&[env!("CARGO_PKG_VERSION"), option_env!("TODO_GIT_REVISION").unwrap_or("unknown")])
+            .with_label_values(&[
+                env!("CARGO_PKG_VERSION"),
+                option_env!("TODO_GIT_REVISION").unwrap_or("unknown"),
+            ])
             .set(1);
 
         for collector in [
@@ -96,11 +102,15 @@ impl Metrics {
             Box::new(rate_limited.clone()),
             Box::new(build_info),
         ] {
-            registry.register(collector).expect("metric names are unique");
+            registry
+                .register(collector)
+                .expect("metric names are unique");
         }
         #[cfg(target_os = "linux")]
         registry
-            .register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))
+            .register(Box::new(
+                prometheus::process_collector::ProcessCollector::for_self(),
+            ))
             .expect("process metrics register once");
 
         Metrics {

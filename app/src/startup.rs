@@ -111,15 +111,13 @@ impl Application {
                 )
             })?;
         let api_port = api_listener.local_addr()?.port();
-        let admin_listener =
-            TcpListener::bind((settings.admin.host.as_str(), settings.admin.port)).with_context(
-                || {
-                    format!(
-                        "Failed to bind the admin listener to {}:{}",
-                        settings.admin.host, settings.admin.port
-                    )
-                },
-            )?;
+        let admin_listener = TcpListener::bind((settings.admin.host.as_str(), settings.admin.port))
+            .with_context(|| {
+                format!(
+                    "Failed to bind the admin listener to {}:{}",
+                    settings.admin.host, settings.admin.port
+                )
+            })?;
         let admin_port = admin_listener.local_addr()?.port();
 
         let json_limit = settings.server.json_body_limit_bytes;
@@ -233,14 +231,18 @@ fn load_tls_config(tls: &TlsSettings) -> anyhow::Result<ServerConfig> {
         File::open(key_path)
             .with_context(|| format!("Failed to open tls.key_path {}", key_path.display()))?,
     ))
-    .with_context(|| format!("Failed to parse tls.key_path {} (PEM private key expected)", key_path.display()))?;
-    let config = ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-    .context("Failed to configure TLS protocol versions")?
-    .with_no_client_auth()
-    .with_single_cert(certs, key)
-    .context("The TLS certificate and key do not form a usable pair")?;
+    .with_context(|| {
+        format!(
+            "Failed to parse tls.key_path {} (PEM private key expected)",
+            key_path.display()
+        )
+    })?;
+    let config =
+        ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+            .context("Failed to configure TLS protocol versions")?
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .context("The TLS certificate and key do not form a usable pair")?;
     Ok(config)
 }

@@ -36,7 +36,10 @@ where
     Registry::default()
         .with(filter)
         .with(JsonStorageLayer)
-        .with(EventsOnly(BunyanFormattingLayer::new(name.to_string(), sink)))
+        .with(EventsOnly(BunyanFormattingLayer::new(
+            name.to_string(),
+            sink,
+        )))
 }
 
 /// Installs the process-wide subscriber writing to stdout through a

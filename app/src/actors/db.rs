@@ -137,7 +137,9 @@ impl<M: DbOperation> Handler<Queued<M>> for DbExecutor {
         drop(_slot);
         let started = Instant::now();
         let outcome = if started.duration_since(sent_at) > self.queue_timeout {
-            Err(DbError::Overloaded("waited too long for a database executor"))
+            Err(DbError::Overloaded(
+                "waited too long for a database executor",
+            ))
         } else {
             let _span = tracing::debug_span!("db", operation = M::NAME).entered();
             message.execute(self)
@@ -149,7 +151,10 @@ impl<M: DbOperation> Handler<Queued<M>> for DbExecutor {
         if let Err(error) = &outcome
             && !matches!(error, DbError::NotFound)
         {
-            self.metrics.db_errors.with_label_values(&[error.kind()]).inc();
+            self.metrics
+                .db_errors
+                .with_label_values(&[error.kind()])
+                .inc();
             tracing::warn!(operation = M::NAME, error = %error, "database operation failed");
         }
         let state = self.pool.state();
@@ -185,7 +190,9 @@ impl DbClient {
                 .db_errors
                 .with_label_values(&["overloaded"])
                 .inc();
-            return Err(DbError::Overloaded("too many requests waiting for the database"));
+            return Err(DbError::Overloaded(
+                "too many requests waiting for the database",
+            ));
         }
         self.metrics.db_executor_queue_depth.inc();
         let slot = QueueSlot {
@@ -199,9 +206,9 @@ impl DbClient {
         };
         match self.addr.send(queued).await {
             Ok(outcome) => outcome,
-            Err(MailboxError::Closed | MailboxError::Timeout) => {
-                Err(DbError::Unavailable("the database executors stopped".to_string()))
-            }
+            Err(MailboxError::Closed | MailboxError::Timeout) => Err(DbError::Unavailable(
+                "the database executors stopped".to_string(),
+            )),
         }
     }
 }

@@ -22,7 +22,10 @@ impl Owner {
             return Err(ValidationError::new("owner", "must not be empty"));
         }
         if name.chars().count() > Self::MAX_CHARS {
-            return Err(ValidationError::new("owner", "must be at most 255 characters"));
+            return Err(ValidationError::new(
+                "owner",
+                "must be at most 255 characters",
+            ));
         }
         if name.trim() != name {
             return Err(ValidationError::new(

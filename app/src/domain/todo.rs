@@ -84,7 +84,10 @@ mod tests {
 
     #[test]
     fn titles_are_trimmed_and_bounded_in_characters() {
-        assert_eq!(TodoTitle::parse("  buy milk ".into()).unwrap().as_str(), "buy milk");
+        assert_eq!(
+            TodoTitle::parse("  buy milk ".into()).unwrap().as_str(),
+            "buy milk"
+        );
         assert!(TodoTitle::parse("ü".repeat(255)).is_ok());
         assert!(TodoTitle::parse("ü".repeat(256)).is_err());
     }

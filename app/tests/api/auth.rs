@@ -55,10 +55,28 @@ async fn every_verb_requires_a_key() {
 
     let responses = [
         app.client.get(app.url("/api/todos")).send().await.unwrap(),
-        app.client.post(app.url("/api/todos")).json(&json!({"title": "x"})).send().await.unwrap(),
-        app.client.get(app.url(&format!("/api/todos/{id}"))).send().await.unwrap(),
-        app.client.patch(app.url(&format!("/api/todos/{id}"))).json(&json!({})).send().await.unwrap(),
-        app.client.delete(app.url(&format!("/api/todos/{id}"))).send().await.unwrap(),
+        app.client
+            .post(app.url("/api/todos"))
+            .json(&json!({"title": "x"}))
+            .send()
+            .await
+            .unwrap(),
+        app.client
+            .get(app.url(&format!("/api/todos/{id}")))
+            .send()
+            .await
+            .unwrap(),
+        app.client
+            .patch(app.url(&format!("/api/todos/{id}")))
+            .json(&json!({}))
+            .send()
+            .await
+            .unwrap(),
+        app.client
+            .delete(app.url(&format!("/api/todos/{id}")))
+            .send()
+            .await
+            .unwrap(),
     ];
 
     for response in responses {
@@ -90,7 +108,8 @@ async fn using_a_key_records_last_used_at() {
 
     let recorded = eventually(Duration::from_secs(5), || async {
         let keys = todo_app::db::api_keys::list(&mut app.connection()).unwrap();
-        keys.iter().any(|key| key.id == id && key.last_used_at.is_some())
+        keys.iter()
+            .any(|key| key.id == id && key.last_used_at.is_some())
     })
     .await;
     assert!(recorded);
@@ -116,13 +135,31 @@ async fn a_key_over_its_rate_limit_gets_429_with_retry_after_and_others_do_not()
         }
     }
 
-    assert_eq!(&statuses[..3], &[200, 200, 200], "the burst is allowed: {statuses:?}");
-    assert!(statuses.contains(&429), "then the limit applies: {statuses:?}");
+    assert_eq!(
+        &statuses[..3],
+        &[200, 200, 200],
+        "the burst is allowed: {statuses:?}"
+    );
+    assert!(
+        statuses.contains(&429),
+        "then the limit applies: {statuses:?}"
+    );
     let limited = limited.unwrap();
-    let retry_after: u64 = limited.headers()["retry-after"].to_str().unwrap().parse().unwrap();
-    assert!((1..=2).contains(&retry_after), "Retry-After is {retry_after}");
+    let retry_after: u64 = limited.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        (1..=2).contains(&retry_after),
+        "Retry-After is {retry_after}"
+    );
     assert_eq!(error_code(limited, 429).await, "rate_limited");
-    assert_eq!(app.list_todos(&quiet, "").await.status(), 200, "limits are per key");
+    assert_eq!(
+        app.list_todos(&quiet, "").await.status(),
+        200,
+        "limits are per key"
+    );
     let metrics = app.admin_get("/metrics").await.text().await.unwrap();
     assert!(metrics.contains("todo_rate_limited_total"));
 }
@@ -147,9 +184,10 @@ async fn only_a_hash_of_the_secret_is_stored() {
         #[diesel(sql_type = diesel::sql_types::Text)]
         dump: String,
     }
-    let rows: Vec<Row> = diesel::sql_query("SELECT row_to_json(api_keys)::text AS dump FROM api_keys")
-        .load(&mut app.connection())
-        .unwrap();
+    let rows: Vec<Row> =
+        diesel::sql_query("SELECT row_to_json(api_keys)::text AS dump FROM api_keys")
+            .load(&mut app.connection())
+            .unwrap();
     let secret_part = &token["todo_".len() + 22..];
     for row in rows {
         assert!(!row.dump.contains(&token));

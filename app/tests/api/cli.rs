@@ -3,7 +3,9 @@
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use crate::helpers::{configuration_dir, eventually, spawn_app, spawn_app_on_server, admin_database_url};
+use crate::helpers::{
+    admin_database_url, configuration_dir, eventually, spawn_app, spawn_app_on_server,
+};
 
 fn todo_app(database_url: &str, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_todo-app"))
@@ -31,7 +33,10 @@ async fn keys_create_prints_only_a_working_token_on_stdout() {
     assert!(token.starts_with("todo_"));
     let stderr = String::from_utf8(output.stderr).unwrap();
     assert!(stderr.contains("shown only once"), "{stderr}");
-    assert!(!stderr.contains(token), "the token is not repeated on stderr");
+    assert!(
+        !stderr.contains(token),
+        "the token is not repeated on stderr"
+    );
     assert_eq!(app.list_todos(token, "").await.status(), 200);
 }
 
@@ -118,7 +123,10 @@ async fn spawn_app_with_short_cache() -> crate::helpers::TestApp {
 async fn revoking_an_unknown_key_exits_3() {
     let app = spawn_app().await;
 
-    let output = todo_app(&app.database_url, &["keys", "revoke", &uuid::Uuid::new_v4().to_string()]);
+    let output = todo_app(
+        &app.database_url,
+        &["keys", "revoke", &uuid::Uuid::new_v4().to_string()],
+    );
 
     assert_eq!(output.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&output.stderr).contains("no API key with id"));

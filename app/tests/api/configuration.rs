@@ -32,9 +32,15 @@ fn defaults_load_and_conventional_variables_win() {
     assert_eq!(settings.server.port, 8080);
     assert_eq!(settings.admin.port, 9000);
     assert_eq!(settings.database.pool_size, 3);
-    assert_eq!(settings.database.url.expose_secret(), "postgres://app:pw@db:5432/todo");
+    assert_eq!(
+        settings.database.url.expose_secret(),
+        "postgres://app:pw@db:5432/todo"
+    );
     assert_eq!(settings.server.json_body_limit_bytes, 64 * 1024);
-    assert_eq!(settings.server.host, "127.0.0.1", "local.yaml is layered over base.yaml");
+    assert_eq!(
+        settings.server.host, "127.0.0.1",
+        "local.yaml is layered over base.yaml"
+    );
 }
 
 #[test]
@@ -61,10 +67,14 @@ fn an_unknown_key_in_a_file_is_named() {
 fn an_invalid_value_is_named() {
     let not_a_number = Settings::load_from(&vars(&[("APP__SERVER__PORT", "abc")])).unwrap_err();
     let zero_pool = Settings::load_from(&vars(&[("APP__DATABASE__POOL_SIZE", "0")])).unwrap_err();
-    let half_tls = Settings::load_from(&vars(&[("APP__TLS__CERT_PATH", "/tmp/cert.pem")])).unwrap_err();
+    let half_tls =
+        Settings::load_from(&vars(&[("APP__TLS__CERT_PATH", "/tmp/cert.pem")])).unwrap_err();
 
     assert!(not_a_number.to_string().contains("port"), "{not_a_number}");
-    assert!(zero_pool.to_string().contains("database.pool_size"), "{zero_pool}");
+    assert!(
+        zero_pool.to_string().contains("database.pool_size"),
+        "{zero_pool}"
+    );
     assert!(half_tls.to_string().contains("tls.key_path"), "{half_tls}");
 }
 
@@ -86,8 +96,8 @@ fn an_unknown_environment_or_missing_environment_file_is_an_error() {
 
 #[test]
 fn a_database_url_that_is_not_postgres_is_rejected_without_echoing_it() {
-    let error = Settings::load_from(&vars(&[("DATABASE_URL", "mysql://root:hunter2@db/x")]))
-        .unwrap_err();
+    let error =
+        Settings::load_from(&vars(&[("DATABASE_URL", "mysql://root:hunter2@db/x")])).unwrap_err();
 
     assert!(error.to_string().contains("database.url"), "{error}");
     assert!(!error.to_string().contains("hunter2"));
@@ -111,7 +121,10 @@ fn the_server_exits_with_a_clear_message_and_no_password_when_the_database_is_un
     assert_eq!(output.status.code(), Some(1));
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("Failed to connect to the database"), "{stderr}");
+    assert!(
+        stderr.contains("Failed to connect to the database"),
+        "{stderr}"
+    );
     assert!(!stdout.contains("s3cret-pass") && !stderr.contains("s3cret-pass"));
     for line in stdout.lines() {
         let entry: serde_json::Value = serde_json::from_str(line)

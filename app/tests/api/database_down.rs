@@ -27,18 +27,31 @@ async fn with_the_database_stopped_requests_get_503_fast_and_recover_when_it_ret
         let started = Instant::now();
         let response = app.get_todo(&token, &id).await;
         let elapsed = started.elapsed();
-        assert_eq!(error_code(response, 503).await, "service_unavailable", "round {round}");
+        assert_eq!(
+            error_code(response, 503).await,
+            "service_unavailable",
+            "round {round}"
+        );
         assert!(elapsed < Duration::from_secs(3), "answered in {elapsed:?}");
         tokio::time::sleep(Duration::from_millis(600)).await;
     }
-    let create = app.post_todo(&token, &serde_json::json!({"title": "during outage"})).await;
+    let create = app
+        .post_todo(&token, &serde_json::json!({"title": "during outage"}))
+        .await;
     assert_eq!(create.status(), 503);
     assert!(create.headers().contains_key("retry-after"));
     let started = Instant::now();
     let ready = app.admin_get("/health/ready").await;
     assert_eq!(ready.status(), 503);
-    assert!(started.elapsed() < Duration::from_millis(1500), "readiness answers within a second");
-    assert_eq!(app.admin_get("/health/live").await.status(), 200, "liveness is unaffected");
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "readiness answers within a second"
+    );
+    assert_eq!(
+        app.admin_get("/health/live").await.status(),
+        200,
+        "liveness is unaffected"
+    );
 
     cluster.start_server();
 
@@ -53,7 +66,9 @@ async fn with_the_database_stopped_requests_get_503_fast_and_recover_when_it_ret
         })
         .await
     );
-    let created = app.post_todo(&token, &serde_json::json!({"title": "after outage"})).await;
+    let created = app
+        .post_todo(&token, &serde_json::json!({"title": "after outage"}))
+        .await;
     assert_eq!(created.status(), 201);
     let metrics = app.admin_get("/metrics").await.text().await.unwrap();
     assert!(metrics.contains("todo_db_errors_total{kind=\"unavailable\"}"));

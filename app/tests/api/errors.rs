@@ -20,7 +20,11 @@ async fn malformed_json_returns_400() {
             .send()
             .await
             .unwrap();
-        assert_eq!(error_code(response, 400).await, "malformed_json", "body {body:?}");
+        assert_eq!(
+            error_code(response, 400).await,
+            "malformed_json",
+            "body {body:?}"
+        );
     }
 }
 
@@ -41,7 +45,11 @@ async fn invalid_todos_return_422_and_create_nothing() {
         json!(["title"]),
     ] {
         let response = app.post_todo(&token, &body).await;
-        assert_eq!(error_code(response, 422).await, "validation_failed", "body {body}");
+        assert_eq!(
+            error_code(response, 422).await,
+            "validation_failed",
+            "body {body}"
+        );
     }
     let list: Value = app.list_todos(&token, "").await.json().await.unwrap();
     assert_eq!(list["items"], json!([]));
@@ -52,7 +60,9 @@ async fn a_title_of_exactly_255_characters_is_accepted() {
     let app = spawn_app().await;
     let token = app.create_key("alice");
 
-    let response = app.post_todo(&token, &json!({"title": "ü".repeat(255)})).await;
+    let response = app
+        .post_todo(&token, &json!({"title": "ü".repeat(255)}))
+        .await;
 
     assert_eq!(response.status(), 201);
 }
@@ -123,7 +133,10 @@ async fn a_body_over_the_limit_returns_413() {
     let token = app.create_key("alice");
 
     let response = app
-        .post_todo(&token, &json!({"title": "big", "description": "x".repeat(5000)}))
+        .post_todo(
+            &token,
+            &json!({"title": "big", "description": "x".repeat(5000)}),
+        )
         .await;
 
     assert_eq!(error_code(response, 413).await, "payload_too_large");
@@ -139,7 +152,10 @@ async fn the_default_body_limit_is_64_kib() {
         .post(app.url("/api/todos"))
         .bearer_auth(&token)
         .header("content-type", "application/json")
-        .body(format!("{{\"title\": \"t\", \"description\": \"{}\"}}", " ".repeat(65 * 1024)))
+        .body(format!(
+            "{{\"title\": \"t\", \"description\": \"{}\"}}",
+            " ".repeat(65 * 1024)
+        ))
         .send()
         .await
         .unwrap();
@@ -187,7 +203,10 @@ async fn a_sane_request_id_is_echoed_and_an_insane_one_replaced() {
 
     assert_eq!(echoed.headers()["x-request-id"], "trace-abc-123");
     let replaced = replaced.headers()["x-request-id"].to_str().unwrap();
-    assert!(uuid::Uuid::try_parse(replaced).is_ok(), "replaced by a UUID: {replaced}");
+    assert!(
+        uuid::Uuid::try_parse(replaced).is_ok(),
+        "replaced by a UUID: {replaced}"
+    );
     let generated = generated.headers()["x-request-id"].to_str().unwrap();
     assert!(uuid::Uuid::try_parse(generated).is_ok());
 }

@@ -186,7 +186,9 @@ impl TestApp {
 
     /// Creates a todo and returns its JSON, asserting 201.
     pub async fn create_todo(&self, token: &str, title: &str) -> Value {
-        let response = self.post_todo(token, &serde_json::json!({"title": title})).await;
+        let response = self
+            .post_todo(token, &serde_json::json!({"title": title}))
+            .await;
         assert_eq!(response.status(), 201, "creating {title:?}");
         response.json().await.expect("JSON body")
     }
@@ -249,7 +251,9 @@ pub async fn error_code(response: reqwest::Response, status: u16) -> String {
         .as_str()
         .unwrap_or_else(|| panic!("error.code missing in {body}"));
     assert!(
-        body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()),
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
         "error.message missing in {body}"
     );
     code.to_string()
@@ -341,7 +345,10 @@ impl ThrowawayCluster {
                 "-o",
                 &options,
                 "-l",
-                self.data_dir.join("server.log").to_str().expect("utf-8 path"),
+                self.data_dir
+                    .join("server.log")
+                    .to_str()
+                    .expect("utf-8 path"),
                 "-w",
                 "-t",
                 "60",
@@ -411,7 +418,9 @@ fn postgres_bin_dir() -> PathBuf {
         .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok())
         .collect();
     versions.sort_unstable();
-    let newest = versions.last().expect("a PostgreSQL major version is installed");
+    let newest = versions
+        .last()
+        .expect("a PostgreSQL major version is installed");
     PathBuf::from(format!("/usr/lib/postgresql/{newest}/bin"))
 }
 

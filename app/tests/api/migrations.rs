@@ -32,7 +32,10 @@ fn running_migrations_twice_applies_them_once() {
     assert_eq!(first.len(), 2);
     assert!(second.is_empty(), "nothing left to apply");
     assert_eq!(
-        count(&mut connection, "SELECT count(*) AS count FROM __diesel_schema_migrations"),
+        count(
+            &mut connection,
+            "SELECT count(*) AS count FROM __diesel_schema_migrations"
+        ),
         2
     );
     drop(connection);
@@ -60,7 +63,10 @@ fn two_processes_migrating_one_empty_database_at_once_both_succeed() {
     assert!(first.success() && second.success(), "{first:?} {second:?}");
     let mut connection = <diesel::PgConnection as diesel::Connection>::establish(&url).unwrap();
     assert_eq!(
-        count(&mut connection, "SELECT count(*) AS count FROM __diesel_schema_migrations"),
+        count(
+            &mut connection,
+            "SELECT count(*) AS count FROM __diesel_schema_migrations"
+        ),
         2
     );
     assert_eq!(

@@ -11,7 +11,12 @@ async fn the_openapi_document_lists_exactly_the_served_operations() {
     let app = spawn_app().await;
     let token = app.create_key("alice");
 
-    let response = app.client.get(app.url("/api/openapi.json")).send().await.unwrap();
+    let response = app
+        .client
+        .get(app.url("/api/openapi.json"))
+        .send()
+        .await
+        .unwrap();
 
     assert_eq!(response.status(), 200, "the document is public");
     let document: Value = response.json().await.unwrap();
@@ -45,12 +50,24 @@ async fn the_openapi_document_lists_exactly_the_served_operations() {
         let url = app.url(&path.replace("{id}", id));
         let request = match method {
             "GET" => app.client.get(url),
-            "POST" => app.client.post(url).json(&serde_json::json!({"title": "x"})),
-            "PATCH" => app.client.patch(url).json(&serde_json::json!({"completed": true})),
+            "POST" => app
+                .client
+                .post(url)
+                .json(&serde_json::json!({"title": "x"})),
+            "PATCH" => app
+                .client
+                .patch(url)
+                .json(&serde_json::json!({"completed": true})),
             "DELETE" => app.client.delete(url),
             _ => unreachable!(),
         };
-        let status = request.bearer_auth(&token).send().await.unwrap().status().as_u16();
+        let status = request
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16();
         let documented_statuses = document["paths"][path][method.to_lowercase()]["responses"]
             .as_object()
             .unwrap();
@@ -59,7 +76,10 @@ async fn the_openapi_document_lists_exactly_the_served_operations() {
             "{operation} answered {status}, which the document does not list"
         );
         for error_status in ["401", "503"] {
-            assert!(documented_statuses.contains_key(error_status), "{operation} documents {error_status}");
+            assert!(
+                documented_statuses.contains_key(error_status),
+                "{operation} documents {error_status}"
+            );
         }
     }
 

@@ -46,7 +46,10 @@ async fn paging_through_more_than_two_pages_sees_every_todo_once_despite_concurr
     }
 
     assert_eq!(pages, 3, "25 todos in pages of 10");
-    assert_eq!(seen, expected, "each pre-existing todo once, newest first, none inserted later");
+    assert_eq!(
+        seen, expected,
+        "each pre-existing todo once, newest first, none inserted later"
+    );
     let unique: HashSet<_> = seen.iter().collect();
     assert_eq!(unique.len(), seen.len(), "no duplicates");
 }
@@ -73,7 +76,12 @@ async fn a_cursor_from_another_owner_reveals_nothing() {
     for n in 0..3 {
         app.create_todo(&alice, &format!("alice {n}")).await;
     }
-    let page: Value = app.list_todos(&alice, "?limit=1").await.json().await.unwrap();
+    let page: Value = app
+        .list_todos(&alice, "?limit=1")
+        .await
+        .json()
+        .await
+        .unwrap();
     let cursor = page["next_cursor"].as_str().unwrap();
 
     let bobs: Value = app

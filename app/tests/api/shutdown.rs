@@ -73,7 +73,11 @@ async fn shutdown_turns_readiness_503_then_finishes_the_request_in_flight() {
         .unwrap();
     assert!(
         eventually(Duration::from_secs(5), || async {
-            fresh_client.get(app.url("/api/todos")).send().await.is_err()
+            fresh_client
+                .get(app.url("/api/todos"))
+                .send()
+                .await
+                .is_err()
         })
         .await,
         "the listener stops accepting new connections"
@@ -81,11 +85,17 @@ async fn shutdown_turns_readiness_503_then_finishes_the_request_in_flight() {
     assert!(!in_flight.is_finished(), "the request is still in flight");
     diesel::sql_query("COMMIT").execute(&mut locker).unwrap();
 
-    let response = in_flight.await.unwrap().expect("the in-flight request completes");
+    let response = in_flight
+        .await
+        .unwrap()
+        .expect("the in-flight request completes");
     assert_eq!(response.status(), 200);
     stopping.await.unwrap();
     let served = tokio::time::timeout(Duration::from_secs(10), &mut app.server).await;
-    assert!(matches!(served, Ok(Ok(Ok(())))), "the server stops cleanly: {served:?}");
+    assert!(
+        matches!(served, Ok(Ok(Ok(())))),
+        "the server stops cleanly: {served:?}"
+    );
 }
 
 #[test]
@@ -105,13 +115,17 @@ fn the_binary_exits_0_on_sigterm() {
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let admin_port = loop {
-        let line = lines.next().expect("the server logs until it listens").unwrap();
+        let line = lines
+            .next()
+            .expect("the server logs until it listens")
+            .unwrap();
         let entry: serde_json::Value = serde_json::from_str(&line).unwrap();
         if entry["msg"] == "todo-app listening" {
             break entry["admin_port"].as_u64().unwrap();
         }
     };
-    let ready = reqwest::blocking_get_status(&format!("http://127.0.0.1:{admin_port}/health/ready"));
+    let ready =
+        reqwest::blocking_get_status(&format!("http://127.0.0.1:{admin_port}/health/ready"));
     assert_eq!(ready, Some(200));
 
     let killed = Command::new("kill")
@@ -123,7 +137,10 @@ fn the_binary_exits_0_on_sigterm() {
     let status = child.wait().unwrap();
 
     assert_eq!(status.code(), Some(0), "exit code 0 after SIGTERM");
-    assert!(rest.iter().any(|line| line.contains("stop signal received")));
+    assert!(
+        rest.iter()
+            .any(|line| line.contains("stop signal received"))
+    );
     crate::helpers::drop_database(&crate::helpers::admin_database_url(), &name);
     let _ = diesel::PgConnection::establish(&url);
 }

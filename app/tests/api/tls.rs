@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use crate::helpers::{install_crypto_provider, spawn_app_with, test_settings, admin_database_url};
+use crate::helpers::{admin_database_url, install_crypto_provider, spawn_app_with, test_settings};
 
 struct TestCertificate {
     dir: PathBuf,
@@ -42,7 +42,9 @@ async fn with_a_certificate_the_api_serves_https_only() {
     let token = app.create_key("alice");
     install_crypto_provider();
     let client = reqwest::Client::builder()
-        .add_root_certificate(reqwest::Certificate::from_pem(certificate.cert_pem.as_bytes()).unwrap())
+        .add_root_certificate(
+            reqwest::Certificate::from_pem(certificate.cert_pem.as_bytes()).unwrap(),
+        )
         .build()
         .unwrap();
 
@@ -63,7 +65,11 @@ async fn with_a_certificate_the_api_serves_https_only() {
         plain.is_err() || plain.unwrap().status().is_client_error(),
         "plain HTTP is not served on the TLS port"
     );
-    assert_eq!(app.admin_get("/health/live").await.status(), 200, "admin stays plain HTTP");
+    assert_eq!(
+        app.admin_get("/health/live").await.status(),
+        200,
+        "admin stays plain HTTP"
+    );
 }
 
 #[actix_web::test]

@@ -10,7 +10,10 @@ async fn creating_a_todo_returns_201_with_the_todo_and_its_location() {
     let token = app.create_key("alice");
 
     let response = app
-        .post_todo(&token, &json!({"title": "  Buy milk ", "description": "2 litres"}))
+        .post_todo(
+            &token,
+            &json!({"title": "  Buy milk ", "description": "2 litres"}),
+        )
         .await;
 
     assert_eq!(response.status(), 201);
@@ -19,13 +22,21 @@ async fn creating_a_todo_returns_201_with_the_todo_and_its_location() {
     assert_eq!(todo["title"], "Buy milk", "the title is trimmed");
     assert_eq!(todo["description"], "2 litres");
     assert_eq!(todo["completed"], false);
-    assert_eq!(location, format!("/api/todos/{}", todo["id"].as_str().unwrap()));
+    assert_eq!(
+        location,
+        format!("/api/todos/{}", todo["id"].as_str().unwrap())
+    );
     assert_eq!(todo["created_at"], todo["updated_at"]);
     for field in ["created_at", "updated_at"] {
         chrono::DateTime::parse_from_rfc3339(todo[field].as_str().unwrap())
             .unwrap_or_else(|_| panic!("{field} is RFC 3339"));
     }
-    let fetched: Value = app.get_todo(&token, todo["id"].as_str().unwrap()).await.json().await.unwrap();
+    let fetched: Value = app
+        .get_todo(&token, todo["id"].as_str().unwrap())
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(fetched, todo, "the Location names the stored todo");
 }
 
@@ -44,7 +55,9 @@ async fn getting_an_unknown_or_malformed_id_returns_404() {
     let app = spawn_app().await;
     let token = app.create_key("alice");
 
-    let unknown = app.get_todo(&token, &uuid::Uuid::new_v4().to_string()).await;
+    let unknown = app
+        .get_todo(&token, &uuid::Uuid::new_v4().to_string())
+        .await;
     let malformed = app.get_todo(&token, "not-a-uuid").await;
 
     assert_eq!(error_code(unknown, 404).await, "not_found");
@@ -56,14 +69,19 @@ async fn patching_changes_only_the_given_fields_and_bumps_updated_at() {
     let app = spawn_app().await;
     let token = app.create_key("alice");
     let todo = app
-        .post_todo(&token, &json!({"title": "Write report", "description": "draft"}))
+        .post_todo(
+            &token,
+            &json!({"title": "Write report", "description": "draft"}),
+        )
         .await
         .json::<Value>()
         .await
         .unwrap();
     let id = todo["id"].as_str().unwrap();
 
-    let response = app.patch_todo(&token, id, &json!({"completed": true})).await;
+    let response = app
+        .patch_todo(&token, id, &json!({"completed": true}))
+        .await;
 
     assert_eq!(response.status(), 200);
     let patched: Value = response.json().await.unwrap();
@@ -71,9 +89,14 @@ async fn patching_changes_only_the_given_fields_and_bumps_updated_at() {
     assert_eq!(patched["title"], "Write report");
     assert_eq!(patched["description"], "draft");
     assert_eq!(patched["created_at"], todo["created_at"]);
-    let before = chrono::DateTime::parse_from_rfc3339(todo["updated_at"].as_str().unwrap()).unwrap();
-    let after = chrono::DateTime::parse_from_rfc3339(patched["updated_at"].as_str().unwrap()).unwrap();
-    assert!(after > before, "updated_at moves forward ({before} -> {after})");
+    let before =
+        chrono::DateTime::parse_from_rfc3339(todo["updated_at"].as_str().unwrap()).unwrap();
+    let after =
+        chrono::DateTime::parse_from_rfc3339(patched["updated_at"].as_str().unwrap()).unwrap();
+    assert!(
+        after > before,
+        "updated_at moves forward ({before} -> {after})"
+    );
 }
 
 #[actix_web::test]
@@ -88,7 +111,11 @@ async fn patching_description_to_null_clears_it_and_title_can_change() {
         .unwrap();
 
     let patched: Value = app
-        .patch_todo(&token, todo["id"].as_str().unwrap(), &json!({"title": "New", "description": null}))
+        .patch_todo(
+            &token,
+            todo["id"].as_str().unwrap(),
+            &json!({"title": "New", "description": null}),
+        )
         .await
         .json()
         .await
@@ -117,7 +144,11 @@ async fn patching_with_invalid_values_returns_422_and_changes_nothing() {
         json!({"title": "ok", "unknown": 1}),
     ] {
         let response = app.patch_todo(&token, id, &body).await;
-        assert_eq!(error_code(response, 422).await, "validation_failed", "body {body}");
+        assert_eq!(
+            error_code(response, 422).await,
+            "validation_failed",
+            "body {body}"
+        );
     }
 
     let unchanged: Value = app.get_todo(&token, id).await.json().await.unwrap();
@@ -137,7 +168,10 @@ async fn deleting_a_todo_returns_204_then_404() {
     assert_eq!(first.status(), 204);
     assert!(first.headers().contains_key("x-request-id"));
     assert_eq!(error_code(second, 404).await, "not_found");
-    assert_eq!(error_code(app.get_todo(&token, id).await, 404).await, "not_found");
+    assert_eq!(
+        error_code(app.get_todo(&token, id).await, 404).await,
+        "not_found"
+    );
 }
 
 #[actix_web::test]
@@ -147,12 +181,26 @@ async fn listing_returns_newest_first_and_filters_on_completed() {
     let first = app.create_todo(&token, "first").await;
     let second = app.create_todo(&token, "second").await;
     let third = app.create_todo(&token, "third").await;
-    app.patch_todo(&token, second["id"].as_str().unwrap(), &json!({"completed": true}))
-        .await;
+    app.patch_todo(
+        &token,
+        second["id"].as_str().unwrap(),
+        &json!({"completed": true}),
+    )
+    .await;
 
     let all: Value = app.list_todos(&token, "").await.json().await.unwrap();
-    let done: Value = app.list_todos(&token, "?completed=true").await.json().await.unwrap();
-    let open: Value = app.list_todos(&token, "?completed=false").await.json().await.unwrap();
+    let done: Value = app
+        .list_todos(&token, "?completed=true")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let open: Value = app
+        .list_todos(&token, "?completed=false")
+        .await
+        .json()
+        .await
+        .unwrap();
 
     let titles = |page: &Value| -> Vec<String> {
         page["items"]
@@ -182,7 +230,11 @@ async fn an_owner_never_sees_or_changes_another_owners_todos() {
     let delete = app.delete_todo(&bob, id).await;
     let list: Value = app.list_todos(&bob, "").await.json().await.unwrap();
 
-    assert_eq!(error_code(get, 404).await, "not_found", "GET is a 404, not a 403");
+    assert_eq!(
+        error_code(get, 404).await,
+        "not_found",
+        "GET is a 404, not a 403"
+    );
     assert_eq!(error_code(patch, 404).await, "not_found");
     assert_eq!(error_code(delete, 404).await, "not_found");
     assert_eq!(list["items"], json!([]));
@@ -214,7 +266,11 @@ async fn clients_cannot_set_id_owner_or_timestamps_on_create() {
         json!({"title": "t", "completed": true}),
     ] {
         let response = app.post_todo(&token, &extra).await;
-        assert_eq!(error_code(response, 422).await, "validation_failed", "body {extra}");
+        assert_eq!(
+            error_code(response, 422).await,
+            "validation_failed",
+            "body {extra}"
+        );
     }
     let list: Value = app.list_todos(&token, "").await.json().await.unwrap();
     assert_eq!(list["items"], json!([]), "nothing was created");
