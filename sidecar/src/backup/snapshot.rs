@@ -20,7 +20,7 @@ use tokio::sync::mpsc;
 
 use super::BackupError;
 use super::postgres::{self, PgTool, Session};
-use super::store::{ObjectInfo, Store, StoreError, TEMP_PREFIX};
+use super::store::{ObjectInfo, Store, StoreError, TEMP_PREFIX, Upload};
 use crate::configuration::Settings;
 
 /// Directory of the snapshots in the store.
@@ -211,54 +211,44 @@ pub async fn take_snapshot(settings: &Settings, store: &Store) -> Result<Manifes
         server.major,
         &format!("the server (PostgreSQL {})", server.text),
     )?;
-    let (exported, tables) = session.begin_snapshot().await?;
     let id = new_id(started_at);
     tracing::info!(snapshot = %id, store = %store.describe(), pg_dump = %pg_dump.path.display(), "backup started");
-
+    // The store first: an unwritable store or a missing bucket fails before
+    // the database does any work.
     let mut upload = store.begin_upload(&data_name(&id)).await.with_context(|| {
         format!(
             "Failed to start writing snapshot {id} to {}",
             store.describe()
         )
     })?;
-    let command = pg_dump_command(settings, &pg_dump, &exported)?;
-    let level = settings.backup.compression_level;
-    let (sender, mut receiver) = mpsc::channel::<Bytes>(CHANNEL_DEPTH);
-    let producer = tokio::task::spawn_blocking(move || dump_and_compress(command, level, sender));
-    let mut upload_error = None;
-    while let Some(chunk) = receiver.recv().await {
-        if let Err(error) = upload.write(chunk).await {
-            upload_error = Some(error);
-            break;
-        }
-    }
-    // Closing the channel stops the producer (it kills pg_dump) if the
-    // store failed first.
-    drop(receiver);
-    let produced = producer.await.context("The compression thread panicked");
-    if let Some(error) = upload_error {
-        upload.abort().await;
-        return Err(anyhow::Error::new(error)
-            .context(format!(
-                "Failed to write snapshot {id} to {}",
-                store.describe()
-            ))
-            .into());
-    }
-    let outcome = match produced.and_then(|outcome| outcome) {
-        Ok(outcome) => outcome,
+    let streamed = stream_dump(settings, &mut session, &pg_dump, &mut upload).await;
+    let (tables, outcome) = match streamed {
+        Ok(streamed) => streamed,
         Err(error) => {
             upload.abort().await;
-            return Err(error
-                .context(format!("Failed to dump the database for snapshot {id}"))
-                .into());
+            return Err(match error {
+                BackupError::Other(error) => error
+                    .context(format!(
+                        "Failed to take snapshot {id} into {}",
+                        store.describe()
+                    ))
+                    .into(),
+                error => error,
+            });
         }
     };
     upload
         .finish()
         .await
         .with_context(|| format!("Failed to write snapshot {id} to {}", store.describe()))?;
-    session.end_snapshot().await?;
+    // The data is complete: failing to close the read-only transaction
+    // changes nothing about it.
+    if let Err(error) = session.end_snapshot().await {
+        tracing::warn!(
+            error = format!("{error:#}"),
+            "could not close the snapshot transaction"
+        );
+    }
 
     let manifest = Manifest {
         format_version: 1,
@@ -294,6 +284,39 @@ pub async fn take_snapshot(settings: &Settings, store: &Store) -> Result<Manifes
         "backup published"
     );
     Ok(manifest)
+}
+
+/// Opens the snapshot, counts rows in it, and streams pg_dump → zstd →
+/// SHA-256 into `upload`; returns the row counts and what was measured.
+async fn stream_dump(
+    settings: &Settings,
+    session: &mut Session,
+    pg_dump: &PgTool,
+    upload: &mut Upload,
+) -> Result<(BTreeMap<String, i64>, DumpOutcome), BackupError> {
+    let (exported, tables) = session.begin_snapshot().await?;
+    let command = pg_dump_command(settings, pg_dump, &exported)?;
+    let level = settings.backup.compression_level;
+    let (sender, mut receiver) = mpsc::channel::<Bytes>(CHANNEL_DEPTH);
+    let producer = tokio::task::spawn_blocking(move || dump_and_compress(command, level, sender));
+    let mut upload_error = None;
+    while let Some(chunk) = receiver.recv().await {
+        if let Err(error) = upload.write(chunk).await {
+            upload_error = Some(error);
+            break;
+        }
+    }
+    // Closing the channel stops the producer (it kills pg_dump) if the
+    // store failed first.
+    drop(receiver);
+    let produced = producer.await.context("The compression thread panicked");
+    if let Some(error) = upload_error {
+        return Err(anyhow::Error::new(error).into());
+    }
+    let outcome = produced
+        .and_then(|outcome| outcome)
+        .context("Failed to dump the database")?;
+    Ok((tables, outcome))
 }
 
 fn pg_dump_command(

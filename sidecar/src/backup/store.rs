@@ -38,11 +38,13 @@ pub enum StoreError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("Failed to {action} {name} in S3: {source}")]
+    #[error("Failed to {action} {name} in S3: {detail}")]
     S3 {
         action: &'static str,
         name: String,
-        source: object_store::Error,
+        /// A one-line summary: object_store's own message repeats its
+        /// whole chain and the server's XML several times.
+        detail: String,
     },
     #[error("the S3 store is misconfigured: {0}")]
     Config(String),
@@ -168,7 +170,7 @@ impl Store {
                     .map_err(|source| StoreError::S3 {
                         action: "start the upload of",
                         name: name.to_string(),
-                        source,
+                        detail: summarize(&source),
                     })?;
                 Ok(Upload::S3 {
                     name: name.to_string(),
@@ -196,7 +198,7 @@ impl Store {
                 .map_err(|source| StoreError::S3 {
                     action: "write",
                     name: name.to_string(),
-                    source,
+                    detail: summarize(&source),
                 }),
         }
     }
@@ -350,7 +352,7 @@ impl Store {
                     let meta = meta.map_err(|source| StoreError::S3 {
                         action: "list",
                         name: format!("{directory}/"),
-                        source,
+                        detail: summarize(&source),
                     })?;
                     let key = meta.location.to_string();
                     let name = if base.is_empty() {
@@ -392,7 +394,7 @@ impl Store {
                     Err(source) => Err(StoreError::S3 {
                         action: "delete",
                         name: name.to_string(),
-                        source,
+                        detail: summarize(&source),
                     }),
                 }
             }
@@ -408,9 +410,47 @@ fn s3_read_error(name: &str, source: object_store::Error) -> StoreError {
         source => StoreError::S3 {
             action: "read",
             name: name.to_string(),
-            source,
+            detail: summarize(&source),
         },
     }
+}
+
+/// One line out of an object_store error: the HTTP status and the S3 error
+/// code and message when the server sent them, else the root cause.
+pub fn summarize(error: &object_store::Error) -> String {
+    fn between<'a>(text: &'a str, start: &str, end: &str) -> Option<&'a str> {
+        let from = text.find(start)? + start.len();
+        let to = text[from..].find(end)? + from;
+        Some(&text[from..to])
+    }
+    let full = error.to_string();
+    if let (Some(code), Some(message)) = (
+        between(&full, "<Code>", "</Code>"),
+        between(&full, "<Message>", "</Message>"),
+    ) {
+        let status = between(&full, "status code: ", ":").unwrap_or("error");
+        return format!("HTTP {status}, {code}: {message}");
+    }
+    let mut root: &dyn std::error::Error = error;
+    while let Some(source) = root.source() {
+        root = source;
+    }
+    let root = root.to_string();
+    let first = full.split(": ").next().unwrap_or(&full);
+    let mut summary = if root == full || first == root {
+        full.clone()
+    } else {
+        format!("{first}: {root}")
+    };
+    if summary.len() > 400 {
+        let mut cut = 400;
+        while !summary.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        summary.truncate(cut);
+        summary.push('…');
+    }
+    summary
 }
 
 impl Upload {
@@ -435,7 +475,7 @@ impl Upload {
                     .map_err(|source| StoreError::S3 {
                         action: "upload a part of",
                         name: name.clone(),
-                        source,
+                        detail: summarize(&source),
                     })?;
                 writer.put(chunk);
                 Ok(())
@@ -488,7 +528,7 @@ impl Upload {
                     .map_err(|source| StoreError::S3 {
                         action: "complete the upload of",
                         name,
-                        source,
+                        detail: summarize(&source),
                     })
             }
         }

@@ -1,0 +1,8 @@
+//! Integration tests of `todo-sidecar`: one binary, the real executable,
+//! a real PostgreSQL (a fresh database per test) and a real S3 server (moto).
+
+mod backups;
+mod faults;
+mod helpers;
+mod s3;
+mod skeleton;

@@ -1,0 +1,200 @@
+//! `run`: the admin listener, configuration errors, scheduled backups and
+//! metrics read from the store, graceful SIGTERM.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use crate::helpers::{ChildGuard, Sidecar, TestDb, http, wait_for};
+
+/// A running `todo-sidecar run` and the admin port it logged.
+struct Running {
+    guard: ChildGuard,
+    port: u16,
+    lines: mpsc::Receiver<String>,
+}
+
+fn start_run(sidecar: &Sidecar) -> Running {
+    let child = sidecar
+        .command(&["run"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("starts todo-sidecar run");
+    let mut guard = ChildGuard(child);
+    let stdout = guard.0.stdout.take().expect("stdout is piped");
+    let (sender, lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if sender.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut seen = Vec::new();
+    let port = wait_for("the started log line", Duration::from_secs(60), || {
+        let line = lines.recv_timeout(Duration::from_millis(100)).ok()?;
+        let record: serde_json::Value = serde_json::from_str(&line)
+            .unwrap_or_else(|_| panic!("stdout carries only JSON: {line}"));
+        seen.push(line);
+        (record["msg"] == "todo-sidecar started")
+            .then(|| record["admin_port"].as_u64().expect("admin_port") as u16)
+    });
+    Running { guard, port, lines }
+}
+
+fn metric(port: u16, name: &str) -> Option<f64> {
+    let (status, body) = http(port, "GET", "/metrics")?;
+    assert_eq!(status, 200);
+    body.lines()
+        .find(|line| line.starts_with(&format!("{name} ")))
+        .and_then(|line| line.split_whitespace().nth(1)?.parse().ok())
+}
+
+fn terminate(mut running: Running) {
+    let status = Command::new("kill")
+        .args(["-TERM", &running.guard.0.id().to_string()])
+        .status()
+        .expect("runs kill");
+    assert!(status.success());
+    let exit = wait_for(
+        "the sidecar to exit after SIGTERM",
+        Duration::from_secs(30),
+        || running.guard.0.try_wait().expect("waits"),
+    );
+    assert!(exit.success(), "exit status after SIGTERM: {exit}");
+    // Every stdout line is a bunyan JSON record.
+    for line in running.lines.try_iter() {
+        let record: serde_json::Value = serde_json::from_str(&line).expect("JSON log line");
+        for field in ["v", "level", "name", "hostname", "pid", "time", "msg"] {
+            assert!(record.get(field).is_some(), "{field} missing in {line}");
+        }
+    }
+}
+
+#[test]
+fn run_serves_health_and_metrics_and_stops_on_sigterm() {
+    // Arrange
+    let db = TestDb::create();
+    let sidecar = Sidecar::local(&db);
+
+    // Act
+    let running = start_run(&sidecar);
+
+    // Assert
+    let (status, body) = http(running.port, "GET", "/health/live").expect("answers");
+    assert_eq!(status, 200, "{body}");
+    let ready: serde_json::Value = wait_for(
+        "the backup component to report",
+        Duration::from_secs(30),
+        || {
+            let (status, body) = http(running.port, "GET", "/health/ready")?;
+            assert_eq!(status, 200, "{body}");
+            let ready: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+            (ready["components"]["backup"]["status"] == "ok").then_some(ready)
+        },
+    );
+    assert_eq!(ready["status"], "ok");
+    for name in [
+        "todo_backup_last_success_timestamp_seconds",
+        "todo_backup_last_duration_seconds",
+        "todo_backup_last_size_bytes",
+        "todo_backup_snapshots",
+        "todo_backup_failures_total",
+        "todo_backup_restore_drill_last_success_timestamp_seconds",
+    ] {
+        assert_eq!(metric(running.port, name), Some(0.0), "{name}");
+    }
+    terminate(running);
+}
+
+#[test]
+fn an_unknown_configuration_key_stops_start_up_naming_the_key() {
+    let db = TestDb::create();
+    let mut sidecar = Sidecar::local(&db);
+    sidecar.set("SIDECAR__BACKUP__RETENTION__KEEP_LAZT", "3");
+
+    let outcome = sidecar.run(&["run"]);
+
+    outcome.assert_code(2).assert_message("keep_lazt");
+}
+
+#[test]
+fn scheduled_backups_run_and_the_metrics_come_from_the_store_after_a_restart() {
+    // Arrange: a backup every second.
+    let db = TestDb::create();
+    db.seed_small();
+    let mut sidecar = Sidecar::local(&db);
+    sidecar.set("SIDECAR__BACKUP__SCHEDULE", "* * * * * *");
+    let running = start_run(&sidecar);
+
+    // Act
+    wait_for("a scheduled backup", Duration::from_secs(60), || {
+        metric(running.port, "todo_backup_snapshots").filter(|count| *count >= 1.0)
+    });
+    terminate(running);
+
+    // Assert: a new process without a schedule reports the store's snapshots.
+    let snapshots = sidecar.list();
+    assert!(!snapshots.is_empty());
+    let newest_finished = chrono::DateTime::parse_from_rfc3339(
+        snapshots[0]["finished_at"].as_str().expect("finished_at"),
+    )
+    .expect("RFC 3339")
+    .timestamp_millis() as f64
+        / 1000.0;
+    sidecar.vars.remove("SIDECAR__BACKUP__SCHEDULE");
+    let running = start_run(&sidecar);
+    let count = wait_for(
+        "the metrics to be read from the store",
+        Duration::from_secs(30),
+        || metric(running.port, "todo_backup_snapshots").filter(|count| *count >= 1.0),
+    );
+    assert_eq!(count as usize, snapshots.len());
+    let last_success =
+        metric(running.port, "todo_backup_last_success_timestamp_seconds").expect("exposed");
+    assert!(
+        (last_success - newest_finished).abs() < 0.01,
+        "{last_success} vs {newest_finished}"
+    );
+    assert!(metric(running.port, "todo_backup_last_size_bytes").expect("exposed") > 0.0);
+    assert_eq!(
+        metric(running.port, "todo_backup_failures_total"),
+        Some(0.0)
+    );
+    terminate(running);
+}
+
+#[test]
+fn a_failing_scheduled_backup_counts_a_failure_and_the_sidecar_keeps_serving() {
+    // Arrange: the database is unreachable (nothing listens on the port).
+    let db = TestDb::create();
+    let mut sidecar = Sidecar::local(&db);
+    let port = crate::helpers::free_port();
+    sidecar
+        .set(
+            "DATABASE_URL",
+            &format!("postgres://postgres@127.0.0.1:{port}/nothing"),
+        )
+        .set("SIDECAR__BACKUP__SCHEDULE", "* * * * * *");
+
+    // Act
+    let running = start_run(&sidecar);
+
+    // Assert
+    wait_for(
+        "a failed backup to be counted",
+        Duration::from_secs(60),
+        || metric(running.port, "todo_backup_failures_total").filter(|count| *count >= 1.0),
+    );
+    let (status, body) = http(running.port, "GET", "/health/ready").expect("answers");
+    assert_eq!(status, 200, "{body}");
+    let ready: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(
+        ready["components"]["backup"]["status"], "degraded",
+        "{body}"
+    );
+    assert_eq!(metric(running.port, "todo_backup_snapshots"), Some(0.0));
+    terminate(running);
+}
