@@ -100,6 +100,7 @@ fn serve(settings: Settings) -> anyhow::Result<ExitCode> {
             .run_until_stopped()
             .await
             .context("The server stopped with an error")?;
+        tracing::info!("todo-app stopped");
         Ok(ExitCode::SUCCESS)
     })
 }

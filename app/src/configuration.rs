@@ -47,6 +47,8 @@ pub struct Settings {
     pub tls: TlsSettings,
     /// API keys and per-key rate limiting.
     pub auth: AuthSettings,
+    /// The log file the sidecar tails (stdout always gets every line).
+    pub log: LogSettings,
 }
 
 /// The API listener (`server.*`).
@@ -125,6 +127,19 @@ pub struct AuthSettings {
     pub rate_limit_per_second: u32,
     /// Extra requests a key may send at once above the steady rate.
     pub rate_limit_burst: u32,
+}
+
+/// The optional log file (`log.*`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSettings {
+    /// Also write every log line to this file (the chart points it at the
+    /// volume the sidecar tails); unset means stdout only.
+    pub file: Option<PathBuf>,
+    /// Rotate the file before it grows past this size.
+    pub max_bytes: u64,
+    /// Rotated files kept (`app.log.1` … `app.log.N`).
+    pub max_files: usize,
 }
 
 impl Settings {
@@ -220,6 +235,9 @@ impl Settings {
                 return Err(invalid("tls.cert_path", "is required with tls.key_path"));
             }
             _ => {}
+        }
+        if self.log.max_bytes < 4096 {
+            return Err(invalid("log.max_bytes", "must be at least 4096"));
         }
         if self.auth.rate_limit_per_second > 0 && self.auth.rate_limit_burst == 0 {
             return Err(invalid(

@@ -8,6 +8,7 @@ pub mod configuration;
 pub mod db;
 pub mod domain;
 pub mod error;
+pub mod log_file;
 pub mod metrics;
 pub mod middleware;
 pub mod routes;

@@ -1,4 +1,4 @@
-//! `todo-app`: parse the command line, start logging, load the settings, run.
+//! `todo-app`: parse the command line, load the settings, start logging, run.
 
 use std::process::ExitCode;
 
@@ -9,19 +9,25 @@ use todo_app::telemetry;
 
 fn main() -> ExitCode {
     let command = Cli::parse().command.unwrap_or(Command::Serve);
-    // Only the server logs to stdout; other commands keep stdout for their result.
-    let _log_guard = if command.logs_to_stdout() {
-        telemetry::init_stdout_logging("todo-app")
-    } else {
-        telemetry::init_stderr_logging("todo-app")
-    };
     let settings = match Settings::load() {
         Ok(settings) => settings,
         Err(error) => {
-            tracing::error!(error = %error, "invalid configuration");
+            // Logging is not set up yet (it depends on the settings).
             eprintln!("todo-app: {error}");
             return ExitCode::from(2);
         }
+    };
+    // Only the server logs to stdout; other commands keep stdout for their result.
+    let _telemetry = if command.logs_to_stdout() {
+        match telemetry::init_server_telemetry("todo-app", &settings.log) {
+            Ok(guard) => guard,
+            Err(error) => {
+                eprintln!("todo-app: cannot open log.file: {error}");
+                return ExitCode::from(2);
+            }
+        }
+    } else {
+        telemetry::init_command_telemetry("todo-app")
     };
     cli::run(command, settings)
 }

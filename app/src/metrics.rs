@@ -2,10 +2,15 @@
 //! buckets live here and nowhere else. One registry per [`Metrics`] value
 //! (no global default registry), served on the admin port's `/metrics`.
 
+use std::sync::{LazyLock, Mutex};
+
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::MetricFamily;
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry, TextEncoder,
 };
+use tracing_appender::non_blocking::ErrorCounter;
 
 /// Buckets for a service whose p99 should be a few milliseconds: 0.5 ms to 10 s.
 const LATENCY_BUCKETS: &[f64] = &[
@@ -16,6 +21,12 @@ const LATENCY_BUCKETS: &[f64] = &[
 #[derive(Clone)]
 pub struct Metrics {
     registry: Registry,
+    /// `todo_http_requests_total{method,route,status}`: answered requests.
+    pub http_requests: IntCounterVec,
+    /// `todo_http_request_duration_seconds{method,route}`: time to answer.
+    pub http_request_duration: HistogramVec,
+    /// `todo_http_requests_in_flight`: requests being handled now.
+    pub http_requests_in_flight: IntGauge,
     /// `todo_db_query_duration_seconds{operation}`: time an executor spent on one message.
     pub db_query_duration: HistogramVec,
     /// `todo_db_errors_total{kind}`: database failures by [`crate::db::DbError::kind`].
@@ -35,6 +46,28 @@ impl Metrics {
     /// (a duplicate or malformed name), which the unit test below catches.
     pub fn new() -> Metrics {
         let registry = Registry::new();
+        let http_requests = IntCounterVec::new(
+            Opts::new(
+                "todo_http_requests_total",
+                "API requests answered, by method, matched route pattern and status code.",
+            ),
+            &["method", "route", "status"],
+        )
+        .expect("valid metric");
+        let http_request_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "todo_http_request_duration_seconds",
+                "Time from receiving an API request to its response, by method and route.",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["method", "route"],
+        )
+        .expect("valid metric");
+        let http_requests_in_flight = IntGauge::new(
+            "todo_http_requests_in_flight",
+            "API requests being handled now.",
+        )
+        .expect("valid metric");
         let db_query_duration = HistogramVec::new(
             HistogramOpts::new(
                 "todo_db_query_duration_seconds",
@@ -93,14 +126,20 @@ impl Metrics {
             ])
             .set(1);
 
+        let telemetry = telemetry_counters();
         for collector in [
-            Box::new(db_query_duration.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(http_requests.clone()) as Box<dyn Collector>,
+            Box::new(http_request_duration.clone()),
+            Box::new(http_requests_in_flight.clone()),
+            Box::new(db_query_duration.clone()),
             Box::new(db_errors.clone()),
             Box::new(db_pool_connections.clone()),
             Box::new(db_executor_queue_depth.clone()),
             Box::new(auth_failures.clone()),
             Box::new(rate_limited.clone()),
             Box::new(build_info),
+            Box::new(telemetry.spans_dropped.clone()),
+            Box::new(DroppedLogLines),
         ] {
             registry
                 .register(collector)
@@ -115,6 +154,9 @@ impl Metrics {
 
         Metrics {
             registry,
+            http_requests,
+            http_request_duration,
+            http_requests_in_flight,
             db_query_duration,
             db_errors,
             db_pool_connections,
@@ -124,6 +166,17 @@ impl Metrics {
         }
     }
 
+    /// Records the request pool's connection counts (called at each scrape).
+    pub fn observe_pool(&self, state: diesel::r2d2::State) {
+        let idle = i64::from(state.idle_connections);
+        self.db_pool_connections
+            .with_label_values(&["idle"])
+            .set(idle);
+        self.db_pool_connections
+            .with_label_values(&["active"])
+            .set(i64::from(state.connections) - idle);
+    }
+
     /// The Prometheus text exposition of every registered metric.
     pub fn render(&self) -> String {
         let mut buffer = Vec::new();
@@ -131,6 +184,85 @@ impl Metrics {
             .encode(&self.registry.gather(), &mut buffer)
             .expect("encoding metrics into a Vec cannot fail");
         String::from_utf8(buffer).expect("the text format is UTF-8")
+    }
+}
+
+/// Process-wide telemetry counters: logging and tracing are set up once per
+/// process, before any [`Metrics`] exists, and every registry exposes these.
+pub struct TelemetryCounters {
+    /// `todo_trace_spans_dropped_total{reason}`: spans not exported.
+    spans_dropped: IntCounterVec,
+    log_writers: Mutex<Vec<ErrorCounter>>,
+}
+
+impl TelemetryCounters {
+    /// Counts spans that were not exported (`queue_full` or `export_failed`).
+    pub fn spans_dropped(&self, reason: &str, spans: u64) {
+        self.spans_dropped
+            .with_label_values(&[reason])
+            .inc_by(spans);
+    }
+
+    /// Includes a non-blocking log writer's drops in `todo_log_lines_dropped_total`.
+    pub fn watch_log_writer(&self, counter: ErrorCounter) {
+        self.log_writers
+            .lock()
+            .expect("never poisoned")
+            .push(counter);
+    }
+
+    fn dropped_log_lines(&self) -> u64 {
+        self.log_writers
+            .lock()
+            .expect("never poisoned")
+            .iter()
+            .map(|counter| counter.dropped_lines() as u64)
+            .sum()
+    }
+}
+
+static TELEMETRY_COUNTERS: LazyLock<TelemetryCounters> = LazyLock::new(|| TelemetryCounters {
+    spans_dropped: IntCounterVec::new(
+        Opts::new(
+            "todo_trace_spans_dropped_total",
+            "Trace spans dropped instead of exported, by reason (queue_full, export_failed).",
+        ),
+        &["reason"],
+    )
+    .expect("valid metric"),
+    log_writers: Mutex::new(Vec::new()),
+});
+
+/// The process-wide telemetry counters.
+pub fn telemetry_counters() -> &'static TelemetryCounters {
+    &TELEMETRY_COUNTERS
+}
+
+/// `todo_log_lines_dropped_total`, read from the log writers at each scrape.
+struct DroppedLogLines;
+
+const DROPPED_LOG_LINES_NAME: &str = "todo_log_lines_dropped_total";
+const DROPPED_LOG_LINES_HELP: &str = "Log lines dropped because the log writer could not keep up.";
+
+impl Collector for DroppedLogLines {
+    fn desc(&self) -> Vec<&Desc> {
+        static DESC: LazyLock<Desc> = LazyLock::new(|| {
+            Desc::new(
+                DROPPED_LOG_LINES_NAME.to_string(),
+                DROPPED_LOG_LINES_HELP.to_string(),
+                vec![],
+                Default::default(),
+            )
+            .expect("valid metric")
+        });
+        vec![&DESC]
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let counter =
+            IntCounter::new(DROPPED_LOG_LINES_NAME, DROPPED_LOG_LINES_HELP).expect("valid metric");
+        counter.inc_by(telemetry_counters().dropped_log_lines());
+        counter.collect()
     }
 }
 

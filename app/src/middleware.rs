@@ -1,14 +1,23 @@
-//! Request-wide middleware of the API listener: the `X-Request-Id` header and
-//! the request span with its one completion log line.
+//! Request-wide middleware of the API listener: the `X-Request-Id` header,
+//! the request span (continuing an incoming W3C `traceparent`), the HTTP
+//! metrics, and the request's one completion log line.
 
 use std::time::Instant;
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
-use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::http::Method;
+use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
 use actix_web::middleware::Next;
+use actix_web::web;
+use opentelemetry::propagation::Extractor;
+use opentelemetry::trace::TraceContextExt;
 use tracing::Instrument;
+use tracing::field::Empty;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 use uuid::Uuid;
+
+use crate::metrics::Metrics;
 
 /// The header carrying the request id, in both directions.
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -21,13 +30,17 @@ const MAX_REQUEST_ID_LEN: usize = 128;
 pub const UNMATCHED_ROUTE: &str = "unmatched";
 
 /// Uses the client's `X-Request-Id` when it is sane (1 to 128 characters of
-/// `[A-Za-z0-9._:-]`), otherwise a new UUID; echoes it on the response and
-/// runs the request inside a span carrying it, so every log line of the
-/// request has it. Logs one line when the request completes.
+/// `[A-Za-z0-9._:-]`), otherwise a new UUID; echoes it on the response; runs
+/// the request inside a server span carrying it (so every log line of the
+/// request has it); counts and times the request; logs one line at the end.
 pub async fn request_span(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let metrics = req
+        .app_data::<web::Data<Metrics>>()
+        .expect("Metrics are registered as app data")
+        .clone();
     let request_id = req
         .headers()
         .get(&X_REQUEST_ID)
@@ -35,25 +48,53 @@ pub async fn request_span(
         .filter(|value| is_sane_request_id(value))
         .map(str::to_owned)
         .unwrap_or_else(|| Uuid::new_v4().to_string());
+    let method = method_label(req.method());
     let span = tracing::info_span!(
-        "http_request",
+        "HTTP request",
+        otel.name = Empty,
+        otel.kind = "server",
+        otel.status_code = Empty,
+        http.request.method = method,
+        http.route = Empty,
+        http.response.status_code = Empty,
+        url.path = %req.path(),
         request_id = %request_id,
-        method = %req.method(),
-        route = tracing::field::Empty,
-        owner = tracing::field::Empty,
+        owner = Empty,
+        trace_id = Empty,
     );
+    continue_incoming_trace(&span, req.headers());
+
     let started = Instant::now();
+    metrics.http_requests_in_flight.inc();
+    let _in_flight = InFlight(&metrics);
     let mut response = next.call(req).instrument(span.clone()).await?;
+    let elapsed = started.elapsed();
+
     let route = response
         .request()
         .match_pattern()
         .unwrap_or_else(|| UNMATCHED_ROUTE.to_string());
-    span.record("route", route.as_str());
     let status = response.status().as_u16();
+    metrics
+        .http_requests
+        .with_label_values(&[method, route.as_str(), status_label(status).as_ref()])
+        .inc();
+    metrics
+        .http_request_duration
+        .with_label_values(&[method, route.as_str()])
+        .observe(elapsed.as_secs_f64());
+    span.record("otel.name", format!("{method} {route}"));
+    span.record("http.route", route.as_str());
+    span.record("http.response.status_code", status);
+    if status >= 500 {
+        span.record("otel.status_code", "ERROR");
+    }
     span.in_scope(|| {
         tracing::info!(
+            method,
+            route = route.as_str(),
             status,
-            latency_ms = started.elapsed().as_secs_f64() * 1000.0,
+            latency_ms = elapsed.as_secs_f64() * 1000.0,
             "request completed"
         );
     });
@@ -62,6 +103,72 @@ pub async fn request_span(
         HeaderValue::from_str(&request_id).expect("a sane request id is a valid header value"),
     );
     Ok(response)
+}
+
+/// Decrements the in-flight gauge however the request ends (also when the
+/// client goes away and the future is dropped).
+struct InFlight<'a>(&'a Metrics);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.http_requests_in_flight.dec();
+    }
+}
+
+/// Makes `span` a child of the caller's span when the request carries a W3C
+/// `traceparent`, and records the trace id for the log lines.
+fn continue_incoming_trace(span: &tracing::Span, headers: &HeaderMap) {
+    let parent = opentelemetry::global::get_text_map_propagator(|propagator| {
+        propagator.extract(&HeaderExtractor(headers))
+    });
+    let _ = span.set_parent(parent);
+    let context = span.context();
+    let span_context = context.span().span_context().clone();
+    if span_context.is_valid() {
+        span.record("trace_id", span_context.trace_id().to_string());
+    }
+}
+
+struct HeaderExtractor<'a>(&'a HeaderMap);
+
+impl Extractor for HeaderExtractor<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|value| value.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(HeaderName::as_str).collect()
+    }
+}
+
+/// Methods as metric labels: the standard ones, anything else is `other`.
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::PUT => "PUT",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
+}
+
+/// Status codes as labels, without allocating for the common ones.
+fn status_label(status: u16) -> std::borrow::Cow<'static, str> {
+    match status {
+        200 => "200".into(),
+        201 => "201".into(),
+        204 => "204".into(),
+        400 => "400".into(),
+        401 => "401".into(),
+        404 => "404".into(),
+        422 => "422".into(),
+        429 => "429".into(),
+        503 => "503".into(),
+        other => other.to_string().into(),
+    }
 }
 
 fn is_sane_request_id(value: &str) -> bool {
@@ -83,5 +190,11 @@ mod tests {
         assert!(!is_sane_request_id(&"a".repeat(129)));
         assert!(!is_sane_request_id("a b"));
         assert!(!is_sane_request_id("a\"b"));
+    }
+
+    #[test]
+    fn unusual_methods_share_one_label() {
+        assert_eq!(method_label(&Method::GET), "GET");
+        assert_eq!(method_label(&Method::from_bytes(b"BREW").unwrap()), "other");
     }
 }

@@ -53,7 +53,6 @@ impl ShutdownHandle {
         tokio::time::sleep(self.readiness_delay).await;
         self.api.stop(true).await;
         self.admin.stop(true).await;
-        tracing::info!("shutdown complete");
     }
 }
 
@@ -80,7 +79,7 @@ impl Application {
         let pool = db::build_pool(&settings.database);
         let db_client = DbExecutor::start(
             settings.database.executor_threads,
-            pool,
+            pool.clone(),
             metrics.clone(),
             settings.database.queue_timeout(),
             settings.database.max_queue,
@@ -122,11 +121,14 @@ impl Application {
 
         let json_limit = settings.server.json_body_limit_bytes;
         let db_data = web::Data::new(db_client);
+        let metrics = web::Data::new(metrics);
         let api = {
             let authenticator = authenticator.clone();
+            let metrics = metrics.clone();
             HttpServer::new(move || {
                 App::new()
                     .app_data(db_data.clone())
+                    .app_data(metrics.clone())
                     .app_data(authenticator.clone())
                     .configure(|cfg| configure_api(cfg, json_limit))
                     .default_service(web::to(routes::not_found))
@@ -152,12 +154,13 @@ impl Application {
         }
         .run();
 
-        let admin_metrics = web::Data::new(metrics);
         let admin_readiness = readiness.clone();
+        let request_pool = web::Data::new(pool);
         let admin_server = HttpServer::new(move || {
             App::new()
                 .app_data(admin_readiness.clone())
-                .app_data(admin_metrics.clone())
+                .app_data(metrics.clone())
+                .app_data(request_pool.clone())
                 .configure(configure_admin)
                 .default_service(web::to(routes::not_found))
         })

@@ -1,17 +1,50 @@
-//! Logging set-up: one bunyan JSON object per line, to stdout.
+//! Logs and traces: set up once per process.
 //!
-//! The filter comes from `RUST_LOG`, else `LOG_LEVEL`, else `info`. Lines are
-//! written through `tracing-appender`'s non-blocking writer so a slow stdout
-//! never stalls an HTTP worker; span fields (request id, method, route…)
-//! are attached to every event inside the span by `JsonStorageLayer`.
+//! Logs: one bunyan JSON object per line, to stdout and, with `log.file`, to
+//! a size-rotated file (see [`crate::log_file`]) that the sidecar tails. The
+//! filter comes from `RUST_LOG`, else `LOG_LEVEL`, else `info`. Lines go
+//! through `tracing-appender`'s non-blocking writer so a slow stdout or disk
+//! never stalls an HTTP worker; lines it has to drop are counted
+//! (`todo_log_lines_dropped_total`). Span fields (request id, route, owner,
+//! trace id…) are attached to every event inside the span by `JsonStorageLayer`.
+//!
+//! Traces: when `OTEL_EXPORTER_OTLP_ENDPOINT` (or `…_TRACES_ENDPOINT`) is set,
+//! spans are exported over OTLP/HTTP protobuf by a batch processor on its own
+//! thread with a bounded queue; spans that do not fit, or whose export
+//! fails, are dropped and counted (`todo_trace_spans_dropped_total`), never
+//! waited for. W3C `traceparent` is the propagation format.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_otlp::{Protocol, WithExportConfig};
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::error::OTelSdkResult;
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::{
+    BatchConfigBuilder, BatchSpanProcessor, SdkTracerProvider, SpanData, SpanExporter,
+    SpanProcessor,
+};
 use tracing::Subscriber;
 use tracing::subscriber::set_global_default;
-use tracing_appender::non_blocking::WorkerGuard;
+use tracing_appender::non_blocking::{NonBlocking, WorkerGuard};
 use tracing_bunyan_formatter::{BunyanFormattingLayer, JsonStorageLayer};
+use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::fmt::writer::MakeWriterExt;
 use tracing_subscriber::layer::{Context, SubscriberExt};
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::{EnvFilter, Layer, Registry};
+
+use crate::configuration::LogSettings;
+use crate::log_file::RotatingFile;
+use crate::metrics::telemetry_counters;
+
+/// Spans waiting for export at most; more are dropped and counted.
+const SPAN_QUEUE_CAPACITY: usize = 4096;
+/// Longest an export request may take before its spans count as dropped.
+const EXPORT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The log filter the environment asks for: `RUST_LOG`, else `LOG_LEVEL`, else `default`.
 pub fn env_filter(default: &str) -> EnvFilter {
@@ -29,9 +62,9 @@ pub fn get_subscriber<Sink>(
     name: &str,
     filter: EnvFilter,
     sink: Sink,
-) -> impl Subscriber + Send + Sync + use<Sink>
+) -> impl Subscriber + Send + Sync + for<'a> LookupSpan<'a> + use<Sink>
 where
-    Sink: for<'a> tracing_subscriber::fmt::MakeWriter<'a> + Send + Sync + 'static,
+    Sink: for<'a> MakeWriter<'a> + Send + Sync + 'static,
 {
     Registry::default()
         .with(filter)
@@ -42,20 +75,74 @@ where
         )))
 }
 
-/// Installs the process-wide subscriber writing to stdout through a
-/// non-blocking writer. Keep the returned guard alive until exit: dropping it
-/// flushes the lines still queued.
-pub fn init_stdout_logging(name: &str) -> WorkerGuard {
-    let (writer, guard) = tracing_appender::non_blocking(std::io::stdout());
-    init_subscriber(get_subscriber(name, env_filter("info"), writer));
-    guard
+/// Keeps logging and tracing alive; dropping it flushes queued log lines
+/// and exports the spans still queued (graceful shutdown).
+pub struct TelemetryGuard {
+    _log_writers: Vec<WorkerGuard>,
+    tracer_provider: Option<SdkTracerProvider>,
 }
 
-/// Like [`init_stdout_logging`], to stderr (for commands whose stdout is their result).
-pub fn init_stderr_logging(name: &str) -> WorkerGuard {
-    let (writer, guard) = tracing_appender::non_blocking(std::io::stderr());
-    init_subscriber(get_subscriber(name, env_filter("warn"), writer));
-    guard
+impl Drop for TelemetryGuard {
+    fn drop(&mut self) {
+        if let Some(provider) = self.tracer_provider.take()
+            && let Err(error) = provider.shutdown()
+        {
+            eprintln!("flushing traces at shutdown failed: {error}");
+        }
+    }
+}
+
+/// Sets up logging (stdout, plus the rotating file when `log.file` is set)
+/// and, when the OTLP endpoint is configured, trace export. For the server.
+pub fn init_server_telemetry(name: &str, log: &LogSettings) -> std::io::Result<TelemetryGuard> {
+    let mut guards = Vec::new();
+    let (stdout, guard) = non_blocking(std::io::stdout());
+    guards.push(guard);
+    let tracer_provider = build_tracer_provider(name);
+    match &log.file {
+        Some(path) => {
+            let file = RotatingFile::open(path, log.max_bytes, log.max_files)?;
+            let (file, guard) = non_blocking(file);
+            guards.push(guard);
+            install(name, stdout.and(file), tracer_provider.as_ref());
+        }
+        None => install(name, stdout, tracer_provider.as_ref()),
+    }
+    Ok(TelemetryGuard {
+        _log_writers: guards,
+        tracer_provider,
+    })
+}
+
+/// Installs the bunyan subscriber writing to `sink`, with the OpenTelemetry
+/// layer when a tracer provider is given.
+fn install<Sink>(name: &str, sink: Sink, tracer_provider: Option<&SdkTracerProvider>)
+where
+    Sink: for<'a> MakeWriter<'a> + Send + Sync + 'static,
+{
+    let otel_layer = tracer_provider.map(|provider| {
+        tracing_opentelemetry::layer()
+            .with_tracer(provider.tracer(name.to_string()))
+            .with_tracked_inactivity(false)
+    });
+    init_subscriber(get_subscriber(name, env_filter("info"), sink).with(otel_layer));
+}
+
+/// Logging to stderr only, for commands whose stdout is their result.
+pub fn init_command_telemetry(name: &str) -> TelemetryGuard {
+    let (stderr, guard) = non_blocking(std::io::stderr());
+    init_subscriber(get_subscriber(name, env_filter("warn"), stderr));
+    TelemetryGuard {
+        _log_writers: vec![guard],
+        tracer_provider: None,
+    }
+}
+
+/// A lossy non-blocking writer whose drops are counted in the metrics.
+fn non_blocking<W: std::io::Write + Send + 'static>(writer: W) -> (NonBlocking, WorkerGuard) {
+    let (writer, guard) = tracing_appender::non_blocking(writer);
+    telemetry_counters().watch_log_writer(writer.error_counter());
+    (writer, guard)
 }
 
 /// Registers `subscriber` globally and routes `log` records (from r2d2 and
@@ -64,6 +151,122 @@ pub fn init_subscriber(subscriber: impl Subscriber + Send + Sync) {
     // A second call (several tests in one process) keeps the first subscriber.
     let _ = tracing_log::LogTracer::init();
     let _ = set_global_default(subscriber);
+}
+
+/// The OTLP trace pipeline, when the standard variables ask for one.
+fn build_tracer_provider(name: &str) -> Option<SdkTracerProvider> {
+    let configured = [
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+    ]
+    .iter()
+    .any(|variable| std::env::var(variable).is_ok_and(|value| !value.is_empty()));
+    let disabled = std::env::var("OTEL_SDK_DISABLED").is_ok_and(|value| value == "true");
+    if !configured || disabled {
+        return None;
+    }
+    opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+    let exporter = match opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .with_protocol(Protocol::HttpBinary)
+        .with_timeout(EXPORT_TIMEOUT)
+        .build()
+    {
+        Ok(exporter) => exporter,
+        Err(error) => {
+            eprintln!("traces disabled: the OTLP exporter could not be built: {error}");
+            return None;
+        }
+    };
+    let pending = Arc::new(AtomicUsize::new(0));
+    let batch = BatchSpanProcessor::builder(CountingExporter {
+        inner: exporter,
+        pending: Arc::clone(&pending),
+    })
+    .with_batch_config(
+        BatchConfigBuilder::default()
+            .with_max_queue_size(SPAN_QUEUE_CAPACITY)
+            .with_max_export_batch_size(512)
+            .with_scheduled_delay(Duration::from_millis(1000))
+            .build(),
+    )
+    .build();
+    let service_name = std::env::var("OTEL_SERVICE_NAME").unwrap_or_else(|_| name.to_string());
+    Some(
+        SdkTracerProvider::builder()
+            .with_span_processor(BoundedProcessor {
+                inner: batch,
+                pending,
+            })
+            .with_resource(Resource::builder().with_service_name(service_name).build())
+            .build(),
+    )
+}
+
+/// Counts spans in and out of the batch processor so that the spans it
+/// cannot take are counted as dropped instead of silently lost.
+#[derive(Debug)]
+struct BoundedProcessor<P> {
+    inner: P,
+    pending: Arc<AtomicUsize>,
+}
+
+impl<P: SpanProcessor> SpanProcessor for BoundedProcessor<P> {
+    fn on_start(&self, span: &mut opentelemetry_sdk::trace::Span, cx: &opentelemetry::Context) {
+        self.inner.on_start(span, cx);
+    }
+
+    fn on_end(&self, span: SpanData) {
+        if self.pending.fetch_add(1, Ordering::AcqRel) >= SPAN_QUEUE_CAPACITY {
+            self.pending.fetch_sub(1, Ordering::AcqRel);
+            telemetry_counters().spans_dropped("queue_full", 1);
+            return;
+        }
+        self.inner.on_end(span);
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        self.inner.force_flush()
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.inner.shutdown_with_timeout(timeout)
+    }
+
+    fn set_resource(&mut self, resource: &Resource) {
+        self.inner.set_resource(resource);
+    }
+}
+
+/// The OTLP exporter, counting the spans of failed exports as dropped.
+#[derive(Debug)]
+struct CountingExporter<E> {
+    inner: E,
+    pending: Arc<AtomicUsize>,
+}
+
+impl<E: SpanExporter> SpanExporter for CountingExporter<E> {
+    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+        let spans = batch.len();
+        self.pending.fetch_sub(spans, Ordering::AcqRel);
+        let result = self.inner.export(batch).await;
+        if result.is_err() {
+            telemetry_counters().spans_dropped("export_failed", spans as u64);
+        }
+        result
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.inner.shutdown_with_timeout(timeout)
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        self.inner.force_flush()
+    }
+
+    fn set_resource(&mut self, resource: &Resource) {
+        self.inner.set_resource(resource);
+    }
 }
 
 /// Passes only events to the wrapped layer.

@@ -104,6 +104,8 @@ pub trait DbOperation: Send + 'static {
 struct Queued<M> {
     message: M,
     sent_at: Instant,
+    /// The request's span, so the database span on the executor thread is its child.
+    parent: tracing::Span,
     _slot: QueueSlot,
 }
 
@@ -132,6 +134,7 @@ impl<M: DbOperation> Handler<Queued<M>> for DbExecutor {
         let Queued {
             message,
             sent_at,
+            parent,
             _slot,
         } = queued;
         drop(_slot);
@@ -141,7 +144,15 @@ impl<M: DbOperation> Handler<Queued<M>> for DbExecutor {
                 "waited too long for a database executor",
             ))
         } else {
-            let _span = tracing::debug_span!("db", operation = M::NAME).entered();
+            let _span = tracing::info_span!(
+                parent: &parent,
+                "db",
+                otel.name = M::NAME,
+                otel.kind = "client",
+                db.system.name = "postgresql",
+                db.operation.name = M::NAME,
+            )
+            .entered();
             message.execute(self)
         };
         self.metrics
@@ -157,16 +168,6 @@ impl<M: DbOperation> Handler<Queued<M>> for DbExecutor {
                 .inc();
             tracing::warn!(operation = M::NAME, error = %error, "database operation failed");
         }
-        let state = self.pool.state();
-        let idle = i64::from(state.idle_connections);
-        self.metrics
-            .db_pool_connections
-            .with_label_values(&["idle"])
-            .set(idle);
-        self.metrics
-            .db_pool_connections
-            .with_label_values(&["active"])
-            .set(i64::from(state.connections) - idle);
         outcome
     }
 }
@@ -202,6 +203,7 @@ impl DbClient {
         let queued = Queued {
             message,
             sent_at: Instant::now(),
+            parent: tracing::Span::current(),
             _slot: slot,
         };
         match self.addr.send(queued).await {

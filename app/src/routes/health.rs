@@ -91,7 +91,8 @@ pub async fn ready(readiness: Data<Readiness>) -> HttpResponse {
 }
 
 /// `GET /metrics`: the Prometheus text exposition.
-pub async fn metrics(metrics: Data<Metrics>) -> HttpResponse {
+pub async fn metrics(metrics: Data<Metrics>, pool: Data<PgPool>) -> HttpResponse {
+    metrics.observe_pool(pool.state());
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
         .body(metrics.render())

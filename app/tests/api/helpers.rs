@@ -440,3 +440,106 @@ fn chown_to_postgres(path: &Path) {
         .expect("chown runs");
     assert!(status.success(), "chown postgres {}", path.display());
 }
+
+/// `todo-app serve` running as a separate process (for what is process-wide:
+/// logging, tracing, signals), with its stdout collected line by line.
+pub struct ServerProcess {
+    pub child: std::process::Child,
+    pub address: String,
+    pub admin_address: String,
+    pub stdout: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ServerProcess {
+    /// Starts the binary on `database_url` with extra environment variables,
+    /// and waits until it logs that it listens.
+    pub fn start(database_url: &str, env: &[(&str, &str)]) -> ServerProcess {
+        use std::io::BufRead;
+        let mut command = Command::new(env!("CARGO_BIN_EXE_todo-app"));
+        command
+            .env("DATABASE_URL", database_url)
+            .env("APP_CONFIG_DIR", configuration_dir())
+            .env("APP__SERVER__PORT", "0")
+            .env("APP__ADMIN__PORT", "0")
+            .env("APP__SERVER__WORKERS", "2")
+            .env_remove("APP_ENVIRONMENT")
+            .env_remove("RUST_LOG")
+            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+            .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+            .env("LOG_LEVEL", "info")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit());
+        for (name, value) in env {
+            command.env(name, value);
+        }
+        let mut child = command.spawn().expect("todo-app starts");
+        let stdout = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (ports_tx, ports_rx) = std::sync::mpsc::channel();
+        let reader = {
+            let stdout = std::sync::Arc::clone(&stdout);
+            let pipe = child.stdout.take().expect("stdout is piped");
+            std::thread::spawn(move || {
+                for line in std::io::BufReader::new(pipe).lines().map_while(Result::ok) {
+                    if let Ok(entry) = serde_json::from_str::<Value>(&line)
+                        && entry["msg"] == "todo-app listening"
+                    {
+                        let _ = ports_tx.send((
+                            entry["api_port"].as_u64().unwrap_or(0),
+                            entry["admin_port"].as_u64().unwrap_or(0),
+                        ));
+                    }
+                    stdout.lock().expect("never poisoned").push(line);
+                }
+            })
+        };
+        let (api_port, admin_port) = ports_rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("todo-app logs that it listens");
+        ServerProcess {
+            child,
+            address: format!("http://127.0.0.1:{api_port}"),
+            admin_address: format!("http://127.0.0.1:{admin_port}"),
+            stdout,
+            reader: Some(reader),
+        }
+    }
+
+    /// Sends SIGTERM, waits for the exit, and returns the exit code and every stdout line.
+    pub fn terminate(mut self) -> (Option<i32>, Vec<String>) {
+        let killed = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(killed.success());
+        let status = self.child.wait().expect("todo-app exits");
+        if let Some(reader) = self.reader.take() {
+            let _ = reader.join();
+        }
+        let lines = self.stdout.lock().expect("never poisoned").clone();
+        (status.code(), lines)
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A fresh, migrated database with one API key; returns (name, url, token).
+pub fn prepared_database(owner: &str) -> (String, String, String) {
+    let (name, url) = create_database(&admin_database_url());
+    let mut connection = PgConnection::establish(&url).expect("the test database is reachable");
+    todo_app::db::migrations::run_pending_migrations(&mut connection).expect("migrations run");
+    let new = todo_app::auth::generate_token();
+    api_keys::insert(
+        &mut connection,
+        new.id,
+        &Owner::parse(owner).expect("a valid owner"),
+        &new.secret_hash,
+    )
+    .expect("the key is stored");
+    (name, url, new.token.expose_secret().to_string())
+}

@@ -7,6 +7,7 @@ mod database_down;
 mod errors;
 mod health;
 mod helpers;
+mod limits;
 mod migrations;
 mod openapi;
 mod pagination;

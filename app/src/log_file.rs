@@ -1,0 +1,163 @@
+//! The log file with size-based rotation that the sidecar's log shipper tails.
+//!
+//! When writing a line would take `app.log` past `max_bytes`, the files are
+//! shifted (`app.log.N-1` → `app.log.N`, …, `app.log` → `app.log.1`), the
+//! oldest beyond `max_files` rotated files is removed, and a new `app.log` is
+//! opened. Rotation only happens between writes, and the logging worker
+//! writes one whole line per call, so no line is ever split across files.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+/// An append-only log file that rotates by size. Not thread-safe by itself:
+/// it sits behind `tracing-appender`'s single writer thread.
+pub struct RotatingFile {
+    path: PathBuf,
+    max_bytes: u64,
+    max_files: usize,
+    file: File,
+    written: u64,
+}
+
+impl RotatingFile {
+    /// Opens (appending to) `path`, creating its directory if needed.
+    /// `max_files` is the number of rotated files kept besides `path` itself.
+    pub fn open(path: impl Into<PathBuf>, max_bytes: u64, max_files: usize) -> io::Result<Self> {
+        let path = path.into();
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            fs::create_dir_all(parent)?;
+        }
+        let file = open_append(&path)?;
+        let written = file.metadata()?.len();
+        Ok(RotatingFile {
+            path,
+            max_bytes: max_bytes.max(1),
+            max_files,
+            file,
+            written,
+        })
+    }
+
+    fn rotated_path(&self, index: usize) -> PathBuf {
+        let mut name = self.path.as_os_str().to_owned();
+        name.push(format!(".{index}"));
+        PathBuf::from(name)
+    }
+
+    fn rotate(&mut self) -> io::Result<()> {
+        self.file.flush()?;
+        if self.max_files == 0 {
+            // Nothing is kept: start the file again.
+            self.file = File::create(&self.path)?;
+            self.written = 0;
+            return Ok(());
+        }
+        let oldest = self.rotated_path(self.max_files);
+        if oldest.exists() {
+            fs::remove_file(&oldest)?;
+        }
+        for index in (1..self.max_files).rev() {
+            let from = self.rotated_path(index);
+            if from.exists() {
+                fs::rename(&from, self.rotated_path(index + 1))?;
+            }
+        }
+        fs::rename(&self.path, self.rotated_path(1))?;
+        self.file = open_append(&self.path)?;
+        self.written = 0;
+        Ok(())
+    }
+}
+
+fn open_append(path: &Path) -> io::Result<File> {
+    OpenOptions::new().create(true).append(true).open(path)
+}
+
+impl Write for RotatingFile {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.written > 0 && self.written + buf.len() as u64 > self.max_bytes {
+            self.rotate()?;
+        }
+        // Written whole, so the rotation check above always sees line boundaries.
+        self.file.write_all(buf)?;
+        self.written += buf.len() as u64;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_dir() -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("todo-logfile-{}", uuid::Uuid::new_v4()));
+        fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn rotation_keeps_every_line_within_max_files() {
+        let dir = temp_dir();
+        let path = dir.join("app.log");
+        let mut file = RotatingFile::open(&path, 100, 50).unwrap();
+
+        for n in 0..200 {
+            file.write_all(format!("line {n:04}\n").as_bytes()).unwrap();
+        }
+        file.flush().unwrap();
+
+        let mut lines = Vec::new();
+        for index in (1..=50).rev() {
+            if let Ok(text) = fs::read_to_string(format!("{}.{index}", path.display())) {
+                lines.extend(text.lines().map(String::from));
+            }
+        }
+        lines.extend(fs::read_to_string(&path).unwrap().lines().map(String::from));
+        let expected: Vec<String> = (0..200).map(|n| format!("line {n:04}")).collect();
+        assert_eq!(lines, expected, "every line once, in order, none split");
+        assert!(fs::metadata(&path).unwrap().len() <= 100);
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn the_oldest_files_beyond_max_files_are_removed() {
+        let dir = temp_dir();
+        let path = dir.join("app.log");
+        let mut file = RotatingFile::open(&path, 10, 2).unwrap();
+
+        for n in 0..10 {
+            file.write_all(format!("{n:09}\n").as_bytes()).unwrap();
+        }
+
+        assert!(dir.join("app.log.1").exists());
+        assert!(dir.join("app.log.2").exists());
+        assert!(!dir.join("app.log.3").exists());
+        assert_eq!(fs::read_to_string(&path).unwrap(), "000000009\n");
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn reopening_appends_and_counts_the_existing_size() {
+        let dir = temp_dir();
+        let path = dir.join("logs/app.log");
+        RotatingFile::open(&path, 20, 1)
+            .unwrap()
+            .write_all(b"0123456789\n")
+            .unwrap();
+
+        let mut again = RotatingFile::open(&path, 20, 1).unwrap();
+        again.write_all(b"abcdefghij\n").unwrap();
+
+        assert_eq!(
+            fs::read_to_string(dir.join("logs/app.log.1")).unwrap(),
+            "0123456789\n"
+        );
+        assert_eq!(fs::read_to_string(&path).unwrap(), "abcdefghij\n");
+        fs::remove_dir_all(dir).unwrap();
+    }
+}
