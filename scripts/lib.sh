@@ -27,8 +27,18 @@ ensure_packages() {
         as_root apt-get update -qq
         _apt_updated=1
     fi
-    # policy-rc.d keeps the packages from starting system services we do not want.
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+    # A policy-rc.d that says "no" keeps packages such as prometheus from
+    # starting system services; tests start their own instances on free ports.
+    local added_policy=0
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        printf '#!/bin/sh\nexit 101\n' | as_root tee /usr/sbin/policy-rc.d >/dev/null
+        as_root chmod +x /usr/sbin/policy-rc.d
+        added_policy=1
+    fi
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2 \
+        || { [ "$added_policy" -eq 1 ] && as_root rm -f /usr/sbin/policy-rc.d; return 1; }
+    [ "$added_policy" -eq 1 ] && as_root rm -f /usr/sbin/policy-rc.d
+    return 0
 }
 
 # The build needs a C toolchain and libpq (diesel links it); the scripts need psql.

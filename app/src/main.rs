@@ -9,6 +9,10 @@ use todo_app::telemetry;
 
 fn main() -> ExitCode {
     let command = Cli::parse().command.unwrap_or(Command::Serve);
+    // One rustls crypto provider for the whole process (the HTTPS listener
+    // and the OTLP exporter's client); feature unification in the workspace
+    // can otherwise leave reqwest without one, or with two.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let settings = match Settings::load() {
         Ok(settings) => settings,
         Err(error) => {

@@ -51,7 +51,6 @@ pub async fn request_span(
     let method = method_label(req.method());
     let span = tracing::info_span!(
         "HTTP request",
-        otel.name = Empty,
         otel.kind = "server",
         otel.status_code = Empty,
         http.request.method = method,
@@ -83,7 +82,11 @@ pub async fn request_span(
         .http_request_duration
         .with_label_values(&[method, route.as_str()])
         .observe(elapsed.as_secs_f64());
-    span.record("otel.name", format!("{method} {route}"));
+    // The OpenTelemetry span exists already (the trace id was read from it),
+    // so its name is set on it directly: recording `otel.name` now would be ignored.
+    span.context()
+        .span()
+        .update_name(format!("{method} {route}"));
     span.record("http.route", route.as_str());
     span.record("http.response.status_code", status);
     if status >= 500 {

@@ -9,6 +9,7 @@ mod health;
 mod helpers;
 mod limits;
 mod migrations;
+mod observability;
 mod openapi;
 mod pagination;
 mod shutdown;

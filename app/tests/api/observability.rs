@@ -1,0 +1,508 @@
+//! Metrics, logs and traces of `todo-app`, checked with exact expectations:
+//! counters after a known sequence of requests, bounded series, `promtool
+//! check metrics`, bunyan log lines without secrets, rotation keeping every
+//! line, and OTLP spans received by a real protobuf decoder.
+
+use std::collections::HashSet;
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use actix_web::{App, HttpResponse, HttpServer, web};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::trace::v1::Span;
+use prost::Message;
+use serde_json::{Value, json};
+
+use crate::helpers::{
+    ServerProcess, admin_database_url, drop_database, eventually, free_port, http_client,
+    prepared_database, spawn_app,
+};
+
+/// The value of the series `name{labels}` in a text exposition (labels as rendered).
+fn sample(exposition: &str, series: &str) -> Option<f64> {
+    exposition
+        .lines()
+        .find(|line| line.starts_with(series) && line[series.len()..].starts_with(' '))
+        .and_then(|line| line.rsplit(' ').next())
+        .and_then(|value| value.parse().ok())
+}
+
+#[actix_web::test]
+async fn http_counters_and_histograms_count_exactly_the_requests_made() {
+    let app = spawn_app().await;
+    let token = app.create_key("alice");
+
+    let first = app.create_todo(&token, "one").await;
+    app.create_todo(&token, "two").await;
+    app.get_todo(&token, first["id"].as_str().unwrap()).await;
+    let invalid = app.post_todo(&token, &json!({"title": ""})).await;
+    assert_eq!(invalid.status(), 422);
+    for path in ["/random/a", "/random/b", "/api/nothing/here"] {
+        app.client
+            .get(app.url(path))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+    }
+    let metrics = app.admin_get("/metrics").await.text().await.unwrap();
+
+    let expect = |series: &str, value: f64| {
+        assert_eq!(sample(&metrics, series), Some(value), "{series}\n{metrics}");
+    };
+    expect(
+        r#"todo_http_requests_total{method="POST",route="/api/todos",status="201"}"#,
+        2.0,
+    );
+    expect(
+        r#"todo_http_requests_total{method="POST",route="/api/todos",status="422"}"#,
+        1.0,
+    );
+    expect(
+        r#"todo_http_requests_total{method="GET",route="/api/todos/{id}",status="200"}"#,
+        1.0,
+    );
+    let unmatched: f64 = metrics
+        .lines()
+        .filter(|line| {
+            line.starts_with("todo_http_requests_total{") && line.contains("route=\"unmatched\"")
+        })
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert_eq!(
+        unmatched, 3.0,
+        "random paths share the `unmatched` route\n{metrics}"
+    );
+    expect(
+        r#"todo_http_request_duration_seconds_count{method="POST",route="/api/todos"}"#,
+        3.0,
+    );
+    expect(
+        r#"todo_http_request_duration_seconds_bucket{method="POST",route="/api/todos",le="+Inf"}"#,
+        3.0,
+    );
+    expect(
+        r#"todo_http_request_duration_seconds_bucket{method="POST",route="/api/todos",le="0.0005"}"#,
+        sample(
+            &metrics,
+            r#"todo_http_request_duration_seconds_bucket{method="POST",route="/api/todos",le="0.0005"}"#,
+        )
+        .unwrap(),
+    );
+    expect(
+        r#"todo_db_query_duration_seconds_count{operation="create_todo"}"#,
+        2.0,
+    );
+    expect(
+        r#"todo_db_query_duration_seconds_count{operation="get_todo"}"#,
+        1.0,
+    );
+    expect("todo_http_requests_in_flight", 0.0);
+    expect("todo_db_executor_queue_depth", 0.0);
+    assert!(sample(&metrics, r#"todo_db_pool_connections{state="idle"}"#).unwrap() >= 1.0);
+    assert!(metrics.contains("process_resident_memory_bytes"));
+    assert!(metrics.contains("process_open_fds"));
+    assert!(metrics.contains(&format!(
+        "todo_build_info{{revision=\"{}\",version=\"{}\"}} 1",
+        option_env!("TODO_GIT_REVISION").unwrap_or("unknown"),
+        env!("CARGO_PKG_VERSION")
+    )));
+}
+
+#[actix_web::test]
+async fn a_thousand_random_paths_do_not_grow_the_series_count() {
+    let app = spawn_app().await;
+    let count_series = |metrics: &str| {
+        metrics
+            .lines()
+            .filter(|line| line.starts_with("todo_http_"))
+            .count()
+    };
+    app.client.get(app.url("/warm-up")).send().await.unwrap();
+    let before = count_series(&app.admin_get("/metrics").await.text().await.unwrap());
+
+    for n in 0..1000 {
+        let path = format!("/scan/{n}/{}", uuid::Uuid::new_v4());
+        let response = app.client.get(app.url(&path)).send().await.unwrap();
+        assert_eq!(response.status(), 404);
+    }
+
+    let after = count_series(&app.admin_get("/metrics").await.text().await.unwrap());
+    assert_eq!(before, after, "1,000 random paths add no series");
+}
+
+#[actix_web::test]
+async fn the_exposition_passes_promtool_check_metrics() {
+    let app = spawn_app().await;
+    let token = app.create_key("alice");
+    app.create_todo(&token, "lint me").await;
+    app.client.get(app.url("/missing")).send().await.unwrap();
+    let metrics = app.admin_get("/metrics").await.text().await.unwrap();
+
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool is installed (Debian package `prometheus`; scripts/test.sh installs it)");
+    use std::io::Write;
+    promtool
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(metrics.as_bytes())
+        .unwrap();
+    let output = promtool.wait_with_output().unwrap();
+
+    assert!(
+        output.status.success(),
+        "promtool: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
+fn log_lines_are_bunyan_json_with_the_request_id_and_without_secrets() {
+    let (name, url, token) = prepared_database("alice");
+    let server = ServerProcess::start(&url, &[]);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let client = http_client();
+        let response = client
+            .post(format!("{}/api/todos", server.address))
+            .bearer_auth(&token)
+            .header("x-request-id", "req-logs-1")
+            .header("x-api-secret", "topsecret-header-value")
+            .header("cookie", "session=cookie-secret-value")
+            .json(&json!({"title": "logged"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 201);
+    });
+
+    let (code, lines) = server.terminate();
+
+    assert_eq!(code, Some(0));
+    let mut request_lines = Vec::new();
+    for line in &lines {
+        let entry: Value =
+            serde_json::from_str(line).unwrap_or_else(|_| panic!("not JSON: {line}"));
+        for field in ["v", "level", "name", "hostname", "pid", "time", "msg"] {
+            assert!(
+                !entry[field].is_null(),
+                "bunyan field {field} missing: {line}"
+            );
+        }
+        if entry["request_id"] == "req-logs-1" {
+            request_lines.push(entry);
+        }
+    }
+    let completed = request_lines
+        .iter()
+        .find(|entry| entry["msg"].as_str().unwrap().contains("request completed"))
+        .expect("the request's completion line");
+    assert_eq!(completed["method"], "POST");
+    assert_eq!(completed["route"], "/api/todos");
+    assert_eq!(completed["status"], 201);
+    assert_eq!(completed["owner"], "alice");
+    assert!(completed["latency_ms"].as_f64().unwrap() > 0.0);
+    let output = lines.join("\n");
+    for secret in [
+        token.as_str(),
+        &token["todo_".len()..],
+        "topsecret-header-value",
+        "cookie-secret-value",
+        "Bearer",
+    ] {
+        assert!(!output.contains(secret), "`{secret}` leaked into the logs");
+    }
+    drop_database(&admin_database_url(), &name);
+}
+
+#[test]
+fn the_log_file_rotates_by_size_and_keeps_every_line() {
+    let (name, url, token) = prepared_database("alice");
+    let dir = std::env::temp_dir().join(format!("todo-logs-{}", uuid::Uuid::new_v4()));
+    let log_file = dir.join("app.log");
+    let server = ServerProcess::start(
+        &url,
+        &[
+            ("APP__LOG__FILE", log_file.to_str().unwrap()),
+            ("APP__LOG__MAX_BYTES", "4096"),
+            ("APP__LOG__MAX_FILES", "1000"),
+        ],
+    );
+    let requests = 150;
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let client = http_client();
+        for n in 0..requests {
+            let response = client
+                .get(format!("{}/api/todos", server.address))
+                .bearer_auth(&token)
+                .header("x-request-id", format!("rotation-{n}"))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 200);
+        }
+    });
+
+    let (code, stdout) = server.terminate();
+
+    assert_eq!(code, Some(0));
+    let mut file_lines = Vec::new();
+    let mut rotated = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let file_name = path.file_name().unwrap().to_str().unwrap().to_string();
+        if file_name != "app.log" {
+            assert!(file_name.starts_with("app.log."), "{file_name}");
+            rotated += 1;
+        }
+        assert!(
+            std::fs::metadata(&path).unwrap().len() <= 4096,
+            "{file_name} over max_bytes"
+        );
+        let text = std::fs::read_to_string(&path).unwrap();
+        for line in text.lines() {
+            serde_json::from_str::<Value>(line).expect("whole JSON lines, never split");
+            file_lines.push(line.to_string());
+        }
+    }
+    assert!(
+        rotated >= 5,
+        "150 request lines rotate several times ({rotated} files)"
+    );
+    let ids_in = |lines: &[String]| -> HashSet<String> {
+        lines
+            .iter()
+            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+            .filter(|entry| {
+                entry["msg"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("request completed"))
+            })
+            .filter_map(|entry| entry["request_id"].as_str().map(String::from))
+            .collect()
+    };
+    let expected: HashSet<String> = (0..requests).map(|n| format!("rotation-{n}")).collect();
+    assert_eq!(
+        ids_in(&file_lines),
+        expected,
+        "every request line is in the files"
+    );
+    assert_eq!(ids_in(&stdout), expected, "and on stdout");
+    assert_eq!(
+        file_lines.len(),
+        stdout.len(),
+        "the file has every stdout line"
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+    drop_database(&admin_database_url(), &name);
+}
+
+/// An OTLP/HTTP receiver that decodes trace exports with the official
+/// protobuf definitions and keeps every span.
+struct OtlpReceiver {
+    port: u16,
+    spans: Arc<Mutex<Vec<Span>>>,
+    handle: actix_web::dev::ServerHandle,
+}
+
+impl OtlpReceiver {
+    async fn start() -> OtlpReceiver {
+        let spans = Arc::new(Mutex::new(Vec::new()));
+        let store = web::Data::new(Arc::clone(&spans));
+        let server = HttpServer::new(move || {
+            App::new().app_data(store.clone()).route(
+                "/v1/traces",
+                web::post().to(
+                    |body: web::Bytes, store: web::Data<Arc<Mutex<Vec<Span>>>>| async move {
+                        let request =
+                            ExportTraceServiceRequest::decode(body).expect("valid OTLP protobuf");
+                        let mut spans = store.lock().unwrap();
+                        for resource in request.resource_spans {
+                            for scope in resource.scope_spans {
+                                spans.extend(scope.spans);
+                            }
+                        }
+                        HttpResponse::Ok()
+                            .content_type("application/x-protobuf")
+                            .body(Vec::new())
+                    },
+                ),
+            )
+        })
+        .workers(1)
+        .disable_signals()
+        .bind(("127.0.0.1", 0))
+        .unwrap();
+        let port = server.addrs()[0].port();
+        let server = server.run();
+        let handle = server.handle();
+        actix_web::rt::spawn(server);
+        OtlpReceiver {
+            port,
+            spans,
+            handle,
+        }
+    }
+}
+
+#[actix_web::test]
+async fn a_request_with_traceparent_exports_its_server_span_and_database_child_span() {
+    let receiver = OtlpReceiver::start().await;
+    let (name, url, token) = prepared_database("alice");
+    let endpoint = format!("http://127.0.0.1:{}", receiver.port);
+    let server = ServerProcess::start(&url, &[("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str())]);
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let caller_span_id = "00f067aa0ba902b7";
+
+    let response = http_client()
+        .post(format!("{}/api/todos", server.address))
+        .bearer_auth(&token)
+        .header("traceparent", format!("00-{trace_id}-{caller_span_id}-01"))
+        .header("x-request-id", "traced-1")
+        .json(&json!({"title": "traced"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let (code, lines) = tokio::task::spawn_blocking(move || server.terminate())
+        .await
+        .unwrap();
+    assert_eq!(code, Some(0));
+
+    let spans = receiver.spans.lock().unwrap().clone();
+    let in_trace: Vec<&Span> = spans
+        .iter()
+        .filter(|span| hex::encode(&span.trace_id) == trace_id)
+        .collect();
+    let server_span = in_trace
+        .iter()
+        .find(|span| span.name == "POST /api/todos")
+        .unwrap_or_else(|| {
+            panic!(
+                "no server span in {:?}",
+                spans.iter().map(|s| &s.name).collect::<Vec<_>>()
+            )
+        });
+    assert_eq!(hex::encode(&server_span.parent_span_id), caller_span_id);
+    assert_eq!(server_span.kind, 2, "SPAN_KIND_SERVER");
+    let attribute = |span: &Span, key: &str| {
+        span.attributes
+            .iter()
+            .find(|kv| kv.key == key)
+            .and_then(|kv| kv.value.clone())
+            .map(|value| format!("{value:?}"))
+    };
+    assert!(
+        attribute(server_span, "http.route")
+            .unwrap()
+            .contains("/api/todos")
+    );
+    assert!(
+        attribute(server_span, "http.request.method")
+            .unwrap()
+            .contains("POST")
+    );
+    assert!(
+        attribute(server_span, "http.response.status_code")
+            .unwrap()
+            .contains("201")
+    );
+    let db_span = in_trace
+        .iter()
+        .find(|span| span.name == "create_todo")
+        .expect("the database operation's span");
+    assert_eq!(
+        db_span.parent_span_id, server_span.span_id,
+        "child of the request span"
+    );
+    assert_eq!(db_span.kind, 3, "SPAN_KIND_CLIENT");
+    let logged = lines
+        .iter()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .find(|entry| entry["request_id"] == "traced-1")
+        .expect("the request's log line");
+    assert_eq!(
+        logged["trace_id"], trace_id,
+        "the trace id is in the log line"
+    );
+    receiver.handle.stop(false).await;
+    drop_database(&admin_database_url(), &name);
+}
+
+#[actix_web::test]
+async fn with_the_collector_down_requests_succeed_at_normal_latency_and_drops_are_counted() {
+    let (name, url, token) = prepared_database("alice");
+    let closed = format!("http://127.0.0.1:{}", free_port());
+    let traced = ServerProcess::start(&url, &[("OTEL_EXPORTER_OTLP_ENDPOINT", closed.as_str())]);
+    let untraced = ServerProcess::start(&url, &[]);
+    let client = http_client();
+    let median_latency = |address: String| {
+        let client = client.clone();
+        let token = token.clone();
+        async move {
+            let mut latencies = Vec::new();
+            for _ in 0..200 {
+                let started = Instant::now();
+                let response = client
+                    .get(format!("{address}/api/todos?limit=5"))
+                    .bearer_auth(&token)
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(response.status(), 200);
+                latencies.push(started.elapsed());
+            }
+            latencies.sort();
+            latencies[latencies.len() / 2]
+        }
+    };
+
+    let without = median_latency(untraced.address.clone()).await;
+    let with = median_latency(traced.address.clone()).await;
+
+    assert!(
+        with < without * 3 + Duration::from_millis(5),
+        "median {with:?} with a dead collector vs {without:?} without"
+    );
+    let admin = traced.admin_address.clone();
+    let counted = eventually(Duration::from_secs(15), || {
+        let client = client.clone();
+        let admin = admin.clone();
+        async move {
+            let metrics = client
+                .get(format!("{admin}/metrics"))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            sample(
+                &metrics,
+                r#"todo_trace_spans_dropped_total{reason="export_failed"}"#,
+            )
+            .is_some_and(|dropped| dropped > 0.0)
+        }
+    })
+    .await;
+    assert!(counted, "spans that could not be exported are counted");
+    let (code, _) = tokio::task::spawn_blocking(move || traced.terminate())
+        .await
+        .unwrap();
+    assert_eq!(
+        code,
+        Some(0),
+        "shutdown does not hang on the dead collector"
+    );
+    drop(untraced);
+    drop_database(&admin_database_url(), &name);
+}
