@@ -1,7 +1,7 @@
 //! `todo-sidecar`: the ops sidecar of todo-backend. `run` supervises the
 //! components (see `component`) behind the admin listener (`admin`); the
-//! `backup` commands operate on the snapshot store directly. Logging is
-//! todo-app's (`todo_app::telemetry`), shared rather than copied.
+//! `backup` commands operate on the snapshot store directly. Logging (and
+//! OTLP traces) is todo-app's `todo_app::telemetry`, shared rather than copied.
 
 pub mod admin;
 pub mod backup;

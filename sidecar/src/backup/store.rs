@@ -633,3 +633,71 @@ fn build_s3(settings: &StoreSettings) -> Result<Store, StoreError> {
         part_size: settings.part_size_bytes,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_s3_error_is_summarized_to_its_status_code_and_message() {
+        let error = object_store::Error::Generic {
+            store: "S3",
+            source: Box::new(std::io::Error::other(
+                "Error performing POST http://x/b?uploads - Server returned non-2xx status code: 404 Not Found: \
+                 <Error><Code>NoSuchBucket</Code><Message>The specified bucket does not exist</Message></Error>",
+            )),
+        };
+        assert_eq!(
+            summarize(&error),
+            "HTTP 404 Not Found, NoSuchBucket: The specified bucket does not exist"
+        );
+    }
+
+    #[test]
+    fn a_local_upload_is_invisible_until_finished_and_gone_when_aborted() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async {
+            let directory = tempfile::tempdir().expect("tempdir");
+            let store = Store::Local(directory.path().to_path_buf());
+            let mut upload = store
+                .begin_upload("snapshots/a.dump.zst")
+                .await
+                .expect("begins");
+            upload
+                .write(Bytes::from_static(b"data"))
+                .await
+                .expect("writes");
+            let names =
+                |objects: Vec<ObjectInfo>| objects.into_iter().map(|o| o.name).collect::<Vec<_>>();
+            let listed = names(store.list("snapshots").await.expect("lists"));
+            assert_eq!(listed.len(), 1);
+            assert!(listed[0].starts_with("snapshots/.tmp-"), "{listed:?}");
+            upload.finish().await.expect("finishes");
+            assert_eq!(
+                names(store.list("snapshots").await.expect("lists")),
+                vec!["snapshots/a.dump.zst"]
+            );
+            assert_eq!(
+                store.get("snapshots/a.dump.zst").await.expect("reads"),
+                Bytes::from_static(b"data")
+            );
+
+            let mut aborted = store
+                .begin_upload("snapshots/b.dump.zst")
+                .await
+                .expect("begins");
+            aborted
+                .write(Bytes::from_static(b"partial"))
+                .await
+                .expect("writes");
+            aborted.abort().await;
+            assert_eq!(
+                names(store.list("snapshots").await.expect("lists")),
+                vec!["snapshots/a.dump.zst"]
+            );
+        });
+    }
+}

@@ -258,7 +258,19 @@ fn a_backup_killed_midway_publishes_nothing_and_prune_cleans_up_after_the_grace_
         .assert_code(0)
         .assert_message("removed 1 incomplete");
     assert_eq!(sidecar.snapshot_files().len(), 2);
-    // The killed backup's lock died with its session: the next backup runs.
+    // The killed backup's lock dies with its session, once the server
+    // notices the client is gone (after the table lock is released).
+    wait_for(
+        "the killed backup's session to end",
+        Duration::from_secs(60),
+        || {
+            let sessions = db.query(&format!(
+            "SELECT count(*)::text AS value FROM pg_stat_activity WHERE datname = '{}' AND application_name = 'todo-sidecar'",
+            db.name
+        ));
+            (sessions == "0").then_some(())
+        },
+    );
     sidecar.run(&["backup", "run"]).assert_code(0);
 }
 
