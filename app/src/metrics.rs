@@ -120,10 +120,7 @@ impl Metrics {
         )
         .expect("valid metric");
         build_info
-            .with_label_values(&[
-                env!("CARGO_PKG_VERSION"),
-                option_env!("TODO_GIT_REVISION").unwrap_or("unknown"),
-            ])
+            .with_label_values(&[env!("CARGO_PKG_VERSION"), env!("TODO_GIT_REVISION")])
             .set(1);
 
         let telemetry = telemetry_counters();

@@ -105,7 +105,7 @@ async fn http_counters_and_histograms_count_exactly_the_requests_made() {
     assert!(metrics.contains("process_open_fds"));
     assert!(metrics.contains(&format!(
         "todo_build_info{{revision=\"{}\",version=\"{}\"}} 1",
-        option_env!("TODO_GIT_REVISION").unwrap_or("unknown"),
+        env!("TODO_GIT_REVISION"),
         env!("CARGO_PKG_VERSION")
     )));
 }
