@@ -48,16 +48,30 @@ impl From<Todo> for TodoResponse {
     }
 }
 
+// The `pattern`s below restate, for OpenAPI clients, the rules that
+// `domain::TodoTitle` and `domain::TodoDescription` enforce (no control
+// characters as Rust's `char::is_control` defines them, U+0000–U+001F and
+// U+007F–U+009F; a title needs a character that is not whitespace).
+// utoipa takes only literals here; change both places together.
+
 /// The body of `POST /api/todos`. Unknown fields (including `id`, `owner`,
 /// `created_at`) are rejected with 422.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateTodoRequest {
-    /// 1 to 255 characters once trimmed.
-    #[schema(min_length = 1, max_length = 255, example = "Buy milk")]
+    /// 1 to 255 characters once trimmed, no control characters.
+    #[schema(
+        min_length = 1,
+        max_length = 255,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$",
+        example = "Buy milk"
+    )]
     pub title: String,
-    /// Up to 10,000 characters.
-    #[schema(max_length = 10000)]
+    /// Up to 10,000 characters; no control characters but tab and newlines.
+    #[schema(
+        max_length = 10000,
+        pattern = r"^[^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]*$"
+    )]
     pub description: Option<String>,
 }
 
@@ -66,12 +80,16 @@ pub struct CreateTodoRequest {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateTodoRequest {
-    #[schema(min_length = 1, max_length = 255)]
+    /// A new title; `null` is rejected (a todo always has one).
+    #[schema(value_type = Option<String>, nullable = false, min_length = 1, max_length = 255, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$")]
     #[serde(default, deserialize_with = "present")]
     pub title: Option<Option<String>>,
-    #[schema(max_length = 10000)]
+    /// A new description; `null` clears it.
+    #[schema(value_type = Option<String>, nullable = true, max_length = 10000, pattern = r"^[^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]*$")]
     #[serde(default, deserialize_with = "present")]
     pub description: Option<Option<String>>,
+    /// Whether the todo is done; `null` is rejected.
+    #[schema(value_type = Option<bool>, nullable = false)]
     #[serde(default, deserialize_with = "present")]
     pub completed: Option<Option<bool>>,
 }
@@ -95,7 +113,9 @@ pub struct ListTodosQuery {
     /// Page size, 1 to 100 (default 20).
     #[param(minimum = 1, maximum = 100)]
     pub limit: Option<u32>,
-    /// `next_cursor` of the previous page.
+    /// `next_cursor` of the previous page, passed back unchanged (opaque:
+    /// any other value is a 400 `invalid_cursor`).
+    #[param(pattern = r"^[A-Za-z0-9_-]{1,128}$")]
     pub cursor: Option<String>,
 }
 
