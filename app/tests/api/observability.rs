@@ -506,3 +506,39 @@ async fn with_the_collector_down_requests_succeed_at_normal_latency_and_drops_ar
     drop(untraced);
     drop_database(&admin_database_url(), &name);
 }
+
+#[test]
+fn log_level_sets_the_filter() {
+    let (name, url, token) = prepared_database("alice");
+    // The start-up line stays on so the test learns the ports.
+    let server = ServerProcess::start(&url, &[("LOG_LEVEL", "warn,todo_app::startup=info")]);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let response = http_client()
+            .get(format!("{}/api/todos", server.address))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+    });
+
+    let (code, lines) = server.terminate();
+
+    assert_eq!(code, Some(0));
+    let info_lines: Vec<&String> = lines
+        .iter()
+        .filter(|line| !line.contains("todo_app::startup"))
+        .filter(|line| {
+            serde_json::from_str::<Value>(line)
+                .ok()
+                .and_then(|entry| entry["level"].as_u64())
+                .is_some_and(|level| level < 40)
+        })
+        .collect();
+    assert!(
+        info_lines.is_empty(),
+        "no info lines at LOG_LEVEL=warn: {info_lines:?}"
+    );
+    drop_database(&admin_database_url(), &name);
+}
