@@ -15,6 +15,7 @@ use actix_web::{App, HttpResponse, HttpServer, web};
 use anyhow::Context;
 use serde_json::json;
 
+use crate::aggregate::Aggregator;
 use crate::component::HealthRegistry;
 use crate::metrics::Metrics;
 
@@ -26,6 +27,8 @@ pub struct AdminState {
     pub metrics: Metrics,
     /// Set when shutdown starts.
     pub shutting_down: Arc<AtomicBool>,
+    /// With aggregation on, `/metrics` serves the app's metrics too.
+    pub aggregator: Option<Arc<Aggregator>>,
 }
 
 /// Binds the admin listener (port 0 picks a free one) and builds its server.
@@ -67,9 +70,14 @@ async fn ready(state: Data<AdminState>) -> HttpResponse {
     }
 }
 
-/// `GET /metrics`: the Prometheus text exposition.
+/// `GET /metrics`: the Prometheus text exposition (with the app's
+/// aggregated metrics and the database gauges when aggregation is on).
 async fn metrics(state: Data<AdminState>) -> HttpResponse {
+    let body = match &state.aggregator {
+        Some(aggregator) => aggregator.render().await,
+        None => state.metrics.render(),
+    };
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
-        .body(state.metrics.render())
+        .body(body)
 }

@@ -14,6 +14,7 @@ use clap::{Args, Parser, Subcommand};
 use secrecy::SecretString;
 
 use crate::admin::{self, AdminState};
+use crate::aggregate::{AggregateComponent, Aggregator};
 use crate::backup::restore;
 use crate::backup::snapshot::{self, Catalog, Manifest};
 use crate::backup::store::Store;
@@ -136,6 +137,13 @@ async fn run_sidecar(settings: Settings) -> Result<(), BackupError> {
             metrics.backup.clone(),
         )?));
     }
+    let aggregator = if settings.aggregate.enabled {
+        let aggregator = Aggregator::new(&settings, metrics.clone())?;
+        components.push(Arc::new(AggregateComponent::new(aggregator.clone())));
+        Some(aggregator)
+    } else {
+        None
+    };
     let (server, port) = admin::build(
         &settings.admin.host,
         settings.admin.port,
@@ -143,6 +151,7 @@ async fn run_sidecar(settings: Settings) -> Result<(), BackupError> {
             health: health.clone(),
             metrics: metrics.clone(),
             shutting_down: shutting_down.clone(),
+            aggregator,
         },
     )?;
     let server_handle = server.handle();

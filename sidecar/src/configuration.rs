@@ -18,6 +18,8 @@ use config::{Config, Environment, File, FileFormat};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
+pub use crate::aggregate::config::{AggregateSettings, RemoteWriteSettings, RuleSettings};
+
 /// The defaults, compiled in so the binary runs where no file is shipped.
 const BASE_YAML: &str = include_str!("../configuration/base.yaml");
 
@@ -43,6 +45,8 @@ pub struct Settings {
     pub database: DatabaseSettings,
     /// The backup component.
     pub backup: BackupSettings,
+    /// The metric aggregation component (`crate::aggregate::config`).
+    pub aggregate: AggregateSettings,
 }
 
 /// The admin listener (`admin.*`).
@@ -240,6 +244,7 @@ impl Settings {
         if backup.retention.keep_last == 0 {
             return Err(invalid("backup.retention.keep_last", "must be at least 1"));
         }
+        self.aggregate.validate()?;
         Ok(())
     }
 }

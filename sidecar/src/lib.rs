@@ -4,6 +4,7 @@
 //! OTLP traces) is todo-app's `todo_app::telemetry`, shared rather than copied.
 
 pub mod admin;
+pub mod aggregate;
 pub mod backup;
 pub mod cli;
 pub mod component;

@@ -6,12 +6,17 @@
 
 use prometheus::{Encoder, Gauge, IntCounter, IntGauge, Registry, TextEncoder};
 
+mod aggregate;
+pub use aggregate::AggregateMetrics;
+
 /// The sidecar's registry and every metric in it.
 #[derive(Clone)]
 pub struct Metrics {
     registry: Registry,
     /// The backup component's metrics.
     pub backup: BackupMetrics,
+    /// The aggregation component's metrics (`metrics/aggregate.rs`).
+    pub aggregate: AggregateMetrics,
 }
 
 /// Backup metrics. The "last" and "snapshots" gauges are set from the store
@@ -82,13 +87,23 @@ impl Metrics {
                 .register(collector)
                 .expect("metric names are unique");
         }
+        let aggregate = AggregateMetrics::new();
+        for collector in aggregate.collectors() {
+            registry
+                .register(collector)
+                .expect("metric names are unique");
+        }
         #[cfg(target_os = "linux")]
         registry
             .register(Box::new(
                 prometheus::process_collector::ProcessCollector::for_self(),
             ))
             .expect("process metrics register once");
-        Metrics { registry, backup }
+        Metrics {
+            registry,
+            backup,
+            aggregate,
+        }
     }
 
     /// The Prometheus text exposition of every registered metric.

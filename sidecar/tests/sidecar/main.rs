@@ -1,6 +1,7 @@
 //! Integration tests of `todo-sidecar`: one binary, the real executable,
 //! a real PostgreSQL (a fresh database per test) and a real S3 server (moto).
 
+mod aggregate;
 mod backups;
 mod faults;
 mod helpers;

@@ -1,0 +1,190 @@
+//! The `aggregate` section of the settings: where the app's metrics are,
+//! how long a scrape may take and be reused, the aggregation rules, the
+//! cardinality guard, the database gauges and the optional remote_write.
+//!
+//! Re-exported by `crate::configuration`; [`AggregateSettings::validate`]
+//! compiles the rules so an invalid one stops start-up with its reason.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::rules::RuleSet;
+use crate::configuration::SettingsError;
+
+/// Metric aggregation (`aggregate.*`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AggregateSettings {
+    /// Whether `run` serves the app's metrics (aggregated) and the database
+    /// gauges on its own `/metrics`. Off: only the sidecar's own metrics.
+    pub enabled: bool,
+    /// The app's metrics endpoint (its admin listener).
+    pub app_metrics_url: String,
+    /// One scrape of the app (connect, answer and body) must finish within
+    /// this; the database gauges get the same deadline.
+    pub scrape_timeout_ms: u64,
+    /// A scrape result is reused for this long, so two Prometheus replicas
+    /// (or Prometheus and remote_write) do not each scrape the app.
+    pub cache_ttl_ms: u64,
+    /// An app answer larger than this is refused (a runaway exposition must
+    /// not exhaust the sidecar's memory).
+    pub max_body_bytes: usize,
+    /// At most this many app series (each bucket, quantile, `_sum` and
+    /// `_count` line counts as one) are exposed after the rules; the excess
+    /// is dropped and counted in `todo_aggregation_series_dropped_total`.
+    pub max_series: usize,
+    /// Whether to read the database gauges (`todo_pg_*`, `todo_todos`).
+    pub database_gauges: bool,
+    /// `statement_timeout` of the sidecar's database session for the gauges.
+    pub database_statement_timeout_ms: u64,
+    /// Aggregation rules, applied in order of the metric they name (one rule
+    /// per metric); see docs/aggregation.md for the syntax.
+    pub rules: Vec<RuleSettings>,
+    /// Optional push of the exposed series to a Prometheus remote_write endpoint.
+    pub remote_write: RemoteWriteSettings,
+}
+
+/// One aggregation rule (`aggregate.rules[]`).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RuleSettings {
+    /// The metric family the rule applies to: an exact name (as exposed, so
+    /// `todo_http_requests_total`), or a prefix ending in `*` (drop rules only).
+    pub metric: String,
+    /// The family's type as the app declares it (`counter`, `gauge`,
+    /// `histogram`, `summary`, `untyped`): required to aggregate, so a rule
+    /// that would produce an invalid result is rejected before any scrape.
+    #[serde(rename = "type", default)]
+    pub kind: Option<String>,
+    /// Remove the family entirely.
+    #[serde(default)]
+    pub drop: bool,
+    /// Keep only these labels and aggregate the series that then coincide
+    /// (PromQL's `sum by (...)`); a histogram must keep `le`.
+    #[serde(default)]
+    pub by: Option<Vec<String>>,
+    /// Replace the `status` label (an HTTP status code) by `status_class`
+    /// (`2xx`, `4xx`…) and aggregate the series that then coincide.
+    #[serde(default)]
+    pub collapse_status: bool,
+    /// How coinciding series combine: `sum` (the only choice, and the
+    /// default, for counters and histograms), or `sum`, `min`, `max`, `avg`
+    /// for gauges and untyped metrics, which must declare one.
+    #[serde(default)]
+    pub function: Option<String>,
+}
+
+/// Prometheus remote_write (`aggregate.remote_write.*`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RemoteWriteSettings {
+    /// The receiver, e.g. `http://prometheus:9090/api/v1/write`; none: off.
+    pub url: Option<String>,
+    /// A snapshot of every exposed series is queued this often.
+    pub interval_seconds: u64,
+    /// One push request must complete within this.
+    pub timeout_ms: u64,
+    /// Retries of a request that failed with a network error, a 5xx or a 429.
+    pub max_retries: u32,
+    /// First retry delay, doubled at each retry up to `max_backoff_ms`.
+    pub min_backoff_ms: u64,
+    /// Longest retry delay.
+    pub max_backoff_ms: u64,
+    /// At most this many samples per request.
+    pub max_samples_per_request: usize,
+    /// At most this many samples wait to be sent; when a new snapshot does
+    /// not fit, the oldest are dropped (and counted) first.
+    pub max_queued_samples: usize,
+    /// Labels added to every pushed series (nothing scrapes the pod to add
+    /// `job` and `instance`); `job` defaults to `todo-backend` and
+    /// `instance` to the host name (the pod name in Kubernetes).
+    pub labels: BTreeMap<String, String>,
+}
+
+impl AggregateSettings {
+    /// Rejects values that parse but cannot work, naming the key.
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        fn invalid(key: &'static str, problem: impl Into<String>) -> SettingsError {
+            SettingsError::Invalid {
+                key,
+                problem: problem.into(),
+            }
+        }
+        if !(self.app_metrics_url.starts_with("http://")
+            || self.app_metrics_url.starts_with("https://"))
+        {
+            return Err(invalid(
+                "aggregate.app_metrics_url",
+                "must be an http:// or https:// URL",
+            ));
+        }
+        if self.scrape_timeout_ms == 0 {
+            return Err(invalid("aggregate.scrape_timeout_ms", "must be at least 1"));
+        }
+        if self.max_series == 0 {
+            return Err(invalid("aggregate.max_series", "must be at least 1"));
+        }
+        if self.database_statement_timeout_ms == 0 {
+            return Err(invalid(
+                "aggregate.database_statement_timeout_ms",
+                "must be at least 1 (0 would mean no timeout)",
+            ));
+        }
+        RuleSet::compile(&self.rules)
+            .map_err(|error| invalid("aggregate.rules", error.to_string()))?;
+        let remote = &self.remote_write;
+        if let Some(url) = &remote.url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return Err(invalid(
+                "aggregate.remote_write.url",
+                "must be an http:// or https:// URL",
+            ));
+        }
+        if remote.interval_seconds == 0 {
+            return Err(invalid(
+                "aggregate.remote_write.interval_seconds",
+                "must be at least 1",
+            ));
+        }
+        if remote.max_samples_per_request == 0 {
+            return Err(invalid(
+                "aggregate.remote_write.max_samples_per_request",
+                "must be at least 1",
+            ));
+        }
+        if remote.max_queued_samples < remote.max_samples_per_request {
+            return Err(invalid(
+                "aggregate.remote_write.max_queued_samples",
+                "must be at least max_samples_per_request",
+            ));
+        }
+        if remote.min_backoff_ms == 0 || remote.max_backoff_ms < remote.min_backoff_ms {
+            return Err(invalid(
+                "aggregate.remote_write.max_backoff_ms",
+                "must be at least min_backoff_ms, itself at least 1",
+            ));
+        }
+        for name in remote.labels.keys() {
+            if !super::exposition::is_label_name(name) || name.starts_with("__") {
+                return Err(invalid(
+                    "aggregate.remote_write.labels",
+                    format!("`{name}` is not a valid label name"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Deadline of one app scrape (and of one read of the database gauges).
+    pub fn scrape_timeout(&self) -> Duration {
+        Duration::from_millis(self.scrape_timeout_ms)
+    }
+
+    /// How long a scrape result is reused.
+    pub fn cache_ttl(&self) -> Duration {
+        Duration::from_millis(self.cache_ttl_ms)
+    }
+}

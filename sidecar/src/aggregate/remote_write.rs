@@ -1,0 +1,498 @@
+//! Prometheus remote_write 1.0: every `interval_seconds` a snapshot of every
+//! exposed series is queued (bounded: the oldest samples are dropped first),
+//! and a sender pushes the queue in order, as snappy-compressed protobuf
+//! `WriteRequest`s, retrying network errors, 5xx and 429 with an exponential
+//! backoff. Samples sent, failed and dropped are counted.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use prost::Message;
+use tokio::sync::Notify;
+
+use super::Aggregator;
+use super::config::RemoteWriteSettings;
+use super::exposition::Family;
+use crate::component::Shutdown;
+
+/// The remote_write 1.0 messages (prometheus/prompb `types.proto` and
+/// `remote.proto`), only the fields version 1.0 needs.
+pub mod proto {
+    /// `prometheus.WriteRequest`.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct WriteRequest {
+        #[prost(message, repeated, tag = "1")]
+        pub timeseries: Vec<TimeSeries>,
+    }
+
+    /// `prometheus.TimeSeries`: labels sorted by name, `__name__` included.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct TimeSeries {
+        #[prost(message, repeated, tag = "1")]
+        pub labels: Vec<Label>,
+        #[prost(message, repeated, tag = "2")]
+        pub samples: Vec<Sample>,
+    }
+
+    /// `prometheus.Label`.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Label {
+        #[prost(string, tag = "1")]
+        pub name: String,
+        #[prost(string, tag = "2")]
+        pub value: String,
+    }
+
+    /// `prometheus.Sample`: a value at a time in milliseconds.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Sample {
+        #[prost(double, tag = "1")]
+        pub value: f64,
+        #[prost(int64, tag = "2")]
+        pub timestamp: i64,
+    }
+}
+
+use proto::{Label, TimeSeries, WriteRequest};
+
+/// One series per sample line, stamped `timestamp_ms` (unless the
+/// exposition gave the sample its own time), with `external` labels added
+/// where the series does not already have them.
+pub fn to_series(
+    families: &[Family],
+    external: &BTreeMap<String, String>,
+    timestamp_ms: i64,
+) -> Vec<TimeSeries> {
+    let mut series = Vec::with_capacity(families.iter().map(|f| f.samples.len()).sum());
+    for family in families {
+        for sample in &family.samples {
+            let mut labels: Vec<Label> =
+                Vec::with_capacity(sample.labels.len() + external.len() + 1);
+            labels.push(Label {
+                name: "__name__".to_string(),
+                value: format!("{}{}", family.name, sample.suffix.as_str()),
+            });
+            for (name, value) in &sample.labels {
+                labels.push(Label {
+                    name: name.clone(),
+                    value: value.clone(),
+                });
+            }
+            for (name, value) in external {
+                if sample.label(name).is_none() {
+                    labels.push(Label {
+                        name: name.clone(),
+                        value: value.clone(),
+                    });
+                }
+            }
+            labels.sort_by(|a, b| a.name.cmp(&b.name));
+            series.push(TimeSeries {
+                labels,
+                samples: vec![proto::Sample {
+                    value: sample.value,
+                    timestamp: sample.timestamp_ms.unwrap_or(timestamp_ms),
+                }],
+            });
+        }
+    }
+    series
+}
+
+/// The request body: protobuf, then snappy's raw block format (not framed).
+pub fn encode(series: Vec<TimeSeries>) -> Vec<u8> {
+    let body = WriteRequest { timeseries: series }.encode_to_vec();
+    snap::raw::Encoder::new()
+        .compress_vec(&body)
+        .expect("snappy compresses any input")
+}
+
+/// The bounded queue of requests waiting to be sent.
+#[derive(Debug, Default)]
+pub struct Queue {
+    requests: VecDeque<Vec<TimeSeries>>,
+    samples: usize,
+    max_samples: usize,
+}
+
+impl Queue {
+    /// An empty queue holding at most `max_samples` samples.
+    pub fn new(max_samples: usize) -> Queue {
+        Queue {
+            requests: VecDeque::new(),
+            samples: 0,
+            max_samples,
+        }
+    }
+
+    /// Queues `series` as requests of at most `per_request` samples,
+    /// dropping the oldest requests to make room; returns the samples dropped.
+    pub fn push(&mut self, mut series: Vec<TimeSeries>, per_request: usize) -> usize {
+        let mut dropped = 0;
+        while !series.is_empty() {
+            let rest = series.split_off(series.len().min(per_request));
+            let request = std::mem::replace(&mut series, rest);
+            while self.samples + request.len() > self.max_samples {
+                match self.requests.pop_front() {
+                    Some(oldest) => {
+                        self.samples -= oldest.len();
+                        dropped += oldest.len();
+                    }
+                    None => break,
+                }
+            }
+            if self.samples + request.len() > self.max_samples {
+                dropped += request.len();
+                continue;
+            }
+            self.samples += request.len();
+            self.requests.push_back(request);
+        }
+        dropped
+    }
+
+    /// The oldest request.
+    pub fn pop(&mut self) -> Option<Vec<TimeSeries>> {
+        let request = self.requests.pop_front()?;
+        self.samples -= request.len();
+        Some(request)
+    }
+
+    /// Samples waiting.
+    pub fn samples(&self) -> usize {
+        self.samples
+    }
+}
+
+/// Why one push failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PushError {
+    /// Worth retrying: a network error, a 5xx, a 429.
+    #[error("{0}")]
+    Retryable(String),
+    /// Retrying would fail the same way (a 4xx: the receiver refuses the data).
+    #[error("{0}")]
+    Rejected(String),
+}
+
+/// Runs `attempt` until it succeeds, fails with [`PushError::Rejected`], or
+/// has been retried `max_retries` times; waits `min_backoff` before the
+/// first retry, doubling up to `max_backoff`. Returns the attempts made
+/// with the outcome.
+pub async fn with_retries<F, Fut>(
+    mut attempt: F,
+    max_retries: u32,
+    min_backoff: Duration,
+    max_backoff: Duration,
+) -> (u32, Result<(), PushError>)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<(), PushError>>,
+{
+    let mut delay = min_backoff;
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        match attempt().await {
+            Ok(()) => return (attempts, Ok(())),
+            Err(PushError::Retryable(message)) if attempts <= max_retries => {
+                tracing::debug!(error = %message, attempts, "remote_write push failed; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(max_backoff);
+            }
+            Err(error) => return (attempts, Err(error)),
+        }
+    }
+}
+
+/// One POST of an encoded `WriteRequest`.
+async fn push(client: &reqwest::Client, url: &str, body: Vec<u8>) -> Result<(), PushError> {
+    let response = client
+        .post(url)
+        .header(reqwest::header::CONTENT_TYPE, "application/x-protobuf")
+        .header(reqwest::header::CONTENT_ENCODING, "snappy")
+        .header("X-Prometheus-Remote-Write-Version", "0.1.0")
+        .body(body)
+        .send()
+        .await
+        .map_err(|error| PushError::Retryable(format!("cannot reach {url}: {error}")))?;
+    let status = response.status();
+    if status.is_success() {
+        return Ok(());
+    }
+    let text: String = response
+        .text()
+        .await
+        .unwrap_or_default()
+        .chars()
+        .take(300)
+        .collect();
+    let message = format!("{url} answered {status}: {}", text.trim());
+    if status.is_server_error() || status.as_u16() == 429 {
+        Err(PushError::Retryable(message))
+    } else {
+        Err(PushError::Rejected(message))
+    }
+}
+
+/// The job's default labels: `job` and `instance` unless configured.
+pub fn external_labels(configured: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    let mut labels = configured.clone();
+    labels
+        .entry("job".to_string())
+        .or_insert_with(|| "todo-backend".to_string());
+    if !labels.contains_key("instance") {
+        let host = std::env::var("HOSTNAME")
+            .ok()
+            .filter(|name| !name.is_empty())
+            .or_else(|| {
+                std::fs::read_to_string("/proc/sys/kernel/hostname")
+                    .ok()
+                    .map(|name| name.trim().to_string())
+            })
+            .unwrap_or_else(|| "unknown".to_string());
+        labels.insert("instance".to_string(), host);
+    }
+    labels
+}
+
+/// Queues a snapshot every interval and sends the queue until shutdown.
+pub async fn run(
+    aggregator: Arc<Aggregator>,
+    url: String,
+    settings: RemoteWriteSettings,
+    mut shutdown: Shutdown,
+) -> anyhow::Result<()> {
+    let metrics = aggregator.metrics.aggregate.clone();
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_millis(settings.timeout_ms.max(1)))
+        .user_agent(concat!("todo-sidecar/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|error| anyhow::anyhow!("Failed to build the remote_write client: {error}"))?;
+    let external = external_labels(&settings.labels);
+    let queue = Arc::new(Mutex::new(Queue::new(settings.max_queued_samples)));
+    let ready = Arc::new(Notify::new());
+    tracing::info!(url = %url, interval_seconds = settings.interval_seconds, "remote_write started");
+
+    let interval_seconds = settings.interval_seconds;
+    let per_request = settings.max_samples_per_request;
+    let (max_retries, min_backoff, max_backoff) = (
+        settings.max_retries,
+        Duration::from_millis(settings.min_backoff_ms),
+        Duration::from_millis(settings.max_backoff_ms),
+    );
+    let producer = {
+        let queue = queue.clone();
+        let ready = ready.clone();
+        let metrics = metrics.clone();
+        async move {
+            let mut interval = tokio::time::interval(Duration::from_secs(interval_seconds));
+            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                interval.tick().await;
+                let (snapshot, families) = aggregator.families().await;
+                let series = to_series(&families, &external, snapshot.timestamp_ms);
+                let mut queue = queue.lock().expect("never poisoned");
+                let dropped = queue.push(series, per_request);
+                if dropped > 0 {
+                    metrics
+                        .remote_write_samples_dropped_total
+                        .inc_by(dropped as u64);
+                    tracing::warn!(
+                        dropped,
+                        "remote_write queue full; dropped the oldest samples"
+                    );
+                }
+                metrics
+                    .remote_write_queue_samples
+                    .set(queue.samples() as i64);
+                ready.notify_one();
+            }
+        }
+    };
+    let sender = {
+        let queue = queue.clone();
+        let metrics = metrics.clone();
+        async move {
+            loop {
+                let next = queue.lock().expect("never poisoned").pop();
+                let Some(request) = next else {
+                    ready.notified().await;
+                    continue;
+                };
+                metrics
+                    .remote_write_queue_samples
+                    .set(queue.lock().expect("never poisoned").samples() as i64);
+                let samples = request.len() as u64;
+                let body = encode(request);
+                let (_, outcome) = with_retries(
+                    || push(&client, &url, body.clone()),
+                    max_retries,
+                    min_backoff,
+                    max_backoff,
+                )
+                .await;
+                match outcome {
+                    Ok(()) => metrics.remote_write_samples_sent_total.inc_by(samples),
+                    Err(error) => {
+                        metrics.remote_write_samples_failed_total.inc_by(samples);
+                        tracing::warn!(error = %error, samples, "remote_write push failed; samples given up");
+                    }
+                }
+            }
+        }
+    };
+    tokio::select! {
+        _ = shutdown.requested() => {}
+        _ = producer => {}
+        _ = sender => {}
+    }
+    let left = queue.lock().expect("never poisoned").samples();
+    if left > 0 {
+        metrics
+            .remote_write_samples_dropped_total
+            .inc_by(left as u64);
+        tracing::info!(samples = left, "remote_write stopped with samples unsent");
+    }
+    metrics.remote_write_queue_samples.set(0);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn series(count: usize) -> Vec<TimeSeries> {
+        (0..count)
+            .map(|index| TimeSeries {
+                labels: vec![Label {
+                    name: "__name__".to_string(),
+                    value: format!("m{index}"),
+                }],
+                samples: vec![proto::Sample {
+                    value: index as f64,
+                    timestamp: 1,
+                }],
+            })
+            .collect()
+    }
+
+    #[test]
+    fn aggregate_remote_write_queue_drops_the_oldest_when_full() {
+        let mut queue = Queue::new(10);
+        assert_eq!(queue.push(series(7), 3), 0); // requests of 3, 3, 1
+        assert_eq!(queue.samples(), 7);
+        // 5 more as 3 + 2: the 3 fit (10), the 2 need the oldest request (3) gone.
+        assert_eq!(queue.push(series(5), 3), 3);
+        assert_eq!(queue.samples(), 9);
+        let sizes: Vec<usize> = std::iter::from_fn(|| queue.pop())
+            .map(|r| r.len())
+            .collect();
+        assert_eq!(sizes, vec![3, 1, 3, 2]);
+        assert_eq!(queue.samples(), 0);
+    }
+
+    #[tokio::test]
+    async fn aggregate_remote_write_retries_retryable_failures_with_backoff() {
+        let mut failures_left = 2;
+        let started = tokio::time::Instant::now();
+        let (attempts, outcome) = with_retries(
+            || {
+                let result = if failures_left > 0 {
+                    failures_left -= 1;
+                    Err(PushError::Retryable("503".to_string()))
+                } else {
+                    Ok(())
+                };
+                async move { result }
+            },
+            3,
+            Duration::from_millis(20),
+            Duration::from_millis(30),
+        )
+        .await;
+        assert_eq!((attempts, outcome), (3, Ok(())));
+        // 20 ms, then 40 ms capped at 30 ms.
+        assert!(started.elapsed() >= Duration::from_millis(50));
+    }
+
+    #[tokio::test]
+    async fn aggregate_remote_write_gives_up_after_max_retries_and_at_once_on_rejection() {
+        let (attempts, outcome) = with_retries(
+            || async { Err(PushError::Retryable("down".to_string())) },
+            2,
+            Duration::from_millis(1),
+            Duration::from_millis(1),
+        )
+        .await;
+        assert_eq!(attempts, 3);
+        assert_eq!(outcome, Err(PushError::Retryable("down".to_string())));
+        let (attempts, outcome) = with_retries(
+            || async { Err(PushError::Rejected("400".to_string())) },
+            5,
+            Duration::from_millis(1),
+            Duration::from_millis(1),
+        )
+        .await;
+        assert_eq!(attempts, 1);
+        assert_eq!(outcome, Err(PushError::Rejected("400".to_string())));
+    }
+
+    #[test]
+    fn aggregate_remote_write_series_have_sorted_labels_with_name_and_external_labels() {
+        let mut family = Family::new(
+            "todo_x_seconds",
+            super::super::exposition::MetricType::Histogram,
+        );
+        family.samples.push(super::super::exposition::Sample {
+            suffix: super::super::exposition::Suffix::Bucket,
+            labels: vec![
+                ("route".to_string(), "/a".to_string()),
+                ("le".to_string(), "+Inf".to_string()),
+                ("job".to_string(), "mine".to_string()),
+            ],
+            value: 3.0,
+            timestamp_ms: None,
+        });
+        let external = BTreeMap::from([
+            ("job".to_string(), "todo-backend".to_string()),
+            ("instance".to_string(), "pod-1".to_string()),
+        ]);
+        let series = to_series(&[family], &external, 1234);
+        let labels: Vec<(&str, &str)> = series[0]
+            .labels
+            .iter()
+            .map(|label| (label.name.as_str(), label.value.as_str()))
+            .collect();
+        assert_eq!(
+            labels,
+            vec![
+                ("__name__", "todo_x_seconds_bucket"),
+                ("instance", "pod-1"),
+                ("job", "mine"),
+                ("le", "+Inf"),
+                ("route", "/a"),
+            ]
+        );
+        assert_eq!(
+            series[0].samples,
+            vec![proto::Sample {
+                value: 3.0,
+                timestamp: 1234
+            }]
+        );
+        // The body round-trips through snappy and protobuf.
+        let body = encode(series.clone());
+        let raw = snap::raw::Decoder::new()
+            .decompress_vec(&body)
+            .expect("snappy");
+        assert_eq!(
+            WriteRequest::decode(raw.as_slice())
+                .expect("protobuf")
+                .timeseries,
+            series
+        );
+    }
+}

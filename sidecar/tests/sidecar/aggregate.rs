@@ -1,0 +1,583 @@
+//! Metric aggregation through the real binary: a fixed exposition served by
+//! a small real HTTP server stands in for the app's `/metrics`; the sidecar's
+//! `/metrics` is checked value by value and with `promtool check metrics`.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
+
+use diesel::connection::SimpleConnection;
+use diesel::{Connection, PgConnection};
+
+use crate::helpers::{ChildGuard, Sidecar, TestDb, free_port, http, wait_for};
+
+/// What the fake app answers on `/metrics`.
+#[derive(Clone)]
+pub struct Answer {
+    pub body: String,
+    pub content_type: &'static str,
+    pub delay: Duration,
+}
+
+/// A real HTTP server on 127.0.0.1:0 serving a settable exposition.
+pub struct AppFixture {
+    pub port: u16,
+    answer: Arc<Mutex<Answer>>,
+}
+
+impl AppFixture {
+    pub fn start(body: &str) -> AppFixture {
+        let answer = Arc::new(Mutex::new(Answer {
+            body: body.to_string(),
+            content_type: "text/plain; version=0.0.4; charset=utf-8",
+            delay: Duration::ZERO,
+        }));
+        let listener = TcpListener::bind("127.0.0.1:0").expect("binds the fixture");
+        let port = listener.local_addr().expect("has an address").port();
+        let shared = answer.clone();
+        std::thread::spawn(move || {
+            actix_web::rt::System::new().block_on(async move {
+                let shared = actix_web::web::Data::new(shared);
+                actix_web::HttpServer::new(move || {
+                    actix_web::App::new().app_data(shared.clone()).route(
+                        "/metrics",
+                        actix_web::web::get().to(
+                            |answer: actix_web::web::Data<Arc<Mutex<Answer>>>| async move {
+                                let answer = answer.lock().expect("not poisoned").clone();
+                                actix_web::rt::time::sleep(answer.delay).await;
+                                actix_web::HttpResponse::Ok()
+                                    .content_type(answer.content_type)
+                                    .body(answer.body)
+                            },
+                        ),
+                    )
+                })
+                .workers(1)
+                .disable_signals()
+                .listen(listener)
+                .expect("listens")
+                .run()
+                .await
+                .expect("serves");
+            });
+        });
+        AppFixture { port, answer }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/metrics", self.port)
+    }
+
+    pub fn set(&self, change: impl FnOnce(&mut Answer)) {
+        change(&mut self.answer.lock().expect("not poisoned"));
+    }
+}
+
+/// A running `todo-sidecar run` (killed when dropped) and its admin port.
+pub struct Running {
+    _guard: ChildGuard,
+    pub port: u16,
+}
+
+/// Starts `run` and waits for the aggregate component's first collection.
+pub fn start_run(sidecar: &Sidecar) -> Running {
+    let child = sidecar
+        .command(&["run"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("starts todo-sidecar run");
+    let mut guard = ChildGuard(child);
+    let stdout = guard.0.stdout.take().expect("stdout is piped");
+    let (sender, lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if sender.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let port = wait_for("the started log line", Duration::from_secs(60), || {
+        let line = lines.recv_timeout(Duration::from_millis(100)).ok()?;
+        let record: serde_json::Value = serde_json::from_str(&line).ok()?;
+        (record["msg"] == "todo-sidecar started")
+            .then(|| record["admin_port"].as_u64().expect("admin_port") as u16)
+    });
+    // Keep draining stdout so the sidecar never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines.iter() {});
+    wait_for(
+        "the aggregate component's first collection",
+        Duration::from_secs(30),
+        || {
+            let (_, body) = http(port, "GET", "/health/ready")?;
+            let ready: serde_json::Value = serde_json::from_str(&body).ok()?;
+            let status = ready["components"]["aggregate"]["status"].as_str()?;
+            (status == "ok" || status == "degraded").then_some(())
+        },
+    );
+    Running {
+        _guard: guard,
+        port,
+    }
+}
+
+/// A sidecar for `db` scraping `app_url`, with backups off.
+pub fn sidecar_for(db: &TestDb, app_url: &str) -> Sidecar {
+    let mut sidecar = Sidecar::local(db);
+    sidecar
+        .set("SIDECAR__BACKUP__ENABLED", "false")
+        .set("SIDECAR__AGGREGATE__APP_METRICS_URL", app_url);
+    sidecar
+}
+
+/// Writes `yaml` to a file in `dir` and points the sidecar at it.
+pub fn with_config_file(sidecar: &mut Sidecar, dir: &tempfile::TempDir, yaml: &str) {
+    let path = dir.path().join("sidecar.yaml");
+    std::fs::write(&path, yaml).expect("writes the config file");
+    sidecar.set("SIDECAR_CONFIG_FILE", path.to_str().expect("UTF-8 path"));
+}
+
+/// The sidecar's `/metrics` body.
+pub fn scrape(port: u16) -> String {
+    let (status, body) = http(port, "GET", "/metrics").expect("the sidecar answers /metrics");
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+/// The value of the series written exactly as `series` (name and labels).
+pub fn value(body: &str, series: &str) -> Option<f64> {
+    body.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .map(|value| match value {
+            "+Inf" => f64::INFINITY,
+            "-Inf" => f64::NEG_INFINITY,
+            other => other.parse().expect("a number"),
+        })
+}
+
+/// Lines of samples (not comments) whose name starts with `prefix`.
+pub fn sample_lines<'a>(body: &'a str, prefix: &str) -> Vec<&'a str> {
+    body.lines()
+        .filter(|line| !line.starts_with('#') && line.starts_with(prefix))
+        .collect()
+}
+
+/// Runs `promtool check metrics` on `body` and asserts it passes.
+pub fn assert_promtool_accepts(body: &str) {
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("runs promtool (Debian package prometheus)");
+    let mut stdin = child.stdin.take().expect("stdin is piped");
+    let input = body.to_string();
+    let writer = std::thread::spawn(move || stdin.write_all(input.as_bytes()));
+    let output = child.wait_with_output().expect("promtool finishes");
+    writer
+        .join()
+        .expect("writer thread")
+        .expect("writes to promtool");
+    assert!(
+        output.status.success(),
+        "promtool check metrics failed:\n{}{}\n--- exposition\n{body}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// An exposition like the app's: counters with status, a histogram, gauges
+/// and process metrics (which the sidecar also exposes).
+pub const APP_EXPOSITION: &str = "\
+# HELP todo_http_requests_total API requests answered, by method, matched route pattern and status code.
+# TYPE todo_http_requests_total counter
+todo_http_requests_total{method=\"GET\",route=\"/api/todos\",status=\"200\"} 10
+todo_http_requests_total{method=\"GET\",route=\"/api/todos\",status=\"204\"} 3
+todo_http_requests_total{method=\"GET\",route=\"/api/todos\",status=\"404\"} 2
+todo_http_requests_total{method=\"POST\",route=\"/api/todos\",status=\"201\"} 5
+todo_http_requests_total{method=\"GET\",route=\"/api/todos/{id}\",status=\"500\"} 1
+# HELP todo_http_request_duration_seconds Time from receiving an API request to its response.
+# TYPE todo_http_request_duration_seconds histogram
+todo_http_request_duration_seconds_bucket{method=\"GET\",route=\"/api/todos\",le=\"0.005\"} 4
+todo_http_request_duration_seconds_bucket{method=\"GET\",route=\"/api/todos\",le=\"0.1\"} 14
+todo_http_request_duration_seconds_bucket{method=\"GET\",route=\"/api/todos\",le=\"+Inf\"} 15
+todo_http_request_duration_seconds_sum{method=\"GET\",route=\"/api/todos\"} 0.5
+todo_http_request_duration_seconds_count{method=\"GET\",route=\"/api/todos\"} 15
+todo_http_request_duration_seconds_bucket{method=\"POST\",route=\"/api/todos\",le=\"0.005\"} 1
+todo_http_request_duration_seconds_bucket{method=\"POST\",route=\"/api/todos\",le=\"0.1\"} 5
+todo_http_request_duration_seconds_bucket{method=\"POST\",route=\"/api/todos\",le=\"+Inf\"} 5
+todo_http_request_duration_seconds_sum{method=\"POST\",route=\"/api/todos\"} 0.25
+todo_http_request_duration_seconds_count{method=\"POST\",route=\"/api/todos\"} 5
+# HELP todo_db_pool_connections Connections in the database pool, by state (idle or active).
+# TYPE todo_db_pool_connections gauge
+todo_db_pool_connections{state=\"active\"} 1
+todo_db_pool_connections{state=\"idle\"} 7
+# HELP todo_db_executor_queue_depth Database messages sent to the executors and not yet picked up.
+# TYPE todo_db_executor_queue_depth gauge
+todo_db_executor_queue_depth 0
+# HELP process_open_fds Number of open file descriptors.
+# TYPE process_open_fds gauge
+process_open_fds 42
+";
+
+/// Rules used with [`APP_EXPOSITION`].
+pub const RULES_YAML: &str = "\
+aggregate:
+  rules:
+    - metric: todo_http_requests_total
+      type: counter
+      collapse_status: true
+      by: [route, status_class]
+    - metric: todo_http_request_duration_seconds
+      type: histogram
+      by: [route, le]
+    - metric: todo_db_pool_connections
+      type: gauge
+      function: sum
+      by: []
+    - metric: todo_db_executor_queue_depth
+      drop: true
+";
+
+fn migrate_and_add_todos(db: &TestDb, completed: usize, open: usize) {
+    let mut connection = db.connect();
+    todo_app::db::migrations::run_pending_migrations(&mut connection).expect("migrates");
+    for (count, done) in [(completed, true), (open, false)] {
+        for index in 0..count {
+            connection
+                .batch_execute(&format!(
+                    "INSERT INTO todos (id, title, completed, owner) VALUES (gen_random_uuid(), 'todo {index}', {done}, 'alice')"
+                ))
+                .expect("inserts a todo");
+        }
+    }
+}
+
+#[test]
+fn aggregate_serves_the_apps_metrics_summed_by_the_rules_with_database_gauges() {
+    // Arrange
+    let db = TestDb::create();
+    migrate_and_add_todos(&db, 2, 3);
+    let app = AppFixture::start(APP_EXPOSITION);
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let mut sidecar = sidecar_for(&db, &app.url());
+    with_config_file(&mut sidecar, &dir, RULES_YAML);
+    let running = start_run(&sidecar);
+
+    // Act
+    let body = scrape(running.port);
+
+    // Assert: hand-computed sums.
+    assert_eq!(
+        sample_lines(&body, "todo_http_requests_total"),
+        vec![
+            "todo_http_requests_total{route=\"/api/todos\",status_class=\"2xx\"} 18",
+            "todo_http_requests_total{route=\"/api/todos\",status_class=\"4xx\"} 2",
+            "todo_http_requests_total{route=\"/api/todos/{id}\",status_class=\"5xx\"} 1",
+        ]
+    );
+    assert_eq!(
+        sample_lines(&body, "todo_http_request_duration_seconds"),
+        vec![
+            "todo_http_request_duration_seconds_bucket{route=\"/api/todos\",le=\"0.005\"} 5",
+            "todo_http_request_duration_seconds_bucket{route=\"/api/todos\",le=\"0.1\"} 19",
+            "todo_http_request_duration_seconds_bucket{route=\"/api/todos\",le=\"+Inf\"} 20",
+            "todo_http_request_duration_seconds_sum{route=\"/api/todos\"} 0.75",
+            "todo_http_request_duration_seconds_count{route=\"/api/todos\"} 20",
+        ]
+    );
+    assert_eq!(
+        sample_lines(&body, "todo_db_pool_connections"),
+        vec!["todo_db_pool_connections 8"]
+    );
+    assert!(sample_lines(&body, "todo_db_executor_queue_depth").is_empty());
+    // Both processes' process_open_fds, told apart by `source`.
+    assert_eq!(value(&body, "process_open_fds{source=\"app\"}"), Some(42.0));
+    assert!(value(&body, "process_open_fds{source=\"sidecar\"}").is_some());
+    assert_eq!(value(&body, "todo_app_up"), Some(1.0));
+    assert!(value(&body, "todo_app_scrape_duration_seconds").expect("duration") < 3.0);
+    assert_eq!(value(&body, "todo_aggregation_series"), Some(10.0));
+    assert_eq!(
+        value(&body, "todo_aggregation_series_dropped_total"),
+        Some(0.0)
+    );
+    assert_eq!(value(&body, "todo_pg_up"), Some(1.0));
+    assert_eq!(value(&body, "todo_todos{completed=\"true\"}"), Some(2.0));
+    assert_eq!(value(&body, "todo_todos{completed=\"false\"}"), Some(3.0));
+    let size: f64 = db
+        .query("SELECT pg_database_size(current_database())::text AS value")
+        .parse()
+        .expect("a number");
+    assert_eq!(value(&body, "todo_pg_database_size_bytes"), Some(size));
+    assert_promtool_accepts(&body);
+}
+
+#[test]
+fn aggregate_database_gauges_count_connections_and_vanish_when_the_database_is_down() {
+    // Arrange: one idle session, one idle in an open transaction.
+    let db = TestDb::create();
+    let app = AppFixture::start(APP_EXPOSITION);
+    let mut sidecar = sidecar_for(&db, &app.url());
+    sidecar.set("SIDECAR__AGGREGATE__CACHE_TTL_MS", "0");
+    let running = start_run(&sidecar);
+    let _idle = db.connect();
+    let mut in_transaction = db.connect();
+    in_transaction
+        .batch_execute("BEGIN; SELECT 1")
+        .expect("opens a transaction");
+    let opened = Instant::now();
+
+    // Act / Assert: the sidecar's own session is the active one.
+    let body = wait_for("the connections by state", Duration::from_secs(30), || {
+        let body = scrape(running.port);
+        (value(&body, "todo_pg_connections{state=\"active\"}") == Some(1.0)
+            && value(&body, "todo_pg_connections{state=\"idle\"}") == Some(1.0)
+            && value(&body, "todo_pg_connections{state=\"idle_in_transaction\"}") == Some(1.0)
+            && value(
+                &body,
+                "todo_pg_connections{state=\"idle_in_transaction_aborted\"}",
+            ) == Some(0.0))
+        .then_some(body)
+    });
+    let age = value(&body, "todo_pg_oldest_transaction_age_seconds").expect("age");
+    assert!(
+        age >= 0.0 && age <= opened.elapsed().as_secs_f64() + 1.0,
+        "age {age}"
+    );
+    // No todos table: the gauge is absent rather than a made-up zero.
+    assert!(sample_lines(&body, "todo_todos").is_empty());
+
+    // Act: the database goes away.
+    drop(in_transaction);
+    drop(_idle);
+    let mut admin =
+        PgConnection::establish(&crate::helpers::admin_url()).expect("admin connection");
+    admin
+        .batch_execute(&format!("DROP DATABASE \"{}\" WITH (FORCE)", db.name))
+        .expect("drops the database");
+
+    // Assert: todo_pg_up 0, the gauges absent, the app's metrics still served.
+    let body = wait_for("todo_pg_up 0", Duration::from_secs(30), || {
+        let body = scrape(running.port);
+        (value(&body, "todo_pg_up") == Some(0.0)).then_some(body)
+    });
+    for gauge in [
+        "todo_pg_connections",
+        "todo_pg_database_size_bytes",
+        "todo_pg_oldest_transaction_age_seconds",
+        "todo_todos",
+    ] {
+        assert!(
+            !body.lines().any(|line| line.starts_with(gauge)),
+            "{gauge} present while the database is down:\n{body}"
+        );
+    }
+    assert_eq!(value(&body, "todo_app_up"), Some(1.0));
+    assert_eq!(sample_lines(&body, "todo_http_requests_total").len(), 5);
+    let (_, ready) = http(running.port, "GET", "/health/ready").expect("answers");
+    assert!(ready.contains("cannot read the database gauges"), "{ready}");
+    assert_promtool_accepts(&body);
+}
+
+#[test]
+fn aggregate_app_down_sets_app_up_to_0_and_still_serves_the_rest() {
+    // Arrange: nothing listens on the app's port.
+    let db = TestDb::create();
+    let mut sidecar = sidecar_for(&db, &format!("http://127.0.0.1:{}/metrics", free_port()));
+    sidecar.set("SIDECAR__AGGREGATE__CACHE_TTL_MS", "60000");
+    let running = start_run(&sidecar);
+
+    // Act
+    let body = scrape(running.port);
+
+    // Assert: one collection (at start-up, then cached), one failure.
+    assert_eq!(value(&body, "todo_app_up"), Some(0.0));
+    assert_eq!(
+        value(&body, "todo_app_scrape_failures_total{reason=\"connect\"}"),
+        Some(1.0)
+    );
+    assert_eq!(value(&body, "todo_aggregation_series"), Some(0.0));
+    assert!(sample_lines(&body, "todo_http_").is_empty());
+    assert_eq!(value(&body, "todo_pg_up"), Some(1.0));
+    assert_eq!(
+        value(&body, "todo_backup_failures_total"),
+        Some(0.0),
+        "the sidecar's own metrics are served"
+    );
+    let (status, ready) = http(running.port, "GET", "/health/ready").expect("answers");
+    assert_eq!(status, 200);
+    assert!(ready.contains("cannot scrape the app"), "{ready}");
+    assert_promtool_accepts(&body);
+}
+
+#[test]
+fn aggregate_garbage_from_the_app_is_an_error_and_the_last_good_scrape_is_not_served() {
+    // Arrange: a good scrape first.
+    let db = TestDb::create();
+    let app = AppFixture::start(APP_EXPOSITION);
+    let mut sidecar = sidecar_for(&db, &app.url());
+    sidecar.set("SIDECAR__AGGREGATE__CACHE_TTL_MS", "0");
+    let running = start_run(&sidecar);
+    let good = scrape(running.port);
+    assert_eq!(value(&good, "todo_app_up"), Some(1.0));
+    assert_eq!(sample_lines(&good, "todo_http_requests_total").len(), 5);
+
+    // Act: the app answers an HTML error page with status 200.
+    app.set(|answer| answer.body = "<html><body>502 Bad Gateway</body></html>\n".to_string());
+    let body = scrape(running.port);
+
+    // Assert
+    assert_eq!(value(&body, "todo_app_up"), Some(0.0));
+    assert_eq!(
+        value(&body, "todo_app_scrape_failures_total{reason=\"parse\"}"),
+        Some(1.0)
+    );
+    assert!(sample_lines(&body, "todo_http_").is_empty(), "{body}");
+    let (_, ready) = http(running.port, "GET", "/health/ready").expect("answers");
+    assert!(
+        ready.contains("not a valid exposition: line 1: expected a metric name"),
+        "{ready}"
+    );
+
+    // Act: OpenMetrics cut short (no `# EOF`) is garbage too.
+    app.set(|answer| {
+        answer.body = "# TYPE todo_x gauge\ntodo_x 1\n".to_string();
+        answer.content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+    });
+    let body = scrape(running.port);
+    assert_eq!(value(&body, "todo_app_up"), Some(0.0));
+    assert!(sample_lines(&body, "todo_x").is_empty());
+
+    // Act: a good answer again.
+    app.set(|answer| {
+        answer.body = format!("{APP_EXPOSITION}# EOF\n");
+    });
+    let body = scrape(running.port);
+    assert_eq!(value(&body, "todo_app_up"), Some(1.0));
+    assert_eq!(sample_lines(&body, "todo_http_requests_total").len(), 5);
+}
+
+#[test]
+fn aggregate_a_slow_app_times_out_and_the_scrape_stays_fast() {
+    // Arrange: the app takes 10 s; the sidecar waits 500 ms.
+    let db = TestDb::create();
+    let app = AppFixture::start(APP_EXPOSITION);
+    app.set(|answer| answer.delay = Duration::from_secs(10));
+    let mut sidecar = sidecar_for(&db, &app.url());
+    sidecar
+        .set("SIDECAR__AGGREGATE__CACHE_TTL_MS", "0")
+        .set("SIDECAR__AGGREGATE__SCRAPE_TIMEOUT_MS", "500");
+    let running = start_run(&sidecar);
+
+    // Act
+    let started = Instant::now();
+    let body = scrape(running.port);
+    let took = started.elapsed();
+
+    // Assert
+    assert!(took < Duration::from_secs(5), "the scrape took {took:?}");
+    assert_eq!(value(&body, "todo_app_up"), Some(0.0));
+    // The start-up collection and this one.
+    assert_eq!(
+        value(&body, "todo_app_scrape_failures_total{reason=\"timeout\"}"),
+        Some(2.0)
+    );
+    let duration = value(&body, "todo_app_scrape_duration_seconds").expect("duration");
+    assert!((0.5..2.5).contains(&duration), "duration {duration}");
+    assert_promtool_accepts(&body);
+}
+
+/// 50,000 series: 10 gauges, 25,990 counters, 2,000 histograms of 12 lines.
+fn big_exposition() -> String {
+    let mut text = String::with_capacity(6 << 20);
+    text.push_str("# HELP todo_small Small.\n# TYPE todo_small gauge\n");
+    for index in 0..10 {
+        text.push_str(&format!("todo_small{{shard=\"{index}\"}} {index}\n"));
+    }
+    text.push_str("# HELP todo_big_total Big.\n# TYPE todo_big_total counter\n");
+    for index in 0..25_990 {
+        text.push_str(&format!(
+            "todo_big_total{{tenant=\"t{index}\",route=\"/api/todos\"}} {index}\n"
+        ));
+    }
+    text.push_str("# HELP todo_latency_seconds Latency.\n# TYPE todo_latency_seconds histogram\n");
+    for index in 0..2_000 {
+        let mut cumulative = 0;
+        for le in [
+            "0.001", "0.005", "0.01", "0.05", "0.1", "0.5", "1", "5", "10", "+Inf",
+        ] {
+            cumulative += 1;
+            text.push_str(&format!(
+                "todo_latency_seconds_bucket{{tenant=\"t{index}\",le=\"{le}\"}} {cumulative}\n"
+            ));
+        }
+        text.push_str(&format!(
+            "todo_latency_seconds_sum{{tenant=\"t{index}\"}} 1.5\ntodo_latency_seconds_count{{tenant=\"t{index}\"}} 10\n"
+        ));
+    }
+    text
+}
+
+#[test]
+fn aggregate_50000_series_are_cut_to_the_guards_10000_and_the_excess_counted() {
+    // Arrange
+    let db = TestDb::create();
+    let app = AppFixture::start(&big_exposition());
+    let mut sidecar = sidecar_for(&db, &app.url());
+    sidecar
+        .set("SIDECAR__AGGREGATE__MAX_SERIES", "10000")
+        .set("SIDECAR__AGGREGATE__CACHE_TTL_MS", "600000")
+        .set("SIDECAR__AGGREGATE__SCRAPE_TIMEOUT_MS", "20000");
+    let running = start_run(&sidecar);
+
+    // Act: two scrapes within the cache TTL.
+    let body = scrape(running.port);
+    let again = scrape(running.port);
+
+    // Assert: the 10 gauges, then 832 whole histograms (9,984 lines), then
+    // 6 counters: 10,000; 40,000 dropped, counted once (one collection).
+    assert_eq!(sample_lines(&body, "todo_small").len(), 10);
+    let histogram = sample_lines(&body, "todo_latency_seconds");
+    assert_eq!(histogram.len(), 832 * 12);
+    assert_eq!(sample_lines(&body, "todo_big_total").len(), 6);
+    assert_eq!(value(&body, "todo_aggregation_series"), Some(10_000.0));
+    assert_eq!(
+        value(&body, "todo_aggregation_series_dropped_total"),
+        Some(40_000.0)
+    );
+    assert_eq!(
+        value(&again, "todo_aggregation_series_dropped_total"),
+        Some(40_000.0)
+    );
+    assert_eq!(value(&body, "todo_app_up"), Some(1.0));
+    assert_promtool_accepts(&body);
+}
+
+#[test]
+fn aggregate_invalid_rules_stop_start_up_with_the_reason() {
+    let db = TestDb::create();
+    let dir = tempfile::tempdir().expect("temporary directory");
+    for (rules, expected) in [
+        (
+            "aggregate:\n  rules:\n    - metric: todo_db_pool_connections\n      type: gauge\n      by: [state]\n",
+            "rule 1 (`todo_db_pool_connections`): a gauge (or untyped metric) has no natural aggregate: declare `function`",
+        ),
+        (
+            "aggregate:\n  rules:\n    - metric: todo_http_request_duration_seconds\n      type: histogram\n      by: [route]\n",
+            "rule 1 (`todo_http_request_duration_seconds`): `by` must keep `le` for a histogram",
+        ),
+    ] {
+        let mut sidecar = sidecar_for(&db, "http://127.0.0.1:9/metrics");
+        with_config_file(&mut sidecar, &dir, rules);
+
+        let outcome = sidecar.run(&["run"]);
+
+        outcome
+            .assert_code(2)
+            .assert_message("`aggregate.rules`")
+            .assert_message(expected);
+    }
+}
