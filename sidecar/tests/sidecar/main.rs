@@ -2,6 +2,7 @@
 //! a real PostgreSQL (a fresh database per test) and a real S3 server (moto).
 
 mod aggregate;
+mod aggregate_remote_write;
 mod backups;
 mod faults;
 mod helpers;
