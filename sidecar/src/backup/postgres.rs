@@ -225,8 +225,11 @@ impl Session {
     /// The transaction stays open until [`Session::end_snapshot`].
     pub async fn begin_snapshot(&mut self) -> anyhow::Result<(String, BTreeMap<String, i64>)> {
         self.with(|connection| {
+            // The session sits idle in this transaction while pg_dump runs: a
+            // server-side idle timeout would end it and release the backup lock.
             connection.batch_execute(
-                "SET statement_timeout = 0; BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY",
+                "SET statement_timeout = 0; SET idle_in_transaction_session_timeout = 0; \
+                 BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY",
             )?;
             let snapshot: Word =
                 diesel::sql_query("SELECT pg_export_snapshot() AS value").get_result(connection)?;

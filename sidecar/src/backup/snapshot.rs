@@ -412,6 +412,9 @@ fn dump_and_compress(
     let mut raw_bytes = 0u64;
     let piped = (|| -> std::io::Result<ChunkSender> {
         let mut encoder = zstd::stream::write::Encoder::new(sink, level)?;
+        // A frame checksum lets the decoder reject corruption on its own,
+        // beyond the SHA-256 of the whole object.
+        encoder.include_checksum(true)?;
         let mut buffer = vec![0u8; 256 * 1024];
         loop {
             let read = match stdout.read(&mut buffer) {
