@@ -94,8 +94,12 @@ fn run_list_verify_and_prune_keep_the_newest_snapshots() {
     // Assert
     let snapshots = sidecar.list();
     assert_eq!(snapshots.len(), 2, "{snapshots:?}");
+    let finished = |snapshot: &serde_json::Value| {
+        chrono::DateTime::parse_from_rfc3339(snapshot["finished_at"].as_str().expect("finished_at"))
+            .expect("RFC 3339")
+    };
     assert!(
-        snapshots[0]["finished_at"].as_str() > snapshots[1]["finished_at"].as_str(),
+        finished(&snapshots[0]) > finished(&snapshots[1]),
         "newest first"
     );
     let newest = &snapshots[0];

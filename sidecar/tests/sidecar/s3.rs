@@ -105,3 +105,42 @@ fn a_server_error_mid_upload_aborts_the_upload_and_keeps_the_earlier_snapshot() 
         .run(&["backup", "verify", "--latest"])
         .assert_code(0);
 }
+
+#[test]
+fn credentials_come_from_mounted_files_and_an_unreadable_file_is_named() {
+    // Arrange: no AWS_* variables, the keys in files (as from a Secret).
+    let moto = Moto::start();
+    moto.create_bucket("backups");
+    let db = TestDb::create();
+    db.seed_small();
+    let mut sidecar = Sidecar::s3(&db, &moto.endpoint(), "backups");
+    sidecar.vars.remove("AWS_ACCESS_KEY_ID");
+    sidecar.vars.remove("AWS_SECRET_ACCESS_KEY");
+    let secrets = tempfile::tempdir().expect("tempdir");
+    let key_file = secrets.path().join("access-key-id");
+    let secret_file = secrets.path().join("secret-access-key");
+    std::fs::write(&key_file, "file-key\n").expect("writes");
+    std::fs::write(&secret_file, "file-secret-value\n").expect("writes");
+    sidecar
+        .set(
+            "SIDECAR__BACKUP__STORE__ACCESS_KEY_ID_FILE",
+            key_file.to_str().expect("UTF-8"),
+        )
+        .set(
+            "SIDECAR__BACKUP__STORE__SECRET_ACCESS_KEY_FILE",
+            secret_file.to_str().expect("UTF-8"),
+        );
+
+    // Act and Assert
+    sidecar.run(&["backup", "run"]).assert_code(0);
+    assert_eq!(sidecar.list().len(), 1);
+    sidecar.set(
+        "SIDECAR__BACKUP__STORE__SECRET_ACCESS_KEY_FILE",
+        "/nonexistent/secret-access-key",
+    );
+    let outcome = sidecar.run(&["backup", "list"]);
+    outcome
+        .assert_code(1)
+        .assert_message("backup.store.secret_access_key_file");
+    assert!(!outcome.stderr.contains("file-secret-value"));
+}
