@@ -61,6 +61,15 @@ impl Application {
     /// executors and binds both listeners. Fails with a message when the
     /// database cannot be migrated, a port is taken, or TLS files are unusable.
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
+        // Unusable TLS files are found before anything touches the database.
+        let tls_config = match &settings.tls {
+            TlsSettings {
+                cert_path: Some(_),
+                key_path: Some(_),
+            } => Some(load_tls_config(&settings.tls)?),
+            _ => None,
+        };
+
         if settings.database.migrate_on_start {
             let database = settings.database.clone();
             let applied = web::block(move || -> anyhow::Result<Vec<String>> {
@@ -93,14 +102,6 @@ impl Application {
             &settings.database,
             1,
         )));
-
-        let tls_config = match &settings.tls {
-            TlsSettings {
-                cert_path: Some(_),
-                key_path: Some(_),
-            } => Some(load_tls_config(&settings.tls)?),
-            _ => None,
-        };
 
         let api_listener = TcpListener::bind((settings.server.host.as_str(), settings.server.port))
             .with_context(|| {
