@@ -7,6 +7,11 @@
 # SCALE (pgbench scale, default 70 ≈ 1.05 GB), RUNS (default 3),
 # CARGO_TARGET_DIR (where the release build goes, default target).
 set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+ensure_cargo
+ensure_build_packages
+# /usr/bin/time for peak RSS, bc for the arithmetic, pgbench for the data.
+ensure_packages time bc postgresql-contrib
 
 ADMIN_URL=${ADMIN_URL:-postgres://postgres@127.0.0.1:5432/postgres}
 SCALE=${SCALE:-70}
