@@ -11,8 +11,9 @@ ensure_build_packages
 # Server binaries for the tests that start their own PostgreSQL cluster, and
 # pg_dump/pg_restore for the backup tests.
 ensure_packages postgresql postgresql-client postgresql-contrib python3 python3-pip
-# promtool (metrics and alert rule checks).
-ensure_packages prometheus
+# promtool (metrics checks) and a real Prometheus (remote_write tests);
+# kill, mount/umount (tmpfs for disk-full tests) and runuser.
+ensure_packages prometheus procps mount util-linux
 if ! python3 -c 'import moto.server' >/dev/null 2>&1; then
     log "installing moto[server] (S3-compatible test server)"
     python3 -m pip install --quiet 'moto[server]' 2>&1 | tail -n 2 >&2 \
