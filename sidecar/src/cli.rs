@@ -21,6 +21,7 @@ use crate::backup::store::Store;
 use crate::backup::{self, BackupComponent, BackupError, exit_code};
 use crate::component::{Component, HealthRegistry, Shutdown, supervise};
 use crate::configuration::Settings;
+use crate::logship::LogshipComponent;
 use crate::metrics::Metrics;
 
 /// The ops sidecar of todo-backend.
@@ -135,6 +136,12 @@ async fn run_sidecar(settings: Settings) -> Result<(), BackupError> {
         components.push(Arc::new(BackupComponent::new(
             settings.clone(),
             metrics.backup.clone(),
+        )?));
+    }
+    if settings.logship.enabled() {
+        components.push(Arc::new(LogshipComponent::new(
+            settings.logship.clone(),
+            metrics.logship.clone(),
         )?));
     }
     let aggregator = if settings.aggregate.enabled {

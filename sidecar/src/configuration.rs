@@ -19,6 +19,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 pub use crate::aggregate::config::{AggregateSettings, RemoteWriteSettings, RuleSettings};
+pub use crate::logship::config::LogshipSettings;
 
 /// The defaults, compiled in so the binary runs where no file is shipped.
 const BASE_YAML: &str = include_str!("../configuration/base.yaml");
@@ -47,6 +48,8 @@ pub struct Settings {
     pub backup: BackupSettings,
     /// The metric aggregation component (`crate::aggregate::config`).
     pub aggregate: AggregateSettings,
+    /// The log shipping component (`crate::logship::config`).
+    pub logship: LogshipSettings,
 }
 
 /// The admin listener (`admin.*`).
@@ -245,6 +248,7 @@ impl Settings {
             return Err(invalid("backup.retention.keep_last", "must be at least 1"));
         }
         self.aggregate.validate()?;
+        self.logship.validate()?;
         Ok(())
     }
 }

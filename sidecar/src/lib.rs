@@ -9,4 +9,5 @@ pub mod backup;
 pub mod cli;
 pub mod component;
 pub mod configuration;
+pub mod logship;
 pub mod metrics;

@@ -7,7 +7,9 @@
 use prometheus::{Encoder, Gauge, IntCounter, IntGauge, Registry, TextEncoder};
 
 mod aggregate;
+mod logship;
 pub use aggregate::AggregateMetrics;
+pub use logship::LogshipMetrics;
 
 /// The sidecar's registry and every metric in it.
 #[derive(Clone)]
@@ -17,6 +19,8 @@ pub struct Metrics {
     pub backup: BackupMetrics,
     /// The aggregation component's metrics (`metrics/aggregate.rs`).
     pub aggregate: AggregateMetrics,
+    /// The log shipping component's metrics (`metrics/logship.rs`).
+    pub logship: LogshipMetrics,
 }
 
 /// Backup metrics. The "last" and "snapshots" gauges are set from the store
@@ -93,6 +97,12 @@ impl Metrics {
                 .register(collector)
                 .expect("metric names are unique");
         }
+        let logship = LogshipMetrics::new();
+        for collector in logship.collectors() {
+            registry
+                .register(collector)
+                .expect("metric names are unique");
+        }
         #[cfg(target_os = "linux")]
         registry
             .register(Box::new(
@@ -103,6 +113,7 @@ impl Metrics {
             registry,
             backup,
             aggregate,
+            logship,
         }
     }
 

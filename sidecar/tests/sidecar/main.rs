@@ -6,5 +6,6 @@ mod aggregate_remote_write;
 mod backups;
 mod faults;
 mod helpers;
+mod logship_tailer;
 mod s3;
 mod skeleton;

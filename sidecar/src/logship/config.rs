@@ -1,0 +1,297 @@
+//! The `logship` section of the settings: which files to tail, where the
+//! checkpoint lives, how lines are batched and retried, the dead-letter file,
+//! and one sub-section per sink.
+//!
+//! Re-exported by `crate::configuration`. The component runs when `paths` is
+//! not empty: the chart sets the paths exactly when it gives the app a log
+//! file, so a separate `enabled` flag could only disagree with them.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+use crate::configuration::SettingsError;
+
+/// Log shipping (`logship.*`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogshipSettings {
+    /// The live log files to tail (`/var/log/todo/app.log`); their rotated
+    /// siblings (`app.log.1`, …) are found by name. Empty: no log shipping.
+    /// As a variable, comma-separated.
+    #[serde(deserialize_with = "paths_from_list_or_string")]
+    pub paths: Vec<PathBuf>,
+    /// The checkpoint file (fingerprint and acknowledged offset per path).
+    pub checkpoint_path: PathBuf,
+    /// Where to start a file that no checkpoint covers (first start, or a
+    /// missing or corrupt checkpoint): `beginning` or `end`.
+    pub start_at: StartAt,
+    /// A longer line is cut to this many bytes and marked as truncated.
+    pub max_line_bytes: usize,
+    /// A file is identified by a hash of its first bytes, up to this many.
+    pub fingerprint_bytes: usize,
+    /// How often files are looked at again once everything was read.
+    pub poll_interval_ms: u64,
+    /// How many rotated siblings (`app.log.1` … `app.log.N`) are looked at
+    /// after a rotation or a restart; at least the app's `log.max_files`.
+    pub max_rotated_files: usize,
+    /// Batching of lines into one request per sink.
+    pub batch: BatchSettings,
+    /// Retries of retryable failures (connection errors, 429, 5xx).
+    pub retry: RetrySettings,
+    /// Where batches refused by a sink (other 4xx) go.
+    pub dead_letter: DeadLetterSettings,
+    /// The sinks; each one that is configured gets every line.
+    pub sinks: SinksSettings,
+}
+
+/// Where a file without a checkpoint is started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StartAt {
+    /// From its first byte: nothing is missed, old lines may be shipped again.
+    Beginning,
+    /// From its current end: only lines written from now on.
+    End,
+}
+
+/// Batching (`logship.batch.*`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchSettings {
+    /// A batch is sent once it holds this many lines...
+    pub max_lines: usize,
+    /// ...or this many bytes of lines...
+    pub max_bytes: usize,
+    /// ...or its oldest line has waited this long.
+    pub timeout_ms: u64,
+}
+
+/// Retries (`logship.retry.*`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetrySettings {
+    /// First wait after a retryable failure; doubled after each one.
+    pub initial_backoff_ms: u64,
+    /// The wait never grows beyond this (a `Retry-After` may ask for longer,
+    /// up to ten times this).
+    pub max_backoff_ms: u64,
+    /// One request (connect, send, answer) must finish within this.
+    pub request_timeout_ms: u64,
+}
+
+/// The dead-letter file (`logship.dead_letter.*`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeadLetterSettings {
+    /// One JSON object per refused line. When it would grow past
+    /// `max_bytes` it is renamed to `<path>.1` (replacing the previous one),
+    /// so at most twice `max_bytes` are kept.
+    pub path: PathBuf,
+    /// Size bound of the dead-letter file.
+    pub max_bytes: u64,
+}
+
+/// The sinks (`logship.sinks.*`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SinksSettings {
+    /// Lines to the sidecar's stdout.
+    pub stdout: StdoutSettings,
+    /// Grafana Loki's push API.
+    pub loki: LokiSettings,
+    /// Elasticsearch or OpenSearch `_bulk`.
+    pub elasticsearch: ElasticsearchSettings,
+}
+
+/// The stdout sink (`logship.sinks.stdout.*`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StdoutSettings {
+    /// Write every line, as read, to stdout (which the sidecar shares with
+    /// its own logs; for debugging and for clusters that collect stdout).
+    pub enabled: bool,
+}
+
+/// Loki (`logship.sinks.loki.*`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LokiSettings {
+    /// Base URL (`http://loki:3100`); `/loki/api/v1/push` is appended. Empty: off.
+    pub url: Option<String>,
+    /// Labels set on every stream (`app`, `namespace`, `pod`…). Keep them
+    /// few and of low cardinality: never request or trace ids.
+    pub labels: BTreeMap<String, String>,
+    /// Add a `level` label from the bunyan level (`info`, `error`…).
+    pub level_label: bool,
+    /// `X-Scope-OrgID` (multi-tenant Loki); empty: not sent.
+    pub tenant_id: Option<String>,
+    /// HTTP options.
+    pub http: HttpSettings,
+}
+
+/// Elasticsearch / OpenSearch (`logship.sinks.elasticsearch.*`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ElasticsearchSettings {
+    /// Base URL (`https://es:9200`); `/_bulk` is appended. Empty: off.
+    pub url: Option<String>,
+    /// Index name, with strftime fields (`%Y`, `%m`, `%d`) taken from each
+    /// line's `time` (UTC): `todo-logs-%Y.%m.%d`.
+    pub index: String,
+    /// HTTP options.
+    pub http: HttpSettings,
+}
+
+/// Options shared by the HTTP sinks (`logship.sinks.<sink>.http.*`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSettings {
+    /// Compress request bodies with gzip.
+    pub gzip: bool,
+    /// `bearer` (token from `token_file`), `basic` (`username` and
+    /// `password_file`), or empty: no authentication.
+    pub auth: Option<AuthKind>,
+    /// File holding the bearer token (a mounted Secret).
+    pub token_file: Option<PathBuf>,
+    /// User name for basic authentication.
+    pub username: Option<String>,
+    /// File holding the basic-auth password (a mounted Secret).
+    pub password_file: Option<PathBuf>,
+    /// PEM file of extra CA certificates trusted for this sink's TLS.
+    pub ca_file: Option<PathBuf>,
+}
+
+/// How a sink authenticates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthKind {
+    /// `Authorization: Bearer <token>`.
+    Bearer,
+    /// `Authorization: Basic …`.
+    Basic,
+}
+
+/// Label names that would make one stream per request: refused for Loki.
+const HIGH_CARDINALITY_LABELS: &[&str] = &[
+    "request_id",
+    "trace_id",
+    "span_id",
+    "msg",
+    "message",
+    "time",
+    "owner",
+    "latency",
+    "uri",
+    "path",
+];
+
+impl LogshipSettings {
+    /// Whether `run` starts the log shipper.
+    pub fn enabled(&self) -> bool {
+        !self.paths.is_empty()
+    }
+
+    /// Poll interval.
+    pub fn poll_interval(&self) -> Duration {
+        Duration::from_millis(self.poll_interval_ms.max(1))
+    }
+
+    /// Rejects values that parse but cannot work, naming the key.
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        fn invalid(key: &'static str, problem: impl Into<String>) -> SettingsError {
+            SettingsError::Invalid {
+                key,
+                problem: problem.into(),
+            }
+        }
+        if !self.enabled() {
+            return Ok(());
+        }
+        let sinks = &self.sinks;
+        if !sinks.stdout.enabled && sinks.loki.url.is_none() && sinks.elasticsearch.url.is_none() {
+            return Err(invalid(
+                "logship.sinks",
+                "needs at least one sink (stdout.enabled, loki.url or elasticsearch.url) when logship.paths is set",
+            ));
+        }
+        if self.max_line_bytes < 64 {
+            return Err(invalid("logship.max_line_bytes", "must be at least 64"));
+        }
+        if self.fingerprint_bytes < 16 {
+            return Err(invalid("logship.fingerprint_bytes", "must be at least 16"));
+        }
+        if self.batch.max_lines == 0 || self.batch.max_bytes == 0 {
+            return Err(invalid(
+                "logship.batch",
+                "max_lines and max_bytes must be at least 1",
+            ));
+        }
+        if self.retry.initial_backoff_ms == 0
+            || self.retry.max_backoff_ms < self.retry.initial_backoff_ms
+        {
+            return Err(invalid(
+                "logship.retry",
+                "initial_backoff_ms must be at least 1 and at most max_backoff_ms",
+            ));
+        }
+        for name in sinks.loki.labels.keys() {
+            if HIGH_CARDINALITY_LABELS.contains(&name.as_str()) {
+                return Err(invalid(
+                    "logship.sinks.loki.labels",
+                    format!("must not hold the high-cardinality label `{name}`"),
+                ));
+            }
+        }
+        if sinks.loki.labels.len() > 8 {
+            return Err(invalid(
+                "logship.sinks.loki.labels",
+                "holds more than 8 labels",
+            ));
+        }
+        for (key, http) in [
+            ("logship.sinks.loki.http", &sinks.loki.http),
+            (
+                "logship.sinks.elasticsearch.http",
+                &sinks.elasticsearch.http,
+            ),
+        ] {
+            match http.auth {
+                Some(AuthKind::Bearer) if http.token_file.is_none() => {
+                    return Err(invalid(key, "auth bearer needs token_file"));
+                }
+                Some(AuthKind::Basic)
+                    if http.username.is_none() || http.password_file.is_none() =>
+                {
+                    return Err(invalid(key, "auth basic needs username and password_file"));
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `paths` as a YAML list, or as one comma-separated string (a variable).
+fn paths_from_list_or_string<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Vec<PathBuf>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Paths {
+        List(Vec<String>),
+        One(String),
+    }
+    let list = match Paths::deserialize(deserializer)? {
+        Paths::List(list) => list,
+        Paths::One(text) => text.split(',').map(str::to_string).collect(),
+    };
+    Ok(list
+        .iter()
+        .map(|path| path.trim())
+        .filter(|path| !path.is_empty())
+        .map(PathBuf::from)
+        .collect())
+}

@@ -1,0 +1,101 @@
+//! Log shipping: tails todo-app's log files (following rotation and
+//! truncation), batches the lines and delivers them at least once to the
+//! configured sinks (stdout, Loki, Elasticsearch/OpenSearch), with a
+//! checkpoint that only moves once every sink acknowledged. See
+//! docs/logship.md for the configuration, the guarantee and the runbook.
+//!
+//! - `config`: the `logship` settings section;
+//! - `source`: the tailer (rotation, copytruncate, fingerprints, partial and oversized lines);
+//! - `checkpoint`: the atomically written positions;
+//! - `event`: a line decoded into what the sinks need;
+//! - `pipeline`: batch → send → acknowledge → checkpoint;
+//! - `sinks`: the wire formats, retries and the dead-letter file.
+
+pub mod checkpoint;
+pub mod config;
+pub mod event;
+pub mod pipeline;
+pub mod sinks;
+pub mod source;
+
+use std::sync::Arc;
+
+use futures_util::future::BoxFuture;
+
+use crate::component::{Component, HealthHandle, Shutdown};
+use crate::metrics::LogshipMetrics;
+use config::LogshipSettings;
+use sinks::elasticsearch::ElasticsearchSink;
+use sinks::loki::LokiSink;
+use sinks::stdout::StdoutSink;
+use sinks::{HttpDelivery, Sink};
+
+/// The log shipper as a component of `todo-sidecar run`.
+pub struct LogshipComponent {
+    settings: LogshipSettings,
+    sinks: Arc<Vec<Sink>>,
+    metrics: LogshipMetrics,
+}
+
+impl LogshipComponent {
+    /// Builds the sinks now (reading the secret and CA files), so that a
+    /// broken sink configuration stops start-up with its reason.
+    pub fn new(
+        settings: LogshipSettings,
+        metrics: LogshipMetrics,
+    ) -> anyhow::Result<LogshipComponent> {
+        let sinks = build_sinks(&settings)?;
+        Ok(LogshipComponent {
+            settings,
+            sinks: Arc::new(sinks),
+            metrics,
+        })
+    }
+}
+
+/// The configured sinks, stdout first.
+pub fn build_sinks(settings: &LogshipSettings) -> anyhow::Result<Vec<Sink>> {
+    let mut sinks = Vec::new();
+    let configured = &settings.sinks;
+    if configured.stdout.enabled {
+        sinks.push(Sink::Stdout(StdoutSink));
+    }
+    if configured.loki.url.is_some() {
+        sinks.push(Sink::Http(Box::new(HttpDelivery::new(
+            Box::new(LokiSink::new(&configured.loki)?),
+            &configured.loki.http,
+            &settings.retry,
+        )?)));
+    }
+    if configured.elasticsearch.url.is_some() {
+        sinks.push(Sink::Http(Box::new(HttpDelivery::new(
+            Box::new(ElasticsearchSink::new(&configured.elasticsearch)?),
+            &configured.elasticsearch.http,
+            &settings.retry,
+        )?)));
+    }
+    Ok(sinks)
+}
+
+impl Component for LogshipComponent {
+    fn name(&self) -> &'static str {
+        "logship"
+    }
+
+    fn run(
+        self: Arc<Self>,
+        health: HealthHandle,
+        shutdown: Shutdown,
+    ) -> BoxFuture<'static, anyhow::Result<()>> {
+        Box::pin(async move {
+            pipeline::run(
+                self.settings.clone(),
+                &self.sinks,
+                self.metrics.clone(),
+                health,
+                shutdown,
+            )
+            .await
+        })
+    }
+}

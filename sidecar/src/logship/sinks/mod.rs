@@ -1,0 +1,508 @@
+//! The sinks, and what they share: one HTTP client per sink (timeouts, gzip,
+//! bearer or basic auth from a mounted secret file, extra CA certificates),
+//! delivery of a batch with retries (exponential backoff with jitter on
+//! connection errors, 408, 429 and 5xx, honouring `Retry-After`), and the
+//! dead-letter file for what a sink refuses (other 4xx), so that one poison
+//! batch cannot stop the pipeline.
+//!
+//! A sink module only knows its wire format: it encodes events into a body
+//! ([`HttpSink::encode`]) and reads the answer ([`HttpSink::classify`]).
+
+pub mod elasticsearch;
+pub mod loki;
+pub mod stdout;
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use flate2::Compression;
+use flate2::write::GzEncoder;
+use reqwest::header::{HeaderMap, HeaderValue};
+use secrecy::{ExposeSecret, SecretString};
+
+use super::config::{AuthKind, DeadLetterSettings, HttpSettings, RetrySettings};
+use super::event::Event;
+use crate::component::Shutdown;
+use crate::metrics::LogshipMetrics;
+
+/// A configured sink.
+pub enum Sink {
+    /// Lines to stdout.
+    Stdout(stdout::StdoutSink),
+    /// An HTTP sink.
+    Http(Box<HttpDelivery>),
+}
+
+impl Sink {
+    /// The `sink` label.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Sink::Stdout(_) => "stdout",
+            Sink::Http(http) => http.sink.name(),
+        }
+    }
+
+    /// Delivers `events`: returns once every event was accepted or
+    /// dead-lettered, retrying meanwhile; `Err(Stopped)` on shutdown.
+    pub async fn deliver(
+        &self,
+        events: &[Event],
+        context: &DeliveryContext<'_>,
+    ) -> Result<(), Stopped> {
+        let started = Instant::now();
+        let outcome = match self {
+            Sink::Stdout(sink) => {
+                sink.write(events, context);
+                Ok(())
+            }
+            Sink::Http(http) => http.deliver(events, context).await,
+        };
+        if outcome.is_ok() {
+            context
+                .metrics
+                .batch_duration_seconds
+                .with_label_values(&[self.name()])
+                .observe(started.elapsed().as_secs_f64());
+        }
+        outcome
+    }
+}
+
+/// Shutdown was asked for while a batch was still being retried: it is left
+/// unacknowledged and is sent again after the restart.
+#[derive(Debug, thiserror::Error)]
+#[error("stopped before the batch was delivered")]
+pub struct Stopped;
+
+/// What delivery needs besides the events.
+pub struct DeliveryContext<'a> {
+    /// Counters.
+    pub metrics: &'a LogshipMetrics,
+    /// Backoff bounds.
+    pub retry: &'a RetrySettings,
+    /// Where refused events go.
+    pub dead_letter: &'a DeadLetter,
+    /// Interrupts waits between retries.
+    pub shutdown: Shutdown,
+}
+
+/// A request body and its content type.
+pub struct Body {
+    /// `Content-Type`.
+    pub content_type: &'static str,
+    /// The uncompressed body.
+    pub bytes: Vec<u8>,
+}
+
+/// What a sink's answer means.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Every event was accepted.
+    Delivered,
+    /// Nothing was accepted; try again later.
+    Retry {
+        /// The `reason` label.
+        reason: &'static str,
+    },
+    /// Nothing was accepted and trying again cannot help.
+    Reject {
+        /// Why, for the dead-letter file.
+        reason: String,
+    },
+    /// Per-event outcome (Elasticsearch `_bulk`): events not listed were accepted.
+    Partial {
+        /// Indices (into the events sent) to send again.
+        retry: Vec<usize>,
+        /// Indices refused, with the reason.
+        reject: Vec<(usize, String)>,
+    },
+}
+
+/// The wire format of an HTTP sink.
+pub trait HttpSink: Send + Sync {
+    /// The `sink` label.
+    fn name(&self) -> &'static str;
+    /// The URL batches are posted to.
+    fn url(&self) -> &str;
+    /// Headers besides content type, encoding and auth.
+    fn headers(&self) -> HeaderMap {
+        HeaderMap::new()
+    }
+    /// The request body for `events`.
+    fn encode(&self, events: &[&Event]) -> anyhow::Result<Body>;
+    /// What a 2xx answer says (only `_bulk` has per-event outcomes).
+    fn classify_success(&self, _body: &[u8], _sent: usize) -> Verdict {
+        Verdict::Delivered
+    }
+}
+
+/// An HTTP sink with its client.
+pub struct HttpDelivery {
+    sink: Box<dyn HttpSink>,
+    client: reqwest::Client,
+    gzip: bool,
+    authorization: Option<HeaderValue>,
+}
+
+impl HttpDelivery {
+    /// The client for `sink` with its `http` options (reads the secret files now).
+    pub fn new(
+        sink: Box<dyn HttpSink>,
+        http: &HttpSettings,
+        retry: &RetrySettings,
+    ) -> anyhow::Result<HttpDelivery> {
+        // reqwest is built without a default crypto provider (one provider in
+        // the process: ring, as in todo-app); installing twice is harmless.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let mut builder = reqwest::Client::builder()
+            .timeout(Duration::from_millis(retry.request_timeout_ms.max(1)))
+            .connect_timeout(Duration::from_millis(retry.request_timeout_ms.max(1)))
+            .user_agent(concat!("todo-sidecar/", env!("CARGO_PKG_VERSION")));
+        if let Some(ca_file) = &http.ca_file {
+            let pem = fs::read(ca_file)
+                .with_context(|| format!("Failed to read the CA file {}", ca_file.display()))?;
+            let certificates = reqwest::Certificate::from_pem_bundle(&pem)
+                .with_context(|| format!("Failed to parse the CA file {}", ca_file.display()))?;
+            builder = builder.tls_certs_merge(certificates);
+        }
+        let client = builder.build().context("Failed to build the HTTP client")?;
+        let authorization = match http.auth {
+            None => None,
+            Some(AuthKind::Bearer) => {
+                let token = read_secret(http.token_file.as_deref(), "token_file")?;
+                Some(sensitive_header(&format!(
+                    "Bearer {}",
+                    token.expose_secret()
+                ))?)
+            }
+            Some(AuthKind::Basic) => {
+                use base64::Engine;
+                let password = read_secret(http.password_file.as_deref(), "password_file")?;
+                let user = http.username.as_deref().unwrap_or_default();
+                let encoded = base64::engine::general_purpose::STANDARD
+                    .encode(format!("{user}:{}", password.expose_secret()));
+                Some(sensitive_header(&format!("Basic {encoded}"))?)
+            }
+        };
+        Ok(HttpDelivery {
+            sink,
+            client,
+            gzip: http.gzip,
+            authorization,
+        })
+    }
+
+    async fn deliver(
+        &self,
+        events: &[Event],
+        context: &DeliveryContext<'_>,
+    ) -> Result<(), Stopped> {
+        let name = self.sink.name();
+        let mut pending: Vec<&Event> = events.iter().collect();
+        let mut backoff = Backoff::new(context.retry);
+        loop {
+            let (reason, retry_after) = match self.attempt(&pending).await {
+                Ok(Verdict::Delivered) => {
+                    count_shipped(context, name, pending.len());
+                    return Ok(());
+                }
+                Ok(Verdict::Reject { reason }) => {
+                    tracing::warn!(sink = name, lines = pending.len(), reason = %reason, "the sink refused a batch; dead-lettering it");
+                    context.failures(name, "rejected");
+                    context
+                        .dead_letter
+                        .write(name, &reason, &pending, context.metrics);
+                    return Ok(());
+                }
+                Ok(Verdict::Partial { retry, reject }) => {
+                    let delivered = pending.len() - retry.len() - reject.len();
+                    count_shipped(context, name, delivered);
+                    if !reject.is_empty() {
+                        context.failures(name, "rejected");
+                        for (index, reason) in &reject {
+                            context.dead_letter.write(
+                                name,
+                                reason,
+                                &[pending[*index]],
+                                context.metrics,
+                            );
+                        }
+                    }
+                    if retry.is_empty() {
+                        return Ok(());
+                    }
+                    pending = retry.iter().map(|&index| pending[index]).collect();
+                    ("item_retryable", None)
+                }
+                Ok(Verdict::Retry { reason }) => (reason, None),
+                Err(Failure {
+                    reason,
+                    retry_after,
+                    message,
+                }) => {
+                    tracing::warn!(sink = name, reason, error = %message, "sending a batch failed; retrying");
+                    (reason, retry_after)
+                }
+            };
+            context.failures(name, reason);
+            let wait = backoff.next(retry_after);
+            let mut shutdown = context.shutdown.clone();
+            if shutdown.is_requested() {
+                return Err(Stopped);
+            }
+            tokio::select! {
+                _ = shutdown.requested() => return Err(Stopped),
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+
+    async fn attempt(&self, events: &[&Event]) -> Result<Verdict, Failure> {
+        let body = self.sink.encode(events).map_err(|error| Failure {
+            reason: "encode",
+            retry_after: None,
+            message: format!("{error:#}"),
+        })?;
+        let mut request = self
+            .client
+            .post(self.sink.url())
+            .headers(self.sink.headers())
+            .header(reqwest::header::CONTENT_TYPE, body.content_type);
+        if let Some(authorization) = &self.authorization {
+            request = request.header(reqwest::header::AUTHORIZATION, authorization.clone());
+        }
+        request = if self.gzip {
+            request
+                .header(reqwest::header::CONTENT_ENCODING, "gzip")
+                .body(gzip(&body.bytes))
+        } else {
+            request.body(body.bytes)
+        };
+        let response = request.send().await.map_err(|error| Failure {
+            reason: if error.is_timeout() {
+                "timeout"
+            } else {
+                "connection"
+            },
+            retry_after: None,
+            message: error.to_string(),
+        })?;
+        let status = response.status();
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|value| value.to_str().ok())
+            .and_then(parse_retry_after);
+        let answer = response.bytes().await.map_err(|error| Failure {
+            reason: "connection",
+            retry_after: None,
+            message: format!("reading the answer: {error}"),
+        })?;
+        let excerpt = || String::from_utf8_lossy(&answer[..answer.len().min(512)]).into_owned();
+        if status.is_success() {
+            return Ok(self.sink.classify_success(&answer, events.len()));
+        }
+        if status.as_u16() == 429 {
+            return Err(Failure {
+                reason: "rate_limited",
+                retry_after,
+                message: format!("{status}: {}", excerpt()),
+            });
+        }
+        if status.is_server_error() || status.as_u16() == 408 {
+            return Err(Failure {
+                reason: "server_error",
+                retry_after,
+                message: format!("{status}: {}", excerpt()),
+            });
+        }
+        Ok(Verdict::Reject {
+            reason: format!("{status}: {}", excerpt()),
+        })
+    }
+}
+
+fn count_shipped(context: &DeliveryContext<'_>, sink: &str, lines: usize) {
+    context
+        .metrics
+        .lines_shipped_total
+        .with_label_values(&[sink])
+        .inc_by(lines as u64);
+}
+
+impl DeliveryContext<'_> {
+    fn failures(&self, sink: &str, reason: &str) {
+        self.metrics
+            .failures_total
+            .with_label_values(&[sink, reason])
+            .inc();
+    }
+}
+
+struct Failure {
+    reason: &'static str,
+    retry_after: Option<Duration>,
+    message: String,
+}
+
+/// `Retry-After`: delay-seconds, or an HTTP date.
+fn parse_retry_after(value: &str) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let when = chrono::DateTime::parse_from_rfc2822(value).ok()?;
+    let wait = when.with_timezone(&chrono::Utc) - chrono::Utc::now();
+    Some(wait.to_std().unwrap_or(Duration::ZERO))
+}
+
+/// Exponential backoff with jitter: each wait is drawn between half and all
+/// of the current step, so that many sidecars do not retry in step.
+struct Backoff {
+    step: Duration,
+    max: Duration,
+}
+
+impl Backoff {
+    fn new(retry: &RetrySettings) -> Backoff {
+        Backoff {
+            step: Duration::from_millis(retry.initial_backoff_ms.max(1)),
+            max: Duration::from_millis(retry.max_backoff_ms.max(1)),
+        }
+    }
+
+    fn next(&mut self, retry_after: Option<Duration>) -> Duration {
+        let half = self.step / 2;
+        let jittered = half + half.mul_f64(jitter());
+        self.step = (self.step * 2).min(self.max);
+        match retry_after {
+            // The server knows best, within reason.
+            Some(asked) => asked.min(self.max * 10).max(jittered),
+            None => jittered,
+        }
+    }
+}
+
+/// A number in [0, 1) that differs between calls and processes.
+fn jitter() -> f64 {
+    use std::hash::{BuildHasher, RandomState};
+    let random = RandomState::new().hash_one(Instant::now());
+    (random >> 11) as f64 / (1u64 << 53) as f64
+}
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    let mut encoder = GzEncoder::new(Vec::with_capacity(bytes.len() / 4), Compression::fast());
+    encoder
+        .write_all(bytes)
+        .expect("writing into a Vec cannot fail");
+    encoder.finish().expect("writing into a Vec cannot fail")
+}
+
+fn read_secret(path: Option<&Path>, key: &str) -> anyhow::Result<SecretString> {
+    let path = path.with_context(|| format!("`{key}` is not set"))?;
+    let text = fs::read_to_string(path)
+        .with_context(|| format!("Failed to read the secret file {} ({key})", path.display()))?;
+    Ok(SecretString::from(text.trim().to_string()))
+}
+
+fn sensitive_header(value: &str) -> anyhow::Result<HeaderValue> {
+    let mut header = HeaderValue::from_str(value)
+        .map_err(|_| anyhow::anyhow!("the credential is not a valid header value"))?;
+    header.set_sensitive(true);
+    Ok(header)
+}
+
+/// The dead-letter file: one JSON object per refused line
+/// (`{"time","sink","reason","line"}`), bounded in size.
+pub struct DeadLetter {
+    path: PathBuf,
+    max_bytes: u64,
+    file: Mutex<Option<(File, u64)>>,
+}
+
+impl DeadLetter {
+    /// The dead-letter file of the settings (opened on first use).
+    pub fn new(settings: &DeadLetterSettings) -> DeadLetter {
+        DeadLetter {
+            path: settings.path.clone(),
+            max_bytes: settings.max_bytes.max(1),
+            file: Mutex::new(None),
+        }
+    }
+
+    /// Appends `events` refused by `sink` for `reason`, and counts them.
+    /// Never fails: a dead-letter file that cannot be written is logged and
+    /// counted, and the pipeline goes on.
+    pub fn write(&self, sink: &str, reason: &str, events: &[&Event], metrics: &LogshipMetrics) {
+        metrics
+            .dead_lettered_total
+            .with_label_values(&[sink])
+            .inc_by(events.len() as u64);
+        let time = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        let mut records = Vec::new();
+        for event in events {
+            let record = serde_json::json!({
+                "time": time,
+                "sink": sink,
+                "reason": reason,
+                "line": event.text,
+            });
+            serde_json::to_writer(&mut records, &record).expect("JSON into a Vec");
+            records.push(b'\n');
+        }
+        if let Err(error) = self.append(&records) {
+            tracing::error!(path = %self.path.display(), error = %format!("{error:#}"), lines = events.len(), "cannot write the dead-letter file; the refused lines are dropped");
+            metrics
+                .failures_total
+                .with_label_values(&[sink, "dead_letter_write"])
+                .inc();
+        }
+    }
+
+    fn append(&self, records: &[u8]) -> anyhow::Result<()> {
+        let mut guard = self.file.lock().expect("never poisoned");
+        if guard.is_none() {
+            if let Some(parent) = self.path.parent().filter(|p| !p.as_os_str().is_empty()) {
+                fs::create_dir_all(parent)?;
+            }
+            let file = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&self.path)
+                .with_context(|| format!("Failed to open {}", self.path.display()))?;
+            let size = file.metadata()?.len();
+            *guard = Some((file, size));
+        }
+        let (_, size) = guard.as_ref().expect("opened above");
+        if *size > 0 && size + records.len() as u64 > self.max_bytes {
+            // Keep one previous file: bounded at twice max_bytes.
+            let mut previous = self.path.as_os_str().to_owned();
+            previous.push(".1");
+            fs::rename(&self.path, PathBuf::from(previous))
+                .context("Failed to rotate the dead-letter file")?;
+            let file = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&self.path)
+                .with_context(|| format!("Failed to open {}", self.path.display()))?;
+            *guard = Some((file, 0));
+        }
+        let (file, size) = guard.as_mut().expect("opened above");
+        // Records beyond the bound (a huge batch refused at once) are left
+        // out whole, so that every line in the file stays valid JSON.
+        let room = self.max_bytes.saturating_sub(*size) as usize;
+        let records = if records.len() <= room {
+            records
+        } else {
+            let fits = records[..room].iter().rposition(|&byte| byte == b'\n');
+            &records[..fits.map_or(0, |newline| newline + 1)]
+        };
+        file.write_all(records)?;
+        *size += records.len() as u64;
+        Ok(())
+    }
+}

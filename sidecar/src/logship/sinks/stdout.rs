@@ -1,0 +1,35 @@
+//! The stdout sink: every line as read, one per line, on the sidecar's
+//! stdout (for debugging, and for clusters that collect container stdout).
+
+use std::io::Write;
+
+use super::DeliveryContext;
+use crate::logship::event::Event;
+
+/// Writes lines to stdout.
+pub struct StdoutSink;
+
+impl StdoutSink {
+    /// Writes `events`; a broken stdout is counted, never retried (nobody
+    /// would read the retries either).
+    pub fn write(&self, events: &[Event], context: &DeliveryContext<'_>) {
+        let mut buffer = Vec::with_capacity(events.iter().map(|e| e.text.len() + 1).sum());
+        for event in events {
+            buffer.extend_from_slice(event.text.as_bytes());
+            buffer.push(b'\n');
+        }
+        let mut stdout = std::io::stdout().lock();
+        match stdout.write_all(&buffer).and_then(|()| stdout.flush()) {
+            Ok(()) => context
+                .metrics
+                .lines_shipped_total
+                .with_label_values(&["stdout"])
+                .inc_by(events.len() as u64),
+            Err(_) => context
+                .metrics
+                .failures_total
+                .with_label_values(&["stdout", "write"])
+                .inc(),
+        }
+    }
+}

@@ -1,0 +1,726 @@
+//! The tailer: reads the configured log files line by line, following
+//! rotation by rename (the old file is finished through its open handle,
+//! then the newer files are read in order) and copytruncate (a file that
+//! shrank below the read offset, or whose first bytes changed, is read again
+//! from 0).
+//!
+//! Files are identified by a [`Fingerprint`] of their first bytes, never by
+//! the inode alone: an inode is reused as soon as a file is deleted, so after
+//! a restart "same inode" does not mean "same file". While a file is open its
+//! inode cannot be reused, which is why inodes are used at run time only to
+//! tell whether the path still names the file being read.
+//!
+//! The tailer only reads; what has been read is acknowledged by the pipeline
+//! (`super::pipeline`), which stores the [`Position`]s in the checkpoint once
+//! every sink accepted the lines.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::checkpoint::Checkpoint;
+use super::config::StartAt;
+
+/// Bytes read from a file at a time.
+const CHUNK_BYTES: usize = 64 * 1024;
+
+/// What identifies a file: the SHA-256 of its first `len` bytes. A file
+/// shorter than the configured fingerprint size has a shorter fingerprint,
+/// which grows as the file does; any snapshot of it still identifies the
+/// file (its first `len` bytes never change).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fingerprint {
+    /// How many leading bytes the hash covers.
+    pub len: u64,
+    /// SHA-256 of those bytes, hex.
+    #[serde(with = "hex_bytes")]
+    pub sha256: [u8; 32],
+}
+
+/// How far a file has been read: its fingerprint and the offset just after
+/// the last line taken from it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Position {
+    /// The file.
+    pub fingerprint: Fingerprint,
+    /// Byte offset after the last line taken.
+    pub offset: u64,
+}
+
+/// One line read from a file (without its newline).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Line {
+    /// Index of the configured path it came from.
+    pub path_index: usize,
+    /// The bytes, cut to `max_line_bytes` when the line was longer.
+    pub bytes: Vec<u8>,
+    /// Length of the line in the file; more than `bytes.len()` when cut.
+    pub original_len: usize,
+    /// Offset just after the line's newline (or its end, for a last line
+    /// shipped without one) in the file it came from.
+    pub end_offset: u64,
+}
+
+impl Line {
+    /// Whether the line was cut to `max_line_bytes`.
+    pub fn truncated(&self) -> bool {
+        self.original_len > self.bytes.len()
+    }
+}
+
+/// What the tailer needs to know.
+#[derive(Debug, Clone)]
+pub struct TailerOptions {
+    /// The live files (`app.log`).
+    pub paths: Vec<PathBuf>,
+    /// Where a file no checkpoint covers starts.
+    pub start_at: StartAt,
+    /// Longer lines are cut to this.
+    pub max_line_bytes: usize,
+    /// Fingerprint size.
+    pub fingerprint_bytes: usize,
+    /// Rotated siblings looked at (`app.log.1` … `app.log.N`).
+    pub max_rotated_files: usize,
+}
+
+/// What happened while opening the files from a checkpoint, for the log.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Resumed {
+    /// Paths resumed at the checkpointed file and offset.
+    pub resumed: usize,
+    /// Paths whose checkpointed file was not found among the path and its
+    /// rotated siblings: every sibling is read from 0.
+    pub file_gone: usize,
+    /// Paths without a checkpoint entry, started at `start_at`.
+    pub fresh: usize,
+}
+
+/// The tailer of every configured path.
+pub struct Tailer {
+    options: TailerOptions,
+    paths: Vec<PathState>,
+}
+
+/// One configured path: the file being read and the newer files to read after it.
+struct PathState {
+    path: PathBuf,
+    current: Option<OpenFile>,
+    /// Files known to be newer than `current`, oldest first.
+    next: VecDeque<OpenFile>,
+}
+
+/// An open file and how far it has been read.
+struct OpenFile {
+    file: File,
+    /// (device, inode), to tell whether the path still names this file.
+    id: (u64, u64),
+    fingerprint: Fingerprint,
+    /// Next byte to read.
+    read_offset: u64,
+    /// Bytes of the line being read, kept up to `max_line_bytes`.
+    partial: Vec<u8>,
+    /// Bytes of the line being read beyond `max_line_bytes`, dropped.
+    overflow: u64,
+    /// The configured fingerprint size.
+    fingerprint_target: usize,
+    /// Check that the file still continues what was read before reading
+    /// more: set when opened and after a read found nothing new.
+    verify_before_read: bool,
+}
+
+impl OpenFile {
+    fn open(path: &Path, fingerprint_bytes: usize) -> io::Result<OpenFile> {
+        let file = File::open(path)?;
+        let metadata = file.metadata()?;
+        let fingerprint = fingerprint_of(&file, fingerprint_bytes)?;
+        Ok(OpenFile {
+            file,
+            id: (metadata.dev(), metadata.ino()),
+            fingerprint,
+            read_offset: 0,
+            partial: Vec::new(),
+            overflow: 0,
+            fingerprint_target: fingerprint_bytes,
+            verify_before_read: true,
+        })
+    }
+
+    fn len(&self) -> io::Result<u64> {
+        Ok(self.file.metadata()?.len())
+    }
+
+    /// Offset of the first byte of the line being read.
+    fn line_start(&self) -> u64 {
+        self.read_offset - self.partial.len() as u64 - self.overflow
+    }
+}
+
+/// The fingerprint of an open file, over its first `max_len` bytes at most.
+fn fingerprint_of(file: &File, max_len: usize) -> io::Result<Fingerprint> {
+    let head = read_head(file, max_len)?;
+    Ok(Fingerprint {
+        len: head.len() as u64,
+        sha256: Sha256::digest(&head).into(),
+    })
+}
+
+fn read_head(file: &File, max_len: usize) -> io::Result<Vec<u8>> {
+    let mut head = vec![0; max_len];
+    let mut filled = 0;
+    while filled < max_len {
+        let read = file.read_at(&mut head[filled..], filled as u64)?;
+        if read == 0 {
+            break;
+        }
+        filled += read;
+    }
+    head.truncate(filled);
+    Ok(head)
+}
+
+impl Fingerprint {
+    /// Whether `file` starts with the bytes this fingerprint covers.
+    fn matches(&self, file: &File) -> io::Result<bool> {
+        let head = read_head(file, self.len as usize)?;
+        Ok(head.len() as u64 == self.len && <[u8; 32]>::from(Sha256::digest(&head)) == self.sha256)
+    }
+}
+
+/// `app.log.1` for `app.log` and 1.
+fn rotated_path(path: &Path, index: usize) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(format!(".{index}"));
+    PathBuf::from(name)
+}
+
+/// The path and its rotated siblings that exist, oldest first
+/// (`app.log.N`, …, `app.log.1`, `app.log`), opened.
+fn open_family(path: &Path, options: &TailerOptions) -> Vec<OpenFile> {
+    let mut files: Vec<OpenFile> = Vec::new();
+    for index in (0..=options.max_rotated_files).rev() {
+        let candidate = if index == 0 {
+            path.to_path_buf()
+        } else {
+            rotated_path(path, index)
+        };
+        match OpenFile::open(&candidate, options.fingerprint_bytes) {
+            // A rename between two opens can show one file twice.
+            Ok(file) if files.iter().all(|seen| seen.id != file.id) => files.push(file),
+            Ok(_) => {}
+            Err(error) if error.kind() == io::ErrorKind::NotFound => {}
+            Err(error) => {
+                tracing::warn!(path = %candidate.display(), error = %error, "cannot open a log file; skipping it");
+            }
+        }
+    }
+    files
+}
+
+impl Tailer {
+    /// Opens every path, resuming where `checkpoint` says (see [`Resumed`]).
+    pub fn open(options: TailerOptions, checkpoint: Option<&Checkpoint>) -> (Tailer, Resumed) {
+        let mut resumed = Resumed::default();
+        let paths = options
+            .paths
+            .iter()
+            .map(|path| {
+                let saved = checkpoint.and_then(|checkpoint| checkpoint.position(path));
+                let (current, next) = match saved {
+                    Some(position) => {
+                        let mut family = open_family(path, &options);
+                        let found = family.iter().position(|file| {
+                            file.len().is_ok_and(|len| len >= position.offset)
+                                && position.fingerprint.matches(&file.file).unwrap_or(false)
+                        });
+                        match found {
+                            Some(index) => {
+                                resumed.resumed += 1;
+                                let mut rest: VecDeque<OpenFile> = family.drain(index..).collect();
+                                let mut current = rest.pop_front().expect("index is in range");
+                                current.read_offset = position.offset;
+                                (Some(current), rest)
+                            }
+                            None => {
+                                // Rotated away beyond the siblings kept (or
+                                // removed): whatever is left is newer.
+                                resumed.file_gone += 1;
+                                tracing::warn!(
+                                    path = %path.display(),
+                                    "the checkpointed log file is gone; reading the path and its rotated files from their start"
+                                );
+                                let mut rest: VecDeque<OpenFile> = family.into_iter().collect();
+                                (rest.pop_front(), rest)
+                            }
+                        }
+                    }
+                    None => {
+                        resumed.fresh += 1;
+                        match options.start_at {
+                            // Everything still on disk, oldest rotated file first.
+                            StartAt::Beginning => {
+                                let mut family: VecDeque<OpenFile> =
+                                    open_family(path, &options).into_iter().collect();
+                                (family.pop_front(), family)
+                            }
+                            StartAt::End => {
+                                let current = OpenFile::open(path, options.fingerprint_bytes)
+                                    .ok()
+                                    .map(|mut file| {
+                                        file.read_offset = end_of_last_line(&file).unwrap_or(0);
+                                        file
+                                    });
+                                (current, VecDeque::new())
+                            }
+                        }
+                    }
+                };
+                PathState {
+                    path: path.clone(),
+                    current,
+                    next,
+                }
+            })
+            .collect();
+        (Tailer { options, paths }, resumed)
+    }
+
+    /// Reads the lines available now into `lines`, stopping once about
+    /// `max_lines` or `max_bytes` were added (a batch may exceed them by the
+    /// last line of a rotated file), and records in `positions` where each
+    /// path now stands. Returns whether anything was consumed.
+    pub fn read(
+        &mut self,
+        max_lines: usize,
+        max_bytes: usize,
+        lines: &mut Vec<Line>,
+        positions: &mut BTreeMap<usize, Position>,
+    ) -> io::Result<bool> {
+        let mut budget = Budget {
+            lines: max_lines,
+            bytes: max_bytes,
+        };
+        let mut consumed = false;
+        for index in 0..self.paths.len() {
+            consumed |= self.read_path(index, &mut budget, lines, positions)?;
+            if budget.exhausted() {
+                break;
+            }
+        }
+        Ok(consumed)
+    }
+
+    fn read_path(
+        &mut self,
+        index: usize,
+        budget: &mut Budget,
+        lines: &mut Vec<Line>,
+        positions: &mut BTreeMap<usize, Position>,
+    ) -> io::Result<bool> {
+        let options = &self.options;
+        let state = &mut self.paths[index];
+        let mut consumed = false;
+        loop {
+            if budget.exhausted() {
+                return Ok(consumed);
+            }
+            if state.current.is_none() {
+                // Files that appear are new: read from their start, oldest
+                // first (the first one may have been rotated already).
+                let mut family: VecDeque<OpenFile> =
+                    open_family(&state.path, options).into_iter().collect();
+                match family.pop_front() {
+                    Some(file) => {
+                        state.current = Some(file);
+                        state.next = family;
+                    }
+                    None => return Ok(consumed),
+                }
+            }
+            let current = state.current.as_mut().expect("opened above");
+            // New bytes after a pause: make sure they still continue what
+            // was read (copytruncate followed by writes past our offset
+            // cannot be told from growth by the size alone).
+            if current.verify_before_read {
+                current.verify_before_read = false;
+                if !continues_what_was_read(current)? {
+                    consumed |= restart_truncated(state, index, options, lines, positions)?;
+                    continue;
+                }
+            }
+            if read_chunk(
+                current,
+                index,
+                options.max_line_bytes,
+                budget,
+                lines,
+                positions,
+            )? {
+                consumed = true;
+                continue;
+            }
+            // At the end of the current file.
+            current.verify_before_read = true;
+            if !state.next.is_empty() {
+                // Rotated: nothing more will be written to it.
+                let mut finished = state.current.take().expect("current is open");
+                consumed |= flush_partial(&mut finished, index, lines, positions);
+                state.current = state.next.pop_front();
+                if let Some(next) = state.current.as_mut() {
+                    refresh_fingerprint(next)?;
+                    // An empty file's fingerprint would match any file: the
+                    // old file's end stays the position until a line is read.
+                    if next.fingerprint.len > 0 {
+                        positions.insert(
+                            index,
+                            Position {
+                                fingerprint: next.fingerprint,
+                                offset: next.read_offset,
+                            },
+                        );
+                    }
+                }
+                continue;
+            }
+            match check_path(&state.path, current, options)? {
+                PathCheck::Unchanged => return Ok(consumed),
+                PathCheck::Truncated => {
+                    consumed |= restart_truncated(state, index, options, lines, positions)?;
+                }
+                PathCheck::Rotated => {
+                    // The writer may have appended between our last read and
+                    // the rename: finish the old file through its handle
+                    // before looking for the newer ones.
+                    if read_chunk(
+                        current,
+                        index,
+                        options.max_line_bytes,
+                        budget,
+                        lines,
+                        positions,
+                    )? {
+                        consumed = true;
+                        continue;
+                    }
+                    let current_id = current.id;
+                    let family = open_family(&state.path, options);
+                    let newer_from = family
+                        .iter()
+                        .position(|file| file.id == current_id)
+                        .map_or(0, |at| at + 1);
+                    state.next = family.into_iter().skip(newer_from).collect();
+                    if state.next.is_empty() {
+                        // Renamed, and the new file is not there yet.
+                        return Ok(consumed);
+                    }
+                    tracing::info!(path = %state.path.display(), newer_files = state.next.len(), "log file rotated");
+                }
+            }
+        }
+    }
+
+    /// Bytes in the files that have not been read yet (the current files'
+    /// unread tails and the newer files waiting behind them).
+    pub fn unread_bytes(&self) -> u64 {
+        self.paths
+            .iter()
+            .map(|state| {
+                let current = state.current.as_ref().map_or(0, |file| {
+                    file.len()
+                        .unwrap_or(0)
+                        .saturating_sub(file.read_offset)
+                        .saturating_add(file.partial.len() as u64)
+                });
+                let next: u64 = state.next.iter().map(|file| file.len().unwrap_or(0)).sum();
+                current + next
+            })
+            .sum()
+    }
+
+    /// The configured paths, by index.
+    pub fn paths(&self) -> Vec<PathBuf> {
+        self.paths.iter().map(|state| state.path.clone()).collect()
+    }
+}
+
+struct Budget {
+    lines: usize,
+    bytes: usize,
+}
+
+impl Budget {
+    fn exhausted(&self) -> bool {
+        self.lines == 0 || self.bytes == 0
+    }
+
+    fn take(&mut self, bytes: usize) {
+        self.lines = self.lines.saturating_sub(1);
+        self.bytes = self.bytes.saturating_sub(bytes.max(1));
+    }
+}
+
+/// Whether the file is still at least as long as what was read and still
+/// starts with the bytes its fingerprint covers.
+fn continues_what_was_read(file: &OpenFile) -> io::Result<bool> {
+    Ok(file.len()? >= file.read_offset && file.fingerprint.matches(&file.file)?)
+}
+
+/// The current file was truncated (or truncated and written again).
+/// copytruncate leaves a copy (a rotated sibling with the old fingerprint)
+/// holding what was not read yet: finish it first, then read the truncated
+/// file from 0. Without a copy, the held partial line is shipped as is.
+fn restart_truncated(
+    state: &mut PathState,
+    index: usize,
+    options: &TailerOptions,
+    lines: &mut Vec<Line>,
+    positions: &mut BTreeMap<usize, Position>,
+) -> io::Result<bool> {
+    let current = state.current.as_mut().expect("called with a current file");
+    let line_start = current.line_start();
+    let old_fingerprint = current.fingerprint;
+    let current_id = current.id;
+    let copy = open_family(&state.path, options).into_iter().find(|file| {
+        file.id != current_id
+            && file.len().is_ok_and(|len| len >= line_start)
+            && old_fingerprint.matches(&file.file).unwrap_or(false)
+    });
+    tracing::info!(path = %state.path.display(), copy_found = copy.is_some(), "log file truncated; reading it again from the start");
+    let mut consumed = false;
+    match copy {
+        Some(mut copy) => {
+            current.partial.clear();
+            current.overflow = 0;
+            copy.read_offset = line_start;
+            let mut truncated = state.current.take().expect("current is open");
+            truncated.read_offset = 0;
+            truncated.verify_before_read = false;
+            truncated.fingerprint = fingerprint_of(&truncated.file, options.fingerprint_bytes)?;
+            state.current = Some(copy);
+            state.next.push_front(truncated);
+        }
+        None => {
+            consumed |= flush_partial(current, index, lines, positions);
+            current.read_offset = 0;
+            current.verify_before_read = false;
+            current.fingerprint = fingerprint_of(&current.file, options.fingerprint_bytes)?;
+            if current.fingerprint.len > 0 {
+                positions.insert(
+                    index,
+                    Position {
+                        fingerprint: current.fingerprint,
+                        offset: 0,
+                    },
+                );
+            }
+        }
+    }
+    Ok(consumed)
+}
+
+enum PathCheck {
+    /// The path still names the file, which did not shrink.
+    Unchanged,
+    /// The file shrank below the read offset, or its first bytes changed.
+    Truncated,
+    /// The path names another file now (or the fingerprint grew wrong).
+    Rotated,
+}
+
+/// At the end of `current`: has it been rotated away or truncated? Also
+/// grows the fingerprint of a file that was shorter than the fingerprint size.
+fn check_path(
+    path: &Path,
+    current: &mut OpenFile,
+    options: &TailerOptions,
+) -> io::Result<PathCheck> {
+    let len = current.len()?;
+    if len < current.read_offset {
+        return Ok(PathCheck::Truncated);
+    }
+    if (current.fingerprint.len as usize) < options.fingerprint_bytes || current.read_offset > 0 {
+        if !current.fingerprint.matches(&current.file)? {
+            // Truncated and written again past our offset since we looked.
+            return Ok(PathCheck::Truncated);
+        }
+        if (current.fingerprint.len as usize) < options.fingerprint_bytes
+            && len > current.fingerprint.len
+        {
+            current.fingerprint = fingerprint_of(&current.file, options.fingerprint_bytes)?;
+        }
+    }
+    match std::fs::metadata(path) {
+        Ok(metadata) if (metadata.dev(), metadata.ino()) != current.id => Ok(PathCheck::Rotated),
+        Ok(_) => Ok(PathCheck::Unchanged),
+        // Renamed away and not created again yet: finish this one; the
+        // next look finds the new file.
+        Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(PathCheck::Rotated),
+        Err(error) => Err(error),
+    }
+}
+
+/// Reads one chunk of `file` and splits it into lines. Returns whether any
+/// byte was consumed.
+fn read_chunk(
+    file: &mut OpenFile,
+    path_index: usize,
+    max_line_bytes: usize,
+    budget: &mut Budget,
+    lines: &mut Vec<Line>,
+    positions: &mut BTreeMap<usize, Position>,
+) -> io::Result<bool> {
+    let mut buffer = vec![0; CHUNK_BYTES.min(budget.bytes.max(max_line_bytes + 1))];
+    let read = file.file.read_at(&mut buffer, file.read_offset)?;
+    if read == 0 {
+        return Ok(false);
+    }
+    let chunk = &buffer[..read];
+    let chunk_start = file.read_offset;
+    let mut at = 0;
+    let mut last_end = None;
+    while at < chunk.len() && !budget.exhausted() {
+        match chunk[at..].iter().position(|&byte| byte == b'\n') {
+            Some(newline) => {
+                let segment = &chunk[at..at + newline];
+                let line_bytes = take_line(file, segment, max_line_bytes);
+                let end_offset = chunk_start + (at + newline + 1) as u64;
+                push_line(line_bytes, path_index, end_offset, budget, lines);
+                last_end = Some(end_offset);
+                at += newline + 1;
+            }
+            None => {
+                append_partial(file, &chunk[at..], max_line_bytes);
+                at = chunk.len();
+            }
+        }
+    }
+    file.read_offset = chunk_start + at as u64;
+    // A file opened while shorter than the fingerprint size gets its full
+    // fingerprint as soon as it is long enough, so that the checkpoint
+    // never holds a fingerprint that many files would match.
+    refresh_fingerprint(file)?;
+    if let Some(offset) = last_end {
+        positions.insert(
+            path_index,
+            Position {
+                fingerprint: file.fingerprint,
+                offset,
+            },
+        );
+    }
+    Ok(at > 0)
+}
+
+/// The line ending with `segment`: the held partial bytes plus the segment,
+/// cut to `max_line_bytes`, with its original length.
+fn take_line(file: &mut OpenFile, segment: &[u8], max_line_bytes: usize) -> (Vec<u8>, usize) {
+    if file.partial.is_empty() && file.overflow == 0 {
+        let kept = segment.len().min(max_line_bytes);
+        return (segment[..kept].to_vec(), segment.len());
+    }
+    append_partial(file, segment, max_line_bytes);
+    let original = file.partial.len() + file.overflow as usize;
+    file.overflow = 0;
+    (std::mem::take(&mut file.partial), original)
+}
+
+fn append_partial(file: &mut OpenFile, bytes: &[u8], max_line_bytes: usize) {
+    let room = max_line_bytes.saturating_sub(file.partial.len());
+    let kept = bytes.len().min(room);
+    file.partial.extend_from_slice(&bytes[..kept]);
+    file.overflow += (bytes.len() - kept) as u64;
+}
+
+fn push_line(
+    (bytes, original_len): (Vec<u8>, usize),
+    path_index: usize,
+    end_offset: u64,
+    budget: &mut Budget,
+    lines: &mut Vec<Line>,
+) {
+    // An empty line carries nothing; its position still counts as read.
+    if original_len == 0 {
+        return;
+    }
+    budget.take(bytes.len());
+    lines.push(Line {
+        path_index,
+        bytes,
+        original_len,
+        end_offset,
+    });
+}
+
+/// Gives a file opened while shorter than the fingerprint size its longer
+/// fingerprint once it has grown, so that a checkpoint never holds a short
+/// fingerprint that other files could match.
+fn refresh_fingerprint(file: &mut OpenFile) -> io::Result<()> {
+    if (file.fingerprint.len as usize) < file.fingerprint_target
+        && file.len()? > file.fingerprint.len
+    {
+        file.fingerprint = fingerprint_of(&file.file, file.fingerprint_target)?;
+    }
+    Ok(())
+}
+
+/// Ships the held partial line of a file that will not grow any more.
+fn flush_partial(
+    file: &mut OpenFile,
+    path_index: usize,
+    lines: &mut Vec<Line>,
+    positions: &mut BTreeMap<usize, Position>,
+) -> bool {
+    if file.partial.is_empty() && file.overflow == 0 {
+        return false;
+    }
+    debug_assert!(file.line_start() <= file.read_offset);
+    let original_len = file.partial.len() + file.overflow as usize;
+    file.overflow = 0;
+    lines.push(Line {
+        path_index,
+        bytes: std::mem::take(&mut file.partial),
+        original_len,
+        end_offset: file.read_offset,
+    });
+    positions.insert(
+        path_index,
+        Position {
+            fingerprint: file.fingerprint,
+            offset: file.read_offset,
+        },
+    );
+    true
+}
+
+/// Offset just after the last newline of `file` (looking back at most 1 MiB),
+/// so that starting at the end never ships half a line.
+fn end_of_last_line(file: &OpenFile) -> io::Result<u64> {
+    let len = file.len()?;
+    let window = len.min(1024 * 1024);
+    let mut tail = vec![0; window as usize];
+    file.file.read_exact_at(&mut tail, len - window)?;
+    Ok(match tail.iter().rposition(|&byte| byte == b'\n') {
+        Some(newline) => len - window + newline as u64 + 1,
+        None => len,
+    })
+}
+
+mod hex_bytes {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(bytes: &[u8; 32], serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&hex::encode(bytes))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<[u8; 32], D::Error> {
+        let text = String::deserialize(deserializer)?;
+        let bytes = hex::decode(&text).map_err(serde::de::Error::custom)?;
+        bytes
+            .try_into()
+            .map_err(|_| serde::de::Error::custom("a SHA-256 is 32 bytes"))
+    }
+}
