@@ -8,10 +8,15 @@ use std::fmt::Write;
 /// the text format's (see `parse`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum MetricType {
+    /// Only goes up (resets on restart); summed when aggregated.
     Counter,
+    /// Goes up and down; aggregated only with a declared function.
     Gauge,
+    /// Cumulative `_bucket` lines per `le`, with `_sum` and `_count`.
     Histogram,
+    /// Quantiles with `_sum` and `_count`; never aggregated.
     Summary,
+    /// No `# TYPE` (or OpenMetrics `unknown`); treated like a gauge.
     Untyped,
 }
 

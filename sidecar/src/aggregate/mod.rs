@@ -295,6 +295,8 @@ impl Aggregator {
 
 fn with_source(mut family: Family, source: &str) -> Family {
     for sample in &mut family.samples {
+        // One `source` per series, whatever the exposition already said.
+        sample.labels.retain(|(name, _)| name != "source");
         sample
             .labels
             .push(("source".to_string(), source.to_string()));

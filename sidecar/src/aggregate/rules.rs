@@ -8,7 +8,8 @@
 //! summaries (whose quantiles cannot be combined) can only be dropped.
 
 use std::cmp::Ordering;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
+use std::hash::{Hash, Hasher};
 
 use super::config::RuleSettings;
 use super::exposition::{Family, MetricType, Sample, Suffix, is_label_name, is_metric_name};
@@ -28,9 +29,13 @@ pub struct RuleError {
 /// How coinciding series are combined.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Function {
+    /// The sum (counters and histograms: always).
     Sum,
+    /// The smallest value.
     Min,
+    /// The largest value.
     Max,
+    /// The mean of the values.
     Avg,
 }
 
@@ -53,7 +58,7 @@ pub enum Action {
 #[derive(Debug, Clone, Default)]
 pub struct RuleSet {
     exact: HashMap<String, Action>,
-    /// `(prefix, action)` for rules ending in `*` (drop only).
+    /// Prefixes of the rules ending in `*` (drop only).
     prefixes: Vec<String>,
 }
 
@@ -256,6 +261,12 @@ impl PartialEq for Bound {
     }
 }
 impl Eq for Bound {}
+impl Hash for Bound {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        // Equal under total_cmp exactly when the bits are equal.
+        self.0.to_bits().hash(state);
+    }
+}
 impl PartialOrd for Bound {
     fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
         Some(self.cmp(other))
@@ -288,11 +299,11 @@ fn aggregate(
     collapse_status: bool,
     function: Function,
 ) -> Result<Family, String> {
-    let mut groups: BTreeMap<Key, Accumulator> = BTreeMap::new();
+    let mut groups: HashMap<Key, Accumulator> = HashMap::new();
     // Histogram series that are summed together must have the same buckets,
     // or the sums per `le` are not cumulative counts of anything.
-    // Source series (labels without `le`) → (output group, its bounds).
-    let mut layouts: HashMap<Labels, (Labels, Vec<Bound>)> = HashMap::new();
+    // Source series (hash of its labels without `le`) → (output group, its bounds).
+    let mut layouts: HashMap<u64, (Labels, Vec<Bound>)> = HashMap::new();
     for sample in &family.samples {
         let mut le = None;
         let mut labels: Vec<(String, String)> = Vec::with_capacity(sample.labels.len());
@@ -301,26 +312,31 @@ fn aggregate(
                 le = Some(value.clone());
                 continue;
             }
-            if collapse_status && name == "status" {
-                labels.push(("status_class".to_string(), status_class(value)));
+            let collapse = collapse_status && name == "status";
+            let output_name = if collapse { "status_class" } else { name };
+            // Decide before copying: most labels are summed away.
+            if by.is_some_and(|by| !by.iter().any(|kept| kept == output_name)) {
                 continue;
             }
-            labels.push((name.clone(), value.clone()));
-        }
-        if let Some(by) = by {
-            labels.retain(|(name, _)| by.iter().any(|kept| kept == name));
+            let value = if collapse {
+                status_class(value)
+            } else {
+                value.clone()
+            };
+            labels.push((output_name.to_string(), value));
         }
         labels.sort();
         let bound = le.as_deref().and_then(super::parse::parse_value).map(Bound);
         if family.kind == MetricType::Histogram && sample.suffix == Suffix::Bucket {
-            let source: Vec<(String, String)> = sample
-                .labels
-                .iter()
-                .filter(|(name, _)| name != "le")
-                .cloned()
-                .collect();
+            // A hash identifies the source series without copying its
+            // labels; a collision could only make two series look like one
+            // with odd buckets, i.e. pass the family through, never mis-sum.
+            let mut hasher = std::collections::hash_map::DefaultHasher::new();
+            for pair in sample.labels.iter().filter(|(name, _)| name != "le") {
+                pair.hash(&mut hasher);
+            }
             let entry = layouts
-                .entry(source)
+                .entry(hasher.finish())
                 .or_insert_with(|| (labels.clone(), Vec::new()));
             entry.1.push(bound.unwrap_or(Bound(f64::NAN)));
         }
@@ -353,6 +369,10 @@ fn aggregate(
             }
         }
     }
+    // Sorted output: series by labels, each histogram's buckets by bound
+    // then `_sum` and `_count`; the same order at every scrape.
+    let mut groups: Vec<(Key, Accumulator)> = groups.into_iter().collect();
+    groups.sort_unstable_by(|a, b| a.0.cmp(&b.0));
     let samples = groups
         .into_iter()
         .map(|((mut labels, suffix, _), accumulator)| {
