@@ -337,7 +337,8 @@ fn clear_pg(metrics: &AggregateMetrics) {
     metrics.pg_oldest_transaction_age_seconds.reset();
 }
 
-fn now_ms() -> i64 {
+/// Milliseconds since the epoch.
+pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |elapsed| elapsed.as_millis() as i64)

@@ -6,6 +6,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -290,10 +291,16 @@ pub async fn run(
         async move {
             let mut interval = tokio::time::interval(Duration::from_secs(interval_seconds));
             interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut last_timestamp_ms = 0;
             loop {
                 interval.tick().await;
-                let (snapshot, families) = aggregator.families().await;
-                let series = to_series(&families, &external, snapshot.timestamp_ms);
+                let (_, families) = aggregator.families().await;
+                // Stamped now, not with the collection's time: within the
+                // cache TTL two pushes share a collection, and the sidecar's
+                // own counters differ between them; one timestamp with two
+                // values is refused (HTTP 400, duplicate sample).
+                last_timestamp_ms = super::now_ms().max(last_timestamp_ms + 1);
+                let series = to_series(&families, &external, last_timestamp_ms);
                 let mut queue = queue.lock().expect("never poisoned");
                 let dropped = queue.push(series, per_request);
                 if dropped > 0 {
@@ -312,8 +319,12 @@ pub async fn run(
             }
         }
     };
+    // Samples of the request being pushed: counted as dropped if shutdown
+    // interrupts the push.
+    let in_flight = Arc::new(AtomicU64::new(0));
     let sender = {
         let queue = queue.clone();
+        let in_flight = in_flight.clone();
         let metrics = metrics.clone();
         async move {
             loop {
@@ -326,6 +337,7 @@ pub async fn run(
                     .remote_write_queue_samples
                     .set(queue.lock().expect("never poisoned").samples() as i64);
                 let samples = request.len() as u64;
+                in_flight.store(samples, Ordering::SeqCst);
                 let body = encode(request);
                 let (_, outcome) = with_retries(
                     || push(&client, &url, body.clone()),
@@ -334,6 +346,7 @@ pub async fn run(
                     max_backoff,
                 )
                 .await;
+                in_flight.store(0, Ordering::SeqCst);
                 match outcome {
                     Ok(()) => metrics.remote_write_samples_sent_total.inc_by(samples),
                     Err(error) => {
@@ -349,11 +362,10 @@ pub async fn run(
         _ = producer => {}
         _ = sender => {}
     }
-    let left = queue.lock().expect("never poisoned").samples();
+    let left =
+        queue.lock().expect("never poisoned").samples() as u64 + in_flight.load(Ordering::SeqCst);
     if left > 0 {
-        metrics
-            .remote_write_samples_dropped_total
-            .inc_by(left as u64);
+        metrics.remote_write_samples_dropped_total.inc_by(left);
         tracing::info!(samples = left, "remote_write stopped with samples unsent");
     }
     metrics.remote_write_queue_samples.set(0);

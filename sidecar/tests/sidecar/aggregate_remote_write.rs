@@ -167,6 +167,12 @@ fn aggregate_remote_write_pushes_the_aggregated_series_to_a_real_prometheus() {
         prometheus.query("todo_pg_up"),
         vec![(with(&[]), "1".to_string())]
     );
+    // Pushes within one cache TTL (1 s interval, 5 s TTL) share a collection
+    // yet each is stored: three distinct samples of todo_app_up.
+    wait_for("three pushes stored", Duration::from_secs(60), || {
+        let counts = prometheus.query("count_over_time(todo_app_up[5m])");
+        (counts.first()?.1.parse::<f64>().ok()? >= 3.0).then_some(())
+    });
     // Nothing failed or was dropped; something was sent.
     let body = scrape(running.port);
     assert_eq!(
