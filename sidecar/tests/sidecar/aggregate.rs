@@ -5,6 +5,7 @@
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
@@ -25,6 +26,8 @@ pub struct Answer {
 pub struct AppFixture {
     pub port: u16,
     answer: Arc<Mutex<Answer>>,
+    /// `/metrics` requests received.
+    pub requests: Arc<AtomicUsize>,
 }
 
 impl AppFixture {
@@ -36,7 +39,8 @@ impl AppFixture {
         }));
         let listener = TcpListener::bind("127.0.0.1:0").expect("binds the fixture");
         let port = listener.local_addr().expect("has an address").port();
-        let shared = answer.clone();
+        let shared = (answer.clone(), Arc::new(AtomicUsize::new(0)));
+        let requests = shared.1.clone();
         std::thread::spawn(move || {
             actix_web::rt::System::new().block_on(async move {
                 let shared = actix_web::web::Data::new(shared);
@@ -44,8 +48,12 @@ impl AppFixture {
                     actix_web::App::new().app_data(shared.clone()).route(
                         "/metrics",
                         actix_web::web::get().to(
-                            |answer: actix_web::web::Data<Arc<Mutex<Answer>>>| async move {
-                                let answer = answer.lock().expect("not poisoned").clone();
+                            |state: actix_web::web::Data<(
+                                Arc<Mutex<Answer>>,
+                                Arc<AtomicUsize>,
+                            )>| async move {
+                                state.1.fetch_add(1, Ordering::SeqCst);
+                                let answer = state.0.lock().expect("not poisoned").clone();
                                 actix_web::rt::time::sleep(answer.delay).await;
                                 actix_web::HttpResponse::Ok()
                                     .content_type(answer.content_type)
@@ -63,7 +71,11 @@ impl AppFixture {
                 .expect("serves");
             });
         });
-        AppFixture { port, answer }
+        AppFixture {
+            port,
+            answer,
+            requests,
+        }
     }
 
     pub fn url(&self) -> String {
@@ -579,5 +591,36 @@ fn aggregate_invalid_rules_stop_start_up_with_the_reason() {
             .assert_code(2)
             .assert_message("`aggregate.rules`")
             .assert_message(expected);
+    }
+}
+
+#[test]
+fn aggregate_scrapers_within_the_cache_ttl_share_one_scrape_of_the_app() {
+    // Arrange
+    let db = TestDb::create();
+    let app = AppFixture::start(APP_EXPOSITION);
+    let mut sidecar = sidecar_for(&db, &app.url());
+    sidecar.set("SIDECAR__AGGREGATE__CACHE_TTL_MS", "600000");
+    let running = start_run(&sidecar);
+    assert_eq!(
+        app.requests.load(Ordering::SeqCst),
+        1,
+        "the start-up collection"
+    );
+
+    // Act: four scrapers at once, then two more.
+    let port = running.port;
+    let bodies: Vec<String> = (0..4)
+        .map(|_| std::thread::spawn(move || scrape(port)))
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|scraper| scraper.join().expect("scraper thread"))
+        .chain([scrape(port), scrape(port)])
+        .collect();
+
+    // Assert: the app was asked once in all; every scraper got its metrics.
+    assert_eq!(app.requests.load(Ordering::SeqCst), 1);
+    for body in &bodies {
+        assert_eq!(sample_lines(body, "todo_http_requests_total").len(), 5);
     }
 }
