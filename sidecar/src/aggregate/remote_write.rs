@@ -4,8 +4,9 @@
 //! `WriteRequest`s, retrying network errors, 5xx and 429 with an exponential
 //! backoff. Samples sent, failed and dropped are counted.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::future::Future;
+use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -100,6 +101,46 @@ pub fn to_series(
         }
     }
     series
+}
+
+/// Prometheus's staleness marker: a NaN with this exact bit pattern.
+pub const STALE_NAN_BITS: u64 = 0x7ff0_0000_0000_0002;
+
+fn series_key(labels: &[Label]) -> u64 {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    for label in labels {
+        label.name.hash(&mut hasher);
+        label.value.hash(&mut hasher);
+    }
+    hasher.finish()
+}
+
+/// Appends a staleness marker for every series in `previous` (what the last
+/// push carried) missing from `series`, then remembers `series` as pushed.
+/// Without the markers a series that vanished (the app is down, a rule now
+/// sums it away) would keep its last value in queries for five minutes,
+/// as if it were still current; a scraping Prometheus marks them too.
+pub fn mark_stale(
+    previous: &mut HashMap<u64, Vec<Label>>,
+    series: &mut Vec<TimeSeries>,
+    timestamp_ms: i64,
+) {
+    let current: HashMap<u64, Vec<Label>> = series
+        .iter()
+        .map(|one| (series_key(&one.labels), one.labels.clone()))
+        .collect();
+    for (key, labels) in previous.drain() {
+        if !current.contains_key(&key) {
+            series.push(TimeSeries {
+                labels,
+                samples: vec![proto::Sample {
+                    value: f64::from_bits(STALE_NAN_BITS),
+                    timestamp: timestamp_ms,
+                }],
+            });
+        }
+    }
+    *previous = current;
 }
 
 /// The request body: protobuf, then snappy's raw block format (not framed).
@@ -292,6 +333,7 @@ pub async fn run(
             let mut interval = tokio::time::interval(Duration::from_secs(interval_seconds));
             interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             let mut last_timestamp_ms = 0;
+            let mut pushed = HashMap::new();
             loop {
                 interval.tick().await;
                 let (_, families) = aggregator.families().await;
@@ -300,7 +342,8 @@ pub async fn run(
                 // own counters differ between them; one timestamp with two
                 // values is refused (HTTP 400, duplicate sample).
                 last_timestamp_ms = super::now_ms().max(last_timestamp_ms + 1);
-                let series = to_series(&families, &external, last_timestamp_ms);
+                let mut series = to_series(&families, &external, last_timestamp_ms);
+                mark_stale(&mut pushed, &mut series, last_timestamp_ms);
                 let mut queue = queue.lock().expect("never poisoned");
                 let dropped = queue.push(series, per_request);
                 if dropped > 0 {
@@ -404,6 +447,39 @@ mod tests {
             .collect();
         assert_eq!(sizes, vec![3, 1, 3, 2]);
         assert_eq!(queue.samples(), 0);
+    }
+
+    #[test]
+    fn aggregate_remote_write_marks_vanished_series_stale_once() {
+        let mut pushed = HashMap::new();
+        let mut first = series(3);
+        mark_stale(&mut pushed, &mut first, 10);
+        assert_eq!(first.len(), 3);
+        // m1 and m2 vanish: one marker each, at the new push's time.
+        let mut second = series(1);
+        mark_stale(&mut pushed, &mut second, 20);
+        let mut markers: Vec<(String, u64, i64)> = second[1..]
+            .iter()
+            .map(|one| {
+                (
+                    one.labels[0].value.clone(),
+                    one.samples[0].value.to_bits(),
+                    one.samples[0].timestamp,
+                )
+            })
+            .collect();
+        markers.sort();
+        assert_eq!(
+            markers,
+            vec![
+                ("m1".to_string(), STALE_NAN_BITS, 20),
+                ("m2".to_string(), STALE_NAN_BITS, 20)
+            ]
+        );
+        // Marked once: the next push has no markers.
+        let mut third = series(1);
+        mark_stale(&mut pushed, &mut third, 30);
+        assert_eq!(third.len(), 1);
     }
 
     #[tokio::test]

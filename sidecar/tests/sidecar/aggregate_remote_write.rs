@@ -184,6 +184,29 @@ fn aggregate_remote_write_pushes_the_aggregated_series_to_a_real_prometheus() {
         Some(0.0)
     );
     assert!(value(&body, "todo_remote_write_samples_sent_total").expect("sent") > 0.0);
+
+    // Act: the app goes away.
+    app.set(|answer| answer.body = "<html>down</html>\n".to_string());
+
+    // Assert: its series go stale in Prometheus at once (no five-minute
+    // lookback of the last value) while todo_app_up says 0.
+    wait_for(
+        "the app's series to go stale",
+        Duration::from_secs(60),
+        || {
+            let up = prometheus.query("todo_app_up");
+            (prometheus
+                .query("todo_http_requests_total{instance=\"pod-under-test\"}")
+                .is_empty()
+                && up.first().map(|(_, value)| value.as_str()) == Some("0"))
+            .then_some(())
+        },
+    );
+    assert!(
+        prometheus
+            .query("todo_http_request_duration_seconds_bucket")
+            .is_empty()
+    );
 }
 
 #[test]
