@@ -565,7 +565,9 @@ fn unescape_help(text: &str) -> String {
             match characters.next() {
                 Some('\\') => out.push('\\'),
                 Some('n') => out.push('\n'),
-                // The text format keeps other escapes as they are.
+                // OpenMetrics escapes quotes in HELP too.
+                Some('"') => out.push('"'),
+                // Anything else is kept as written.
                 Some(other) => {
                     out.push('\\');
                     out.push(other);
@@ -720,6 +722,52 @@ mod tests {
             error.message.contains("only valid in OpenMetrics"),
             "{error}"
         );
+    }
+
+    #[test]
+    fn openmetrics_only_types_become_gauges_and_misplaced_samples_are_errors() {
+        let families = open_metrics(
+            "# TYPE queue gaugehistogram\n# HELP queue Waiting \\\\ \\\"now\\\".\n\
+             queue_bucket{le=\"1\"} 2\nqueue_bucket{le=\"+Inf\"} 3\nqueue_gcount 3\nqueue_gsum 2.5\n\
+             # TYPE state stateset\nstate{state=\"a\"} 1\nstate{state=\"b\"} 0\n\
+             # TYPE mystery unknown\nmystery 4\n# EOF\n",
+        );
+        let shape: Vec<(&str, MetricType, usize, Option<&str>)> = families
+            .iter()
+            .map(|f| (f.name.as_str(), f.kind, f.samples.len(), f.help.as_deref()))
+            .collect();
+        assert_eq!(
+            shape,
+            vec![
+                (
+                    "queue_bucket",
+                    MetricType::Gauge,
+                    2,
+                    Some("Waiting \\ \"now\".")
+                ),
+                (
+                    "queue_gcount",
+                    MetricType::Gauge,
+                    1,
+                    Some("Waiting \\ \"now\".")
+                ),
+                (
+                    "queue_gsum",
+                    MetricType::Gauge,
+                    1,
+                    Some("Waiting \\ \"now\".")
+                ),
+                ("state", MetricType::Gauge, 2, None),
+                ("mystery", MetricType::Untyped, 1, None),
+            ]
+        );
+        let error = parse("# TYPE h histogram\nh 1\n", Format::Text).expect_err("bare h");
+        assert_eq!(
+            error.message,
+            "a sample named `h` does not fit its histogram family"
+        );
+        let error = parse("# TYPE s summary\ns 1\n", Format::Text).expect_err("no quantile");
+        assert!(error.message.contains("`quantile`"), "{error}");
     }
 
     #[test]
