@@ -128,9 +128,6 @@ struct OpenFile {
     overflow: u64,
     /// The configured fingerprint size.
     fingerprint_target: usize,
-    /// Check that the file still continues what was read before reading
-    /// more: set when opened and after a read found nothing new.
-    verify_before_read: bool,
 }
 
 impl OpenFile {
@@ -146,7 +143,6 @@ impl OpenFile {
             partial: Vec::new(),
             overflow: 0,
             fingerprint_target: fingerprint_bytes,
-            verify_before_read: true,
         })
     }
 
@@ -200,24 +196,29 @@ fn rotated_path(path: &Path, index: usize) -> PathBuf {
 
 /// The path and its rotated siblings that exist, oldest first
 /// (`app.log.N`, …, `app.log.1`, `app.log`), opened.
+///
+/// Opened newest first: a rotation during the scan shifts every file to a
+/// higher index, so scanning upwards can meet a file twice (dropped by its
+/// inode) but never skip one, where scanning downwards could.
 fn open_family(path: &Path, options: &TailerOptions) -> Vec<OpenFile> {
     let mut files: Vec<OpenFile> = Vec::new();
-    for index in (0..=options.max_rotated_files).rev() {
+    for index in 0..=options.max_rotated_files {
         let candidate = if index == 0 {
             path.to_path_buf()
         } else {
             rotated_path(path, index)
         };
         match OpenFile::open(&candidate, options.fingerprint_bytes) {
-            // A rename between two opens can show one file twice.
             Ok(file) if files.iter().all(|seen| seen.id != file.id) => files.push(file),
             Ok(_) => {}
+            // A gap: a rename in progress, or fewer files than the maximum.
             Err(error) if error.kind() == io::ErrorKind::NotFound => {}
             Err(error) => {
                 tracing::warn!(path = %candidate.display(), error = %error, "cannot open a log file; skipping it");
             }
         }
     }
+    files.reverse();
     files
 }
 
@@ -342,17 +343,7 @@ impl Tailer {
                 }
             }
             let current = state.current.as_mut().expect("opened above");
-            // New bytes after a pause: make sure they still continue what
-            // was read (copytruncate followed by writes past our offset
-            // cannot be told from growth by the size alone).
-            if current.verify_before_read {
-                current.verify_before_read = false;
-                if !continues_what_was_read(current)? {
-                    consumed |= restart_truncated(state, index, options, lines, positions)?;
-                    continue;
-                }
-            }
-            if read_chunk(
+            match read_chunk(
                 current,
                 index,
                 options.max_line_bytes,
@@ -360,11 +351,17 @@ impl Tailer {
                 lines,
                 positions,
             )? {
-                consumed = true;
-                continue;
+                Chunk::Read => {
+                    consumed = true;
+                    continue;
+                }
+                Chunk::Replaced => {
+                    consumed |= restart_truncated(state, index, options, lines, positions)?;
+                    continue;
+                }
+                Chunk::End => {}
             }
             // At the end of the current file.
-            current.verify_before_read = true;
             if !state.next.is_empty() {
                 // Rotated: nothing more will be written to it.
                 let mut finished = state.current.take().expect("current is open");
@@ -395,7 +392,7 @@ impl Tailer {
                     // The writer may have appended between our last read and
                     // the rename: finish the old file through its handle
                     // before looking for the newer ones.
-                    if read_chunk(
+                    match read_chunk(
                         current,
                         index,
                         options.max_line_bytes,
@@ -403,8 +400,15 @@ impl Tailer {
                         lines,
                         positions,
                     )? {
-                        consumed = true;
-                        continue;
+                        Chunk::Read => {
+                            consumed = true;
+                            continue;
+                        }
+                        Chunk::Replaced => {
+                            consumed |= restart_truncated(state, index, options, lines, positions)?;
+                            continue;
+                        }
+                        Chunk::End => {}
                     }
                     let current_id = current.id;
                     let family = open_family(&state.path, options);
@@ -463,10 +467,16 @@ impl Budget {
     }
 }
 
-/// Whether the file is still at least as long as what was read and still
-/// starts with the bytes its fingerprint covers.
-fn continues_what_was_read(file: &OpenFile) -> io::Result<bool> {
-    Ok(file.len()? >= file.read_offset && file.fingerprint.matches(&file.file)?)
+/// What one read of a file gave.
+enum Chunk {
+    /// Bytes were consumed.
+    Read,
+    /// Nothing new.
+    End,
+    /// The file no longer starts as it did: truncated and written again
+    /// (copytruncate), so the bytes at our offset are not what follows
+    /// what was read.
+    Replaced,
 }
 
 /// The current file was truncated (or truncated and written again).
@@ -498,7 +508,6 @@ fn restart_truncated(
             copy.read_offset = line_start;
             let mut truncated = state.current.take().expect("current is open");
             truncated.read_offset = 0;
-            truncated.verify_before_read = false;
             truncated.fingerprint = fingerprint_of(&truncated.file, options.fingerprint_bytes)?;
             state.current = Some(copy);
             state.next.push_front(truncated);
@@ -506,7 +515,6 @@ fn restart_truncated(
         None => {
             consumed |= flush_partial(current, index, lines, positions);
             current.read_offset = 0;
-            current.verify_before_read = false;
             current.fingerprint = fingerprint_of(&current.file, options.fingerprint_bytes)?;
             if current.fingerprint.len > 0 {
                 positions.insert(
@@ -572,11 +580,17 @@ fn read_chunk(
     budget: &mut Budget,
     lines: &mut Vec<Line>,
     positions: &mut BTreeMap<usize, Position>,
-) -> io::Result<bool> {
+) -> io::Result<Chunk> {
     let mut buffer = vec![0; CHUNK_BYTES.min(budget.bytes.max(max_line_bytes + 1))];
     let read = file.file.read_at(&mut buffer, file.read_offset)?;
     if read == 0 {
-        return Ok(false);
+        return Ok(Chunk::End);
+    }
+    // Checked after the read: if the file still starts with the same bytes
+    // now, it did when the chunk was read (a truncation in between would
+    // have changed them), so the chunk continues what was read.
+    if !file.fingerprint.matches(&file.file)? {
+        return Ok(Chunk::Replaced);
     }
     let chunk = &buffer[..read];
     let chunk_start = file.read_offset;
@@ -612,7 +626,7 @@ fn read_chunk(
             },
         );
     }
-    Ok(at > 0)
+    Ok(if at > 0 { Chunk::Read } else { Chunk::End })
 }
 
 /// The line ending with `segment`: the held partial bytes plus the segment,

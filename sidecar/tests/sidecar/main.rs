@@ -6,6 +6,8 @@ mod aggregate_remote_write;
 mod backups;
 mod faults;
 mod helpers;
+mod logship;
+mod logship_receiver;
 mod logship_tailer;
 mod s3;
 mod skeleton;

@@ -1,0 +1,371 @@
+//! Test receivers for the log shipper's sinks, implementing the documented
+//! wire formats (Loki's JSON push, Elasticsearch's `_bulk`) and recording
+//! every entry; the answers can be scripted (500, 429, 400…) and the
+//! receiver stopped and started again on the same port (a sink outage).
+
+use std::collections::{BTreeMap, VecDeque};
+use std::net::TcpListener;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use actix_web::dev::ServerHandle;
+use actix_web::web::{self, Bytes, Data};
+use actix_web::{App, HttpRequest, HttpResponse, HttpServer};
+use serde_json::{Value, json};
+
+use super::helpers::wait_for;
+
+/// What the receiver saw and how it answers.
+#[derive(Default)]
+pub struct Recorded {
+    /// Loki entries in arrival order: (labels, timestamp ns, line).
+    pub loki: Vec<(BTreeMap<String, String>, i64, String)>,
+    /// Elasticsearch documents accepted: (index, _id, document).
+    pub elasticsearch: Vec<(String, String, Value)>,
+    /// Statuses of every request answered, in order.
+    pub statuses: Vec<u16>,
+    /// Statuses to answer to the next requests (then 2xx).
+    pub script: VecDeque<u16>,
+    /// Protocol violations seen (asserted empty by the tests).
+    pub violations: Vec<String>,
+    /// `Authorization` headers seen.
+    pub authorizations: Vec<String>,
+    /// Documents holding one of these texts get a 429 item the first time
+    /// (the text is then removed: the next delivery is accepted).
+    pub es_retry_once: Vec<String>,
+}
+
+/// A receiver on 127.0.0.1.
+pub struct Receiver {
+    pub port: u16,
+    pub recorded: Arc<Mutex<Recorded>>,
+    handle: Option<(ServerHandle, std::thread::JoinHandle<()>)>,
+}
+
+impl Receiver {
+    /// A receiver on a free port.
+    pub fn start() -> Receiver {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("binds port 0");
+        let port = listener.local_addr().expect("has an address").port();
+        let mut receiver = Receiver {
+            port,
+            recorded: Arc::new(Mutex::new(Recorded::default())),
+            handle: None,
+        };
+        receiver.serve(listener);
+        receiver
+    }
+
+    /// A port for a receiver that is not running yet (a sink that is down).
+    pub fn down() -> Receiver {
+        Receiver {
+            port: super::helpers::free_port(),
+            recorded: Arc::new(Mutex::new(Recorded::default())),
+            handle: None,
+        }
+    }
+
+    /// Starts (again) on the same port.
+    pub fn resume(&mut self) {
+        let listener = wait_for(
+            "the receiver's port to be free",
+            Duration::from_secs(10),
+            || TcpListener::bind(("127.0.0.1", self.port)).ok(),
+        );
+        self.serve(listener);
+    }
+
+    /// Stops answering: connections are refused.
+    pub fn stop(&mut self) {
+        if let Some((handle, thread)) = self.handle.take() {
+            futures_executor_block_on(handle.stop(false));
+            let _ = thread.join();
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn serve(&mut self, listener: TcpListener) {
+        let recorded = self.recorded.clone();
+        let (sender, handle_receiver) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            let system = actix_web::rt::System::new();
+            system.block_on(async move {
+                let data = Data::from(recorded);
+                let server = HttpServer::new(move || {
+                    App::new()
+                        .app_data(data.clone())
+                        .app_data(web::PayloadConfig::new(256 * 1024 * 1024))
+                        .route("/loki/api/v1/push", web::post().to(loki_push))
+                        .route("/_bulk", web::post().to(bulk))
+                })
+                .workers(1)
+                .disable_signals()
+                .shutdown_timeout(1)
+                .listen(listener)
+                .expect("listens")
+                .run();
+                sender.send(server.handle()).expect("the test waits");
+                let _ = server.await;
+            });
+        });
+        let handle = handle_receiver
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the receiver starts");
+        self.handle = Some((handle, thread));
+    }
+
+    /// Lines delivered to Loki, in arrival order.
+    pub fn loki_lines(&self) -> Vec<String> {
+        self.recorded
+            .lock()
+            .unwrap()
+            .loki
+            .iter()
+            .map(|(_, _, line)| line.clone())
+            .collect()
+    }
+
+    pub fn script(&self, statuses: &[u16]) {
+        self.recorded
+            .lock()
+            .unwrap()
+            .script
+            .extend(statuses.iter().copied());
+    }
+
+    pub fn statuses(&self) -> Vec<u16> {
+        self.recorded.lock().unwrap().statuses.clone()
+    }
+
+    pub fn violations(&self) -> Vec<String> {
+        self.recorded.lock().unwrap().violations.clone()
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn futures_executor_block_on<F: std::future::Future>(future: F) -> F::Output {
+    // The handle's stop future only needs polling; a tiny runtime does it.
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime")
+        .block_on(future)
+}
+
+/// The scripted answer, if any, recorded.
+fn scripted(recorded: &mut Recorded) -> Option<HttpResponse> {
+    let status = recorded.script.pop_front()?;
+    recorded.statuses.push(status);
+    let mut response =
+        HttpResponse::build(actix_web::http::StatusCode::from_u16(status).expect("a valid status"));
+    if status == 429 {
+        response.insert_header(("Retry-After", "1"));
+    }
+    Some(response.body(format!("scripted {status}")))
+}
+
+fn authorization(request: &HttpRequest, recorded: &mut Recorded) {
+    if let Some(value) = request.headers().get("authorization") {
+        recorded
+            .authorizations
+            .push(value.to_str().unwrap_or_default().to_string());
+    }
+}
+
+/// `POST /loki/api/v1/push`, JSON.
+async fn loki_push(
+    request: HttpRequest,
+    body: Bytes,
+    recorded: Data<Mutex<Recorded>>,
+) -> HttpResponse {
+    let mut recorded = recorded.lock().unwrap();
+    authorization(&request, &mut recorded);
+    if let Some(response) = scripted(&mut recorded) {
+        return response;
+    }
+    if request
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        != Some("application/json")
+    {
+        recorded
+            .violations
+            .push("loki: content-type is not application/json".into());
+    }
+    let push: Value = match serde_json::from_slice(&body) {
+        Ok(push) => push,
+        Err(error) => {
+            recorded
+                .violations
+                .push(format!("loki: body is not JSON: {error}"));
+            recorded.statuses.push(400);
+            return HttpResponse::BadRequest().finish();
+        }
+    };
+    for stream in push["streams"].as_array().cloned().unwrap_or_default() {
+        let labels: BTreeMap<String, String> = stream["stream"]
+            .as_object()
+            .map(|labels| {
+                labels
+                    .iter()
+                    .map(|(name, value)| (name.clone(), value.as_str().unwrap_or("").to_string()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut last = i64::MIN;
+        for value in stream["values"].as_array().cloned().unwrap_or_default() {
+            let timestamp: i64 = value[0]
+                .as_str()
+                .and_then(|ts| ts.parse().ok())
+                .unwrap_or_else(|| {
+                    recorded.violations.push(format!(
+                        "loki: timestamp is not a string of digits: {}",
+                        value[0]
+                    ));
+                    0
+                });
+            if timestamp < last {
+                recorded
+                    .violations
+                    .push("loki: entries out of order within a stream".into());
+            }
+            last = timestamp;
+            let line = value[1].as_str().unwrap_or_default().to_string();
+            recorded.loki.push((labels.clone(), timestamp, line));
+        }
+    }
+    recorded.statuses.push(204);
+    HttpResponse::NoContent().finish()
+}
+
+/// `POST /_bulk`, NDJSON. Documents whose text holds `POISON` fail with a
+/// 400 item; those holding a text of `es_retry_once` get a 429 item once.
+async fn bulk(request: HttpRequest, body: Bytes, recorded: Data<Mutex<Recorded>>) -> HttpResponse {
+    let mut recorded = recorded.lock().unwrap();
+    authorization(&request, &mut recorded);
+    if let Some(response) = scripted(&mut recorded) {
+        return response;
+    }
+    if request
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        != Some("application/x-ndjson")
+    {
+        recorded
+            .violations
+            .push("bulk: content-type is not application/x-ndjson".into());
+    }
+    if !body.ends_with(b"\n") {
+        recorded.violations.push("bulk: no final newline".into());
+    }
+    let lines: Vec<&[u8]> = body
+        .split(|&byte| byte == b'\n')
+        .filter(|line| !line.is_empty())
+        .collect();
+    if !lines.len().is_multiple_of(2) {
+        recorded
+            .violations
+            .push("bulk: an action without its document".into());
+    }
+    let mut items = Vec::new();
+    let mut errors = false;
+    for pair in lines.chunks(2) {
+        let action: Value = serde_json::from_slice(pair[0]).unwrap_or(Value::Null);
+        let document: Value = serde_json::from_slice(pair.get(1).copied().unwrap_or(b""))
+            .unwrap_or_else(|_| {
+                recorded
+                    .violations
+                    .push("bulk: a document is not JSON".into());
+                Value::Null
+            });
+        let index = action["create"]["_index"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let id = action["create"]["_id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        if index.is_empty() || id.is_empty() {
+            recorded
+                .violations
+                .push(format!("bulk: action without _index or _id: {action}"));
+        }
+        let status = if document.to_string().contains("POISON") {
+            400
+        } else if let Some(at) = recorded
+            .es_retry_once
+            .iter()
+            .position(|text| String::from_utf8_lossy(pair[1]).contains(text.as_str()))
+        {
+            recorded.es_retry_once.remove(at);
+            429
+        } else if recorded
+            .elasticsearch
+            .iter()
+            .any(|(_, seen, _)| *seen == id)
+        {
+            409
+        } else {
+            recorded
+                .elasticsearch
+                .push((index.clone(), id.clone(), document));
+            201
+        };
+        errors |= status >= 300;
+        let mut item = json!({"_index": index, "_id": id, "status": status});
+        if status == 400 {
+            item["error"] =
+                json!({"type": "mapper_parsing_exception", "reason": "poison document"});
+        } else if status == 409 {
+            item["error"] =
+                json!({"type": "version_conflict_engine_exception", "reason": "exists"});
+        } else if status == 429 {
+            item["error"] = json!({"type": "es_rejected_execution_exception", "reason": "busy"});
+        }
+        items.push(json!({"create": item}));
+    }
+    recorded.statuses.push(200);
+    HttpResponse::Ok().json(json!({"took": 1, "errors": errors, "items": items}))
+}
+
+/// Numbers of the numbered lines (`"n":123` in a record, or `line 123`).
+pub fn numbers(lines: &[String]) -> Vec<u64> {
+    lines
+        .iter()
+        .filter_map(|line| {
+            let start = line
+                .find("\"n\":")
+                .map(|at| at + 4)
+                .or_else(|| line.find("line ").map(|at| at + 5))?;
+            let digits: String = line[start..]
+                .chars()
+                .take_while(char::is_ascii_digit)
+                .collect();
+            digits.parse().ok()
+        })
+        .collect()
+}
+
+/// (missing numbers of 0..count, duplicated deliveries).
+pub fn tally(lines: &[String], count: u64) -> (Vec<u64>, usize) {
+    let mut seen: BTreeMap<u64, usize> = BTreeMap::new();
+    for number in numbers(lines) {
+        *seen.entry(number).or_default() += 1;
+    }
+    let missing = (0..count)
+        .filter(|number| !seen.contains_key(number))
+        .collect();
+    let duplicates = seen.values().map(|times| times - 1).sum();
+    (missing, duplicates)
+}
