@@ -624,3 +624,87 @@ fn aggregate_scrapers_within_the_cache_ttl_share_one_scrape_of_the_app() {
         assert_eq!(sample_lines(body, "todo_http_requests_total").len(), 5);
     }
 }
+
+#[test]
+fn aggregate_the_real_apps_exposition_is_parsed_aggregated_and_valid() {
+    // Arrange: todo-app's own metrics module, with known traffic.
+    let app_metrics = todo_app::metrics::Metrics::new();
+    for (method, route, status, count) in [
+        ("GET", "/api/todos", "200", 6),
+        ("GET", "/api/todos", "304", 1),
+        ("POST", "/api/todos", "201", 4),
+        ("POST", "/api/todos", "422", 2),
+        ("GET", "/api/todos/{id}", "404", 3),
+    ] {
+        app_metrics
+            .http_requests
+            .with_label_values(&[method, route, status])
+            .inc_by(count);
+    }
+    for (method, seconds) in [
+        ("GET", 0.0004),
+        ("GET", 0.003),
+        ("POST", 0.003),
+        ("POST", 0.2),
+    ] {
+        app_metrics
+            .http_request_duration
+            .with_label_values(&[method, "/api/todos"])
+            .observe(seconds);
+    }
+    let exposition = app_metrics.render();
+    let db = TestDb::create();
+    let app = AppFixture::start(&exposition);
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let mut sidecar = sidecar_for(&db, &app.url());
+    with_config_file(&mut sidecar, &dir, RULES_YAML);
+    let running = start_run(&sidecar);
+
+    // Act
+    let body = scrape(running.port);
+
+    // Assert: by route and class, 2xx 6 + 4, 3xx 1, 4xx 2 (and 3 on /{id}).
+    assert_eq!(
+        sample_lines(&body, "todo_http_requests_total"),
+        vec![
+            "todo_http_requests_total{route=\"/api/todos\",status_class=\"2xx\"} 10",
+            "todo_http_requests_total{route=\"/api/todos\",status_class=\"3xx\"} 1",
+            "todo_http_requests_total{route=\"/api/todos\",status_class=\"4xx\"} 2",
+            "todo_http_requests_total{route=\"/api/todos/{id}\",status_class=\"4xx\"} 3",
+        ]
+    );
+    // GET and POST summed per bucket: ≤0.0005 → 1, ≤0.0025 → 1, ≤0.005 → 3,
+    // ≤0.1 → 3, ≤0.25 → 4, … +Inf → 4.
+    let route = "todo_http_request_duration_seconds_bucket{route=\"/api/todos\",le=";
+    for (le, expected) in [
+        ("0.0005", 1.0),
+        ("0.0025", 1.0),
+        ("0.005", 3.0),
+        ("0.1", 3.0),
+        ("0.25", 4.0),
+        ("+Inf", 4.0),
+    ] {
+        assert_eq!(
+            value(&body, &format!("{route}\"{le}\"}}")),
+            Some(expected),
+            "le={le}"
+        );
+    }
+    assert_eq!(
+        value(
+            &body,
+            "todo_http_request_duration_seconds_count{route=\"/api/todos\"}"
+        ),
+        Some(4.0)
+    );
+    assert_eq!(value(&body, "todo_app_up"), Some(1.0));
+    // The app's build info passes through; its process metrics and the
+    // sidecar's are told apart.
+    assert_eq!(sample_lines(&body, "todo_build_info").len(), 1);
+    assert!(
+        body.contains("process_start_time_seconds{source=\"app\"}")
+            && body.contains("process_start_time_seconds{source=\"sidecar\"}"),
+        "{body}"
+    );
+    assert_promtool_accepts(&body);
+}
