@@ -193,11 +193,9 @@ impl Aggregator {
                     .app_scrape_failures_total
                     .with_label_values(&[error.reason()])
                     .inc();
-                let problem = format!(
-                    "cannot scrape the app at {}: {error}",
-                    self.settings.app_metrics_url
-                );
-                tracing::warn!(error = %error, url = %self.settings.app_metrics_url, "cannot scrape the app's metrics");
+                let url = redacted(&self.settings.app_metrics_url);
+                let problem = format!("cannot scrape the app at {url}: {error}");
+                tracing::warn!(error = %error, url = %url, "cannot scrape the app's metrics");
                 problems.push(problem);
                 Vec::new()
             }
@@ -335,6 +333,20 @@ fn clear_pg(metrics: &AggregateMetrics) {
     metrics.pg_database_size_bytes.reset();
     metrics.todos.reset();
     metrics.pg_oldest_transaction_age_seconds.reset();
+}
+
+/// `url` for logs and messages: a password in it (basic auth) is replaced,
+/// since secrets never appear in logs.
+pub(crate) fn redacted(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) => {
+            if parsed.password().is_some() {
+                let _ = parsed.set_password(Some("REDACTED"));
+            }
+            parsed.to_string()
+        }
+        Err(_) => "(an invalid URL)".to_string(),
+    }
 }
 
 /// Milliseconds since the epoch.

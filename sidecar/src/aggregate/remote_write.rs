@@ -259,7 +259,13 @@ async fn push(client: &reqwest::Client, url: &str, body: Vec<u8>) -> Result<(), 
         .body(body)
         .send()
         .await
-        .map_err(|error| PushError::Retryable(format!("cannot reach {url}: {error}")))?;
+        .map_err(|error| {
+            PushError::Retryable(format!(
+                "cannot reach {}: {}",
+                super::redacted(url),
+                error.without_url()
+            ))
+        })?;
     let status = response.status();
     if status.is_success() {
         return Ok(());
@@ -271,7 +277,11 @@ async fn push(client: &reqwest::Client, url: &str, body: Vec<u8>) -> Result<(), 
         .chars()
         .take(300)
         .collect();
-    let message = format!("{url} answered {status}: {}", text.trim());
+    let message = format!(
+        "{} answered {status}: {}",
+        super::redacted(url),
+        text.trim()
+    );
     if status.is_server_error() || status.as_u16() == 429 {
         Err(PushError::Retryable(message))
     } else {
@@ -316,7 +326,7 @@ pub async fn run(
     let external = external_labels(&settings.labels);
     let queue = Arc::new(Mutex::new(Queue::new(settings.max_queued_samples)));
     let ready = Arc::new(Notify::new());
-    tracing::info!(url = %url, interval_seconds = settings.interval_seconds, "remote_write started");
+    tracing::info!(url = %super::redacted(&url), interval_seconds = settings.interval_seconds, "remote_write started");
 
     let interval_seconds = settings.interval_seconds;
     let per_request = settings.max_samples_per_request;
@@ -447,6 +457,18 @@ mod tests {
             .collect();
         assert_eq!(sizes, vec![3, 1, 3, 2]);
         assert_eq!(queue.samples(), 0);
+    }
+
+    #[test]
+    fn aggregate_remote_write_urls_are_shown_without_their_password() {
+        assert_eq!(
+            crate::aggregate::redacted("https://writer:hunter2@metrics.example/api/v1/write"),
+            "https://writer:REDACTED@metrics.example/api/v1/write"
+        );
+        assert_eq!(
+            crate::aggregate::redacted("http://127.0.0.1:9090/api/v1/write"),
+            "http://127.0.0.1:9090/api/v1/write"
+        );
     }
 
     #[test]

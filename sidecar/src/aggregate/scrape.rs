@@ -100,14 +100,16 @@ fn classify(
     if error.is_timeout() {
         ScrapeError::Timeout(timeout)
     } else {
-        otherwise(describe(&error))
+        otherwise(describe(error))
     }
 }
 
 /// reqwest's error with its causes, which say what actually failed.
-fn describe(error: &reqwest::Error) -> String {
+fn describe(error: reqwest::Error) -> String {
+    // Without the URL: the caller names it, redacted.
+    let error = error.without_url();
     let mut text = error.to_string();
-    let mut source = std::error::Error::source(error);
+    let mut source = std::error::Error::source(&error);
     while let Some(cause) = source {
         text.push_str(": ");
         text.push_str(&cause.to_string());
