@@ -104,6 +104,8 @@ pub struct SinksSettings {
     pub loki: LokiSettings,
     /// Elasticsearch or OpenSearch `_bulk`.
     pub elasticsearch: ElasticsearchSettings,
+    /// An OpenTelemetry collector (OTLP/HTTP, protobuf).
+    pub otlp: OtlpSettings,
 }
 
 /// The stdout sink (`logship.sinks.stdout.*`).
@@ -141,6 +143,18 @@ pub struct ElasticsearchSettings {
     /// Index name, with strftime fields (`%Y`, `%m`, `%d`) taken from each
     /// line's `time` (UTC): `todo-logs-%Y.%m.%d`.
     pub index: String,
+    /// HTTP options.
+    pub http: HttpSettings,
+}
+
+/// OTLP/HTTP logs (`logship.sinks.otlp.*`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OtlpSettings {
+    /// Base URL (`http://otel-collector:4318`); `/v1/logs` is appended. Empty: off.
+    pub url: Option<String>,
+    /// The `service.name` resource attribute of the records.
+    pub service_name: String,
     /// HTTP options.
     pub http: HttpSettings,
 }
@@ -211,10 +225,14 @@ impl LogshipSettings {
             return Ok(());
         }
         let sinks = &self.sinks;
-        if !sinks.stdout.enabled && sinks.loki.url.is_none() && sinks.elasticsearch.url.is_none() {
+        if !sinks.stdout.enabled
+            && sinks.loki.url.is_none()
+            && sinks.elasticsearch.url.is_none()
+            && sinks.otlp.url.is_none()
+        {
             return Err(invalid(
                 "logship.sinks",
-                "needs at least one sink (stdout.enabled, loki.url or elasticsearch.url) when logship.paths is set",
+                "needs at least one sink (stdout.enabled, loki.url, elasticsearch.url or otlp.url) when logship.paths is set",
             ));
         }
         if self.max_line_bytes < 64 {
@@ -257,6 +275,7 @@ impl LogshipSettings {
                 "logship.sinks.elasticsearch.http",
                 &sinks.elasticsearch.http,
             ),
+            ("logship.sinks.otlp.http", &sinks.otlp.http),
         ] {
             match http.auth {
                 Some(AuthKind::Bearer) if http.token_file.is_none() => {

@@ -1,6 +1,6 @@
 //! Log shipping: tails todo-app's log files (following rotation and
 //! truncation), batches the lines and delivers them at least once to the
-//! configured sinks (stdout, Loki, Elasticsearch/OpenSearch), with a
+//! configured sinks (stdout, Loki, Elasticsearch/OpenSearch, OTLP), with a
 //! checkpoint that only moves once every sink acknowledged. See
 //! docs/logship.md for the configuration, the guarantee and the runbook.
 //!
@@ -27,6 +27,7 @@ use crate::metrics::LogshipMetrics;
 use config::LogshipSettings;
 use sinks::elasticsearch::ElasticsearchSink;
 use sinks::loki::LokiSink;
+use sinks::otlp::OtlpSink;
 use sinks::stdout::StdoutSink;
 use sinks::{HttpDelivery, Sink};
 
@@ -71,6 +72,13 @@ pub fn build_sinks(settings: &LogshipSettings) -> anyhow::Result<Vec<Sink>> {
         sinks.push(Sink::Http(Box::new(HttpDelivery::new(
             Box::new(ElasticsearchSink::new(&configured.elasticsearch)?),
             &configured.elasticsearch.http,
+            &settings.retry,
+        )?)));
+    }
+    if configured.otlp.url.is_some() {
+        sinks.push(Sink::Http(Box::new(HttpDelivery::new(
+            Box::new(OtlpSink::new(&configured.otlp)?),
+            &configured.otlp.http,
             &settings.retry,
         )?)));
     }

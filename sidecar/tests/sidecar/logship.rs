@@ -617,3 +617,150 @@ fn the_stdout_sink_prints_every_line() {
         (shipped == (0..50).map(record).collect::<Vec<_>>()).then_some(())
     });
 }
+
+#[test]
+fn bearer_and_basic_credentials_come_from_secret_files_and_bodies_are_gzipped() {
+    let loki = Receiver::start();
+    let elasticsearch = Receiver::start();
+    let mut shipper = loki_shipper(&loki);
+    let token = shipper.dir.path().join("loki-token");
+    let password = shipper.dir.path().join("es-password");
+    fs::write(&token, "t0ken-from-secret\n").unwrap();
+    fs::write(&password, "pa55word\n").unwrap();
+    shipper
+        .set("SIDECAR__LOGSHIP__SINKS__LOKI__HTTP__AUTH", "bearer")
+        .set(
+            "SIDECAR__LOGSHIP__SINKS__LOKI__HTTP__TOKEN_FILE",
+            token.to_str().unwrap(),
+        )
+        .set(
+            "SIDECAR__LOGSHIP__SINKS__ELASTICSEARCH__URL",
+            &elasticsearch.url(),
+        )
+        .set(
+            "SIDECAR__LOGSHIP__SINKS__ELASTICSEARCH__HTTP__AUTH",
+            "basic",
+        )
+        .set(
+            "SIDECAR__LOGSHIP__SINKS__ELASTICSEARCH__HTTP__USERNAME",
+            "shipper",
+        )
+        .set(
+            "SIDECAR__LOGSHIP__SINKS__ELASTICSEARCH__HTTP__PASSWORD_FILE",
+            password.to_str().unwrap(),
+        )
+        .set(
+            "SIDECAR__LOGSHIP__SINKS__ELASTICSEARCH__HTTP__GZIP",
+            "false",
+        );
+    shipper.start();
+
+    append(
+        &shipper.log_path(),
+        &(0..300u64).map(|n| record(n) + "\n").collect::<String>(),
+    );
+
+    assert_eq!(wait_for_all(&loki, &shipper, 300), 0);
+    wait_for("the documents", DELIVERY, || {
+        (elasticsearch.recorded.lock().unwrap().elasticsearch.len() == 300).then_some(())
+    });
+    let loki = loki.recorded.lock().unwrap();
+    assert!(!loki.authorizations.is_empty());
+    assert!(
+        loki.authorizations
+            .iter()
+            .all(|value| value == "Bearer t0ken-from-secret")
+    );
+    assert!(loki.encodings.iter().all(|encoding| encoding == "gzip"));
+    let elasticsearch = elasticsearch.recorded.lock().unwrap();
+    // base64("shipper:pa55word")
+    assert!(
+        elasticsearch
+            .authorizations
+            .iter()
+            .all(|value| value == "Basic c2hpcHBlcjpwYTU1d29yZA==")
+    );
+    assert!(
+        elasticsearch
+            .encodings
+            .iter()
+            .all(|encoding| encoding == "identity")
+    );
+    // The secrets are in no log line.
+    let output = shipper.output();
+    assert!(!output.contains("t0ken-from-secret") && !output.contains("pa55word"));
+}
+
+#[test]
+fn a_corrupt_checkpoint_is_reported_and_shipping_starts_from_the_beginning() {
+    let receiver = Receiver::start();
+    let mut shipper = loki_shipper(&receiver);
+    let checkpoint = shipper.dir.path().join("state/checkpoint.json");
+    fs::create_dir_all(checkpoint.parent().unwrap()).unwrap();
+    fs::write(&checkpoint, b"{\"version\":1,\"files\":{\"/x\":{\"fingerpr").unwrap();
+    append(
+        &shipper.log_path(),
+        &(0..100u64).map(|n| record(n) + "\n").collect::<String>(),
+    );
+
+    shipper.start();
+
+    assert_eq!(wait_for_all(&receiver, &shipper, 100), 0);
+    assert_eq!(
+        shipper.metric("todo_logship_checkpoint_errors_total{reason=\"corrupt\"}"),
+        1.0
+    );
+    assert!(
+        shipper
+            .output()
+            .contains("the log shipping checkpoint is unusable")
+    );
+    // Rewritten whole once the batch was acknowledged.
+    wait_for("a valid checkpoint", Duration::from_secs(10), || {
+        let text = fs::read(&checkpoint).ok()?;
+        serde_json::from_slice::<serde_json::Value>(&text).ok()
+    });
+    let (_, body) = http(shipper.admin_port, "GET", "/health/ready").unwrap();
+    assert!(body.contains("\"logship\":{\"status\":\"ok\"}"), "{body}");
+}
+
+#[test]
+fn otlp_records_carry_severity_trace_ids_and_fields() {
+    let receiver = Receiver::start();
+    let mut shipper = Shipper::new();
+    shipper.set("SIDECAR__LOGSHIP__SINKS__OTLP__URL", &receiver.url());
+    shipper.start();
+    let mut text: String = (0..200u64).map(|n| record(n) + "\n").collect();
+    text.push_str("plain text line 200\n");
+    append(&shipper.log_path(), &text);
+
+    let records = wait_for("the OTLP records", DELIVERY, || {
+        let records = receiver.recorded.lock().unwrap().otlp.clone();
+        (records.len() >= 201).then_some(records)
+    });
+
+    assert_eq!(records.len(), 201, "no duplicate");
+    assert_eq!(receiver.violations(), Vec::<String>::new());
+    for (n, record) in records[..200].iter().enumerate() {
+        let error = n % 10 == 0;
+        assert_eq!(record.service_name, "todo-app");
+        assert_eq!(record.severity_number, if error { 17 } else { 9 });
+        assert_eq!(record.severity_text, if error { "ERROR" } else { "INFO" });
+        assert_eq!(record.body, "[HTTP REQUEST - END]");
+        assert_eq!(record.trace_id, "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(
+            record.time_unix_nano,
+            1_795_694_400_000_000_000 + (n as u64 % 1_000_000) * 1000
+        );
+        assert_eq!(record.attributes["n"], n.to_string());
+        assert_eq!(record.attributes["request_id"], format!("req-{n}"));
+        assert!(!record.attributes.contains_key("msg"));
+    }
+    let raw = &records[200];
+    assert_eq!(raw.body, "plain text line 200");
+    assert_eq!(raw.severity_number, 0);
+    assert_eq!(
+        shipper.metric("todo_logship_lines_shipped_total{sink=\"otlp\"}"),
+        201.0
+    );
+}

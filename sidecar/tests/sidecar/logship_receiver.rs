@@ -1,5 +1,6 @@
 //! Test receivers for the log shipper's sinks, implementing the documented
-//! wire formats (Loki's JSON push, Elasticsearch's `_bulk`) and recording
+//! wire formats (Loki's JSON push, Elasticsearch's `_bulk`, OTLP/HTTP logs
+//! decoded with the official protobuf definitions) and recording
 //! every entry; the answers can be scripted (500, 429, 400…) and the
 //! receiver stopped and started again on the same port (a sink outage).
 
@@ -11,6 +12,11 @@ use std::time::Duration;
 use actix_web::dev::ServerHandle;
 use actix_web::web::{self, Bytes, Data};
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer};
+use opentelemetry_proto::tonic::collector::logs::v1::{
+    ExportLogsServiceRequest, ExportLogsServiceResponse,
+};
+use opentelemetry_proto::tonic::common::v1::any_value;
+use prost::Message;
 use serde_json::{Value, json};
 
 use super::helpers::wait_for;
@@ -30,9 +36,26 @@ pub struct Recorded {
     pub violations: Vec<String>,
     /// `Authorization` headers seen.
     pub authorizations: Vec<String>,
+    /// `Content-Encoding` headers seen (`identity` when absent).
+    pub encodings: Vec<String>,
+    /// OTLP log records, decoded with the official definitions.
+    pub otlp: Vec<OtlpRecord>,
     /// Documents holding one of these texts get a 429 item the first time
     /// (the text is then removed: the next delivery is accepted).
     pub es_retry_once: Vec<String>,
+}
+
+/// One OTLP log record, flattened for assertions.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OtlpRecord {
+    pub service_name: String,
+    pub time_unix_nano: u64,
+    pub severity_number: i32,
+    pub severity_text: String,
+    pub body: String,
+    pub trace_id: String,
+    pub span_id: String,
+    pub attributes: BTreeMap<String, String>,
 }
 
 /// A receiver on 127.0.0.1.
@@ -100,6 +123,7 @@ impl Receiver {
                         .app_data(web::PayloadConfig::new(256 * 1024 * 1024))
                         .route("/loki/api/v1/push", web::post().to(loki_push))
                         .route("/_bulk", web::post().to(bulk))
+                        .route("/v1/logs", web::post().to(otlp_logs))
                 })
                 .workers(1)
                 .disable_signals()
@@ -178,6 +202,13 @@ fn authorization(request: &HttpRequest, recorded: &mut Recorded) {
             .authorizations
             .push(value.to_str().unwrap_or_default().to_string());
     }
+    // actix-web has already decompressed the body; the header says how it came.
+    let encoding = request
+        .headers()
+        .get("content-encoding")
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or("identity");
+    recorded.encodings.push(encoding.to_string());
 }
 
 /// `POST /loki/api/v1/push`, JSON.
@@ -337,6 +368,90 @@ async fn bulk(request: HttpRequest, body: Bytes, recorded: Data<Mutex<Recorded>>
     }
     recorded.statuses.push(200);
     HttpResponse::Ok().json(json!({"took": 1, "errors": errors, "items": items}))
+}
+
+fn any_value_text(value: Option<&opentelemetry_proto::tonic::common::v1::AnyValue>) -> String {
+    match value.and_then(|value| value.value.as_ref()) {
+        Some(any_value::Value::StringValue(text)) => text.clone(),
+        Some(any_value::Value::IntValue(number)) => number.to_string(),
+        Some(any_value::Value::DoubleValue(number)) => number.to_string(),
+        Some(any_value::Value::BoolValue(flag)) => flag.to_string(),
+        Some(other) => format!("{other:?}"),
+        None => String::new(),
+    }
+}
+
+/// `POST /v1/logs`, protobuf `ExportLogsServiceRequest`.
+async fn otlp_logs(
+    request: HttpRequest,
+    body: Bytes,
+    recorded: Data<Mutex<Recorded>>,
+) -> HttpResponse {
+    let mut recorded = recorded.lock().unwrap();
+    authorization(&request, &mut recorded);
+    if let Some(response) = scripted(&mut recorded) {
+        return response;
+    }
+    if request
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        != Some("application/x-protobuf")
+    {
+        recorded
+            .violations
+            .push("otlp: content-type is not application/x-protobuf".into());
+    }
+    let export = match ExportLogsServiceRequest::decode(body.as_ref()) {
+        Ok(export) => export,
+        Err(error) => {
+            recorded
+                .violations
+                .push(format!("otlp: not an ExportLogsServiceRequest: {error}"));
+            recorded.statuses.push(400);
+            return HttpResponse::BadRequest().finish();
+        }
+    };
+    for resource_logs in export.resource_logs {
+        let service_name = resource_logs
+            .resource
+            .iter()
+            .flat_map(|resource| resource.attributes.iter())
+            .find(|attribute| attribute.key == "service.name")
+            .map(|attribute| any_value_text(attribute.value.as_ref()))
+            .unwrap_or_default();
+        for scope_logs in resource_logs.scope_logs {
+            for record in scope_logs.log_records {
+                recorded.otlp.push(OtlpRecord {
+                    service_name: service_name.clone(),
+                    time_unix_nano: record.time_unix_nano,
+                    severity_number: record.severity_number,
+                    severity_text: record.severity_text.clone(),
+                    body: any_value_text(record.body.as_ref()),
+                    trace_id: hex_string(&record.trace_id),
+                    span_id: hex_string(&record.span_id),
+                    attributes: record
+                        .attributes
+                        .iter()
+                        .map(|attribute| {
+                            (
+                                attribute.key.clone(),
+                                any_value_text(attribute.value.as_ref()),
+                            )
+                        })
+                        .collect(),
+                });
+            }
+        }
+    }
+    recorded.statuses.push(200);
+    HttpResponse::Ok()
+        .content_type("application/x-protobuf")
+        .body(ExportLogsServiceResponse::default().encode_to_vec())
+}
+
+fn hex_string(bytes: &[u8]) -> String {
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
 /// Numbers of the numbered lines (`"n":123` in a record, or `line 123`).

@@ -10,6 +10,7 @@
 
 pub mod elasticsearch;
 pub mod loki;
+pub mod otlp;
 pub mod stdout;
 
 use std::fs::{self, File, OpenOptions};
