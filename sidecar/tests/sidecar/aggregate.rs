@@ -277,6 +277,7 @@ fn aggregate_serves_the_apps_metrics_summed_by_the_rules_with_database_gauges() 
     let dir = tempfile::tempdir().expect("temporary directory");
     let mut sidecar = sidecar_for(&db, &app.url());
     with_config_file(&mut sidecar, &dir, RULES_YAML);
+    sidecar.set("SIDECAR__AGGREGATE__CACHE_TTL_MS", "0");
     let running = start_run(&sidecar);
 
     // Act
@@ -319,11 +320,15 @@ fn aggregate_serves_the_apps_metrics_summed_by_the_rules_with_database_gauges() 
     assert_eq!(value(&body, "todo_pg_up"), Some(1.0));
     assert_eq!(value(&body, "todo_todos{completed=\"true\"}"), Some(2.0));
     assert_eq!(value(&body, "todo_todos{completed=\"false\"}"), Some(3.0));
-    let size: f64 = db
-        .query("SELECT pg_database_size(current_database())::text AS value")
-        .parse()
-        .expect("a number");
-    assert_eq!(value(&body, "todo_pg_database_size_bytes"), Some(size));
+    // The size as PostgreSQL reports it (polled: background writes such as
+    // a hint-bit flush could change it between the two reads).
+    wait_for("the database size", Duration::from_secs(30), || {
+        let size: f64 = db
+            .query("SELECT pg_database_size(current_database())::text AS value")
+            .parse()
+            .expect("a number");
+        (value(&scrape(running.port), "todo_pg_database_size_bytes") == Some(size)).then_some(())
+    });
     assert_promtool_accepts(&body);
 }
 
