@@ -59,6 +59,9 @@ pub struct Aggregator {
     runtime: tokio::runtime::Handle,
     cache: tokio::sync::Mutex<Option<Arc<Snapshot>>>,
     health: Mutex<Option<HealthHandle>>,
+    /// The last remote_write failure, until a push succeeds: part of the
+    /// component's health next to the collection's own problems.
+    remote_write_problem: Mutex<Option<String>>,
 }
 
 impl Aggregator {
@@ -91,6 +94,7 @@ impl Aggregator {
             runtime: tokio::runtime::Handle::current(),
             cache: tokio::sync::Mutex::new(None),
             health: Mutex::new(None),
+            remote_write_problem: Mutex::new(None),
         }))
     }
 
@@ -214,21 +218,40 @@ impl Aggregator {
                 }
             }
         }
-        if let Some(health) = self.health.lock().expect("never poisoned").as_ref() {
-            health.set(if problems.is_empty() {
-                ComponentHealth::Ok
-            } else {
-                ComponentHealth::Degraded {
-                    message: problems.join("; "),
-                }
-            });
-        }
+        self.report_health(&problems);
         Snapshot {
             taken: Instant::now(),
             timestamp_ms: now_ms(),
             app,
             problems,
         }
+    }
+
+    /// Sets the component's health from the last collection's problems and
+    /// the last remote_write failure.
+    fn report_health(&self, problems: &[String]) {
+        let Some(health) = self.health.lock().expect("never poisoned").clone() else {
+            return;
+        };
+        let mut all = problems.to_vec();
+        all.extend(
+            self.remote_write_problem
+                .lock()
+                .expect("never poisoned")
+                .clone(),
+        );
+        health.set(if all.is_empty() {
+            ComponentHealth::Ok
+        } else {
+            ComponentHealth::Degraded {
+                message: all.join("; "),
+            }
+        });
+    }
+
+    /// Records the outcome of a remote_write push for the component's health.
+    fn remote_write_outcome(&self, problem: Option<String>) {
+        *self.remote_write_problem.lock().expect("never poisoned") = problem;
     }
 
     /// Fetches, parses, aggregates and limits the app's exposition.

@@ -335,6 +335,7 @@ pub async fn run(
         Duration::from_millis(settings.min_backoff_ms),
         Duration::from_millis(settings.max_backoff_ms),
     );
+    let sender_aggregator = aggregator.clone();
     let producer = {
         let queue = queue.clone();
         let ready = ready.clone();
@@ -401,9 +402,15 @@ pub async fn run(
                 .await;
                 in_flight.store(0, Ordering::SeqCst);
                 match outcome {
-                    Ok(()) => metrics.remote_write_samples_sent_total.inc_by(samples),
+                    Ok(()) => {
+                        metrics.remote_write_samples_sent_total.inc_by(samples);
+                        sender_aggregator.remote_write_outcome(None);
+                    }
                     Err(error) => {
                         metrics.remote_write_samples_failed_total.inc_by(samples);
+                        sender_aggregator.remote_write_outcome(Some(format!(
+                            "remote_write: {samples} samples given up: {error}"
+                        )));
                         tracing::warn!(error = %error, samples, "remote_write push failed; samples given up");
                     }
                 }

@@ -241,4 +241,13 @@ fn aggregate_remote_write_to_an_unreachable_receiver_counts_failed_samples() {
         value(&body, "todo_remote_write_samples_dropped_total"),
         Some(0.0)
     );
+    // The reason shows in readiness once the next collection reports.
+    let ready = wait_for("the failure in readiness", Duration::from_secs(30), || {
+        let (_, ready) = http(running.port, "GET", "/health/ready")?;
+        ready.contains("remote_write:").then_some(ready)
+    });
+    assert!(
+        ready.contains("samples given up: cannot reach http://127.0.0.1:"),
+        "{ready}"
+    );
 }
