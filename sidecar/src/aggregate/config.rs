@@ -188,3 +188,99 @@ impl AggregateSettings {
         Duration::from_millis(self.cache_ttl_ms)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use crate::configuration::Settings;
+
+    fn load(pairs: &[(&str, &str)]) -> Result<Settings, String> {
+        let vars: HashMap<String, String> = pairs
+            .iter()
+            .map(|(name, value)| (name.to_string(), value.to_string()))
+            .collect();
+        Settings::load_from(&vars).map_err(|error| error.to_string())
+    }
+
+    #[test]
+    fn aggregate_defaults_scrape_the_local_app_with_remote_write_off() {
+        let settings = load(&[]).expect("base.yaml is valid");
+        let aggregate = settings.aggregate;
+        assert!(aggregate.enabled);
+        assert_eq!(aggregate.app_metrics_url, "http://127.0.0.1:9000/metrics");
+        assert_eq!(aggregate.max_series, 10_000);
+        assert!(aggregate.rules.is_empty());
+        assert_eq!(aggregate.remote_write.url, None);
+    }
+
+    #[test]
+    fn aggregate_variables_set_the_urls_and_remote_write_labels() {
+        let settings = load(&[
+            (
+                "SIDECAR__AGGREGATE__APP_METRICS_URL",
+                "http://app:9000/metrics",
+            ),
+            (
+                "SIDECAR__AGGREGATE__REMOTE_WRITE__URL",
+                "http://prometheus:9090/api/v1/write",
+            ),
+            (
+                "SIDECAR__AGGREGATE__REMOTE_WRITE__LABELS__NAMESPACE",
+                "prod",
+            ),
+        ])
+        .expect("valid settings");
+        assert_eq!(
+            settings.aggregate.app_metrics_url,
+            "http://app:9000/metrics"
+        );
+        assert_eq!(
+            settings.aggregate.remote_write.url.as_deref(),
+            Some("http://prometheus:9090/api/v1/write")
+        );
+        assert_eq!(
+            settings
+                .aggregate
+                .remote_write
+                .labels
+                .get("namespace")
+                .map(String::as_str),
+            Some("prod")
+        );
+    }
+
+    #[test]
+    fn aggregate_invalid_values_are_rejected_naming_the_key() {
+        for (name, value, key) in [
+            (
+                "SIDECAR__AGGREGATE__APP_METRICS_URL",
+                "app:9000",
+                "aggregate.app_metrics_url",
+            ),
+            (
+                "SIDECAR__AGGREGATE__MAX_SERIES",
+                "0",
+                "aggregate.max_series",
+            ),
+            (
+                "SIDECAR__AGGREGATE__REMOTE_WRITE__URL",
+                "prometheus:9090",
+                "aggregate.remote_write.url",
+            ),
+            (
+                "SIDECAR__AGGREGATE__REMOTE_WRITE__MAX_QUEUED_SAMPLES",
+                "10",
+                "aggregate.remote_write.max_queued_samples",
+            ),
+            (
+                "SIDECAR__AGGREGATE__SCRAPE_TIMEOUT_MSS",
+                "10",
+                "scrape_timeout_mss",
+            ),
+        ] {
+            let error = load(&[(name, value)]).expect_err(name);
+            assert!(error.contains(key), "{name}: {error}");
+        }
+    }
+}
