@@ -764,3 +764,51 @@ fn otlp_records_carry_severity_trace_ids_and_fields() {
         201.0
     );
 }
+
+#[test]
+fn a_sink_behind_tls_is_reached_with_the_configured_ca_file() {
+    let (receiver, ca_pem) = Receiver::start_tls();
+    let mut shipper = Shipper::new();
+    let ca_file = shipper.dir.path().join("ca.pem");
+    fs::write(&ca_file, ca_pem).unwrap();
+    shipper
+        .set(
+            "SIDECAR__LOGSHIP__SINKS__LOKI__URL",
+            &format!("https://localhost:{}", receiver.port),
+        )
+        .set(
+            "SIDECAR__LOGSHIP__SINKS__LOKI__HTTP__CA_FILE",
+            ca_file.to_str().unwrap(),
+        );
+    shipper.start();
+
+    append(
+        &shipper.log_path(),
+        &(0..100u64).map(|n| record(n) + "\n").collect::<String>(),
+    );
+
+    assert_eq!(wait_for_all(&receiver, &shipper, 100), 0);
+}
+
+#[test]
+fn without_the_ca_file_a_tls_sink_is_retried_and_nothing_is_acknowledged() {
+    let (receiver, _) = Receiver::start_tls();
+    let mut shipper = Shipper::new();
+    shipper.set(
+        "SIDECAR__LOGSHIP__SINKS__LOKI__URL",
+        &format!("https://localhost:{}", receiver.port),
+    );
+    shipper.start();
+
+    append(&shipper.log_path(), &(record(0) + "\n"));
+
+    wait_for("failed TLS handshakes", Duration::from_secs(20), || {
+        (shipper.metric("todo_logship_failures_total{reason=\"connection\",sink=\"loki\"}") >= 2.0)
+            .then_some(())
+    });
+    assert!(receiver.loki_lines().is_empty());
+    assert_eq!(
+        shipper.metric("todo_logship_lines_shipped_total{sink=\"loki\"}"),
+        0.0
+    );
+}

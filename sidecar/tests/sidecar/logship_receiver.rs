@@ -63,6 +63,7 @@ pub struct Receiver {
     pub port: u16,
     pub recorded: Arc<Mutex<Recorded>>,
     handle: Option<(ServerHandle, std::thread::JoinHandle<()>)>,
+    tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl Receiver {
@@ -74,9 +75,37 @@ impl Receiver {
             port,
             recorded: Arc::new(Mutex::new(Recorded::default())),
             handle: None,
+            tls: None,
         };
         receiver.serve(listener);
         receiver
+    }
+
+    /// A receiver serving HTTPS with a new self-signed certificate for
+    /// `localhost`, returned as PEM (the CA file a sink must trust).
+    pub fn start_tls() -> (Receiver, String) {
+        let certified = rcgen::generate_simple_self_signed(vec!["localhost".into()])
+            .expect("generates a certificate");
+        let key =
+            rustls::pki_types::PrivateKeyDer::Pkcs8(certified.signing_key.serialize_der().into());
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("TLS 1.2 and 1.3")
+        .with_no_client_auth()
+        .with_single_cert(vec![certified.cert.der().clone()], key)
+        .expect("a valid certificate and key");
+        let listener = TcpListener::bind("127.0.0.1:0").expect("binds port 0");
+        let port = listener.local_addr().expect("has an address").port();
+        let mut receiver = Receiver {
+            port,
+            recorded: Arc::new(Mutex::new(Recorded::default())),
+            handle: None,
+            tls: Some(Arc::new(config)),
+        };
+        receiver.serve(listener);
+        (receiver, certified.cert.pem())
     }
 
     /// A port for a receiver that is not running yet (a sink that is down).
@@ -85,6 +114,7 @@ impl Receiver {
             port: super::helpers::free_port(),
             recorded: Arc::new(Mutex::new(Recorded::default())),
             handle: None,
+            tls: None,
         }
     }
 
@@ -112,6 +142,7 @@ impl Receiver {
 
     fn serve(&mut self, listener: TcpListener) {
         let recorded = self.recorded.clone();
+        let tls = self.tls.clone();
         let (sender, handle_receiver) = std::sync::mpsc::channel();
         let thread = std::thread::spawn(move || {
             let system = actix_web::rt::System::new();
@@ -127,8 +158,11 @@ impl Receiver {
                 })
                 .workers(1)
                 .disable_signals()
-                .shutdown_timeout(1)
-                .listen(listener)
+                .shutdown_timeout(1);
+                let server = match tls {
+                    Some(config) => server.listen_rustls_0_23(listener, (*config).clone()),
+                    None => server.listen(listener),
+                }
                 .expect("listens")
                 .run();
                 sender.send(server.handle()).expect("the test waits");
