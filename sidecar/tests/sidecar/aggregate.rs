@@ -713,3 +713,50 @@ fn aggregate_the_real_apps_exposition_is_parsed_aggregated_and_valid() {
     );
     assert_promtool_accepts(&body);
 }
+
+#[test]
+fn aggregate_a_database_query_that_waits_is_cut_by_the_statement_timeout() {
+    // Arrange: the todos table locked by another session.
+    let db = TestDb::create();
+    migrate_and_add_todos(&db, 1, 1);
+    let app = AppFixture::start(APP_EXPOSITION);
+    let mut sidecar = sidecar_for(&db, &app.url());
+    sidecar
+        .set("SIDECAR__AGGREGATE__CACHE_TTL_MS", "0")
+        .set("SIDECAR__AGGREGATE__DATABASE_STATEMENT_TIMEOUT_MS", "300");
+    let running = start_run(&sidecar);
+    let mut locker = db.connect();
+    locker
+        .batch_execute("BEGIN; LOCK TABLE todos IN ACCESS EXCLUSIVE MODE")
+        .expect("locks the table");
+
+    // Act
+    let started = Instant::now();
+    let body = scrape(running.port);
+    let took = started.elapsed();
+
+    // Assert: given up after the timeout, well within the scrape deadline.
+    assert!(
+        took < Duration::from_millis(2500),
+        "the scrape took {took:?}"
+    );
+    assert_eq!(value(&body, "todo_pg_up"), Some(0.0));
+    assert!(sample_lines(&body, "todo_todos").is_empty());
+    assert!(sample_lines(&body, "todo_pg_connections").is_empty());
+    assert_eq!(value(&body, "todo_app_up"), Some(1.0));
+    let (_, ready) = http(running.port, "GET", "/health/ready").expect("answers");
+    // statement_timeout or lock_timeout (both set), whichever fires first.
+    assert!(
+        ready.contains("Failed to count the todos: canceling statement due to"),
+        "{ready}"
+    );
+
+    // Act: the lock goes away; the next read reconnects.
+    locker.batch_execute("ROLLBACK").expect("releases the lock");
+    let body = scrape(running.port);
+
+    // Assert
+    assert_eq!(value(&body, "todo_pg_up"), Some(1.0));
+    assert_eq!(value(&body, "todo_todos{completed=\"true\"}"), Some(1.0));
+    assert_eq!(value(&body, "todo_todos{completed=\"false\"}"), Some(1.0));
+}
