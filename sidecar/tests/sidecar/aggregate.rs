@@ -760,3 +760,48 @@ fn aggregate_a_database_query_that_waits_is_cut_by_the_statement_timeout() {
     assert_eq!(value(&body, "todo_todos{completed=\"true\"}"), Some(1.0));
     assert_eq!(value(&body, "todo_todos{completed=\"false\"}"), Some(1.0));
 }
+
+#[test]
+fn aggregate_a_black_holed_database_costs_one_deadline_then_fails_fast() {
+    // Arrange: a "database" that accepts connections and never answers.
+    let hole = TcpListener::bind("127.0.0.1:0").expect("binds the black hole");
+    let hole_port = hole.local_addr().expect("has an address").port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in hole.incoming().flatten() {
+            held.push(stream);
+        }
+    });
+    let db = TestDb::create();
+    let app = AppFixture::start(APP_EXPOSITION);
+    let mut sidecar = sidecar_for(&db, &app.url());
+    sidecar
+        .set(
+            "DATABASE_URL",
+            &format!("postgres://postgres@127.0.0.1:{hole_port}/todo"),
+        )
+        .set("SIDECAR__DATABASE__CONNECT_TIMEOUT_SECONDS", "30")
+        .set("SIDECAR__AGGREGATE__CACHE_TTL_MS", "0")
+        .set("SIDECAR__AGGREGATE__SCRAPE_TIMEOUT_MS", "3000");
+    // The start-up collection already hangs on the database (for 3 s).
+    let running = start_run(&sidecar);
+
+    // Act: the connection attempt still hangs (libpq waits up to 30 s).
+    let started = Instant::now();
+    let body = scrape(running.port);
+    let took = started.elapsed();
+
+    // Assert: no second wait behind the first; the app's metrics are served.
+    assert!(
+        took < Duration::from_millis(600),
+        "the scrape took {took:?}"
+    );
+    assert_eq!(value(&body, "todo_pg_up"), Some(0.0));
+    assert!(sample_lines(&body, "todo_pg_database_size_bytes").is_empty());
+    assert_eq!(value(&body, "todo_app_up"), Some(1.0));
+    let (_, ready) = http(running.port, "GET", "/health/ready").expect("answers");
+    assert!(
+        ready.contains("the previous read of the database gauges is still running"),
+        "{ready}"
+    );
+}
