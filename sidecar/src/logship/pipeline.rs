@@ -1,14 +1,21 @@
 //! The shipping loop: batch → send to every sink → acknowledge → checkpoint.
 //!
-//! One batch is in flight at a time and nothing more is read while it is
-//! being retried: when a sink is down the log files are the buffer, memory
-//! stays bounded by one batch, and `todo_logship_lag_bytes` grows. The
-//! checkpoint moves only after every sink accepted (or dead-lettered) the
-//! batch, so a crash loses nothing and repeats at most that batch.
+//! A reader thread fills batches (reading is blocking file I/O, and decoding
+//! the lines is CPU work) while the previous batch is being sent; the
+//! channel between them holds one batch, so at most two batches are in
+//! memory. Nothing more is read while a batch is being retried: when a sink
+//! is down the log files are the buffer, memory stays bounded, and
+//! `todo_logship_lag_bytes` grows. The checkpoint moves only after every
+//! sink accepted (or dead-lettered) a batch, so a crash loses nothing and
+//! repeats at most the batch in flight (the one read ahead was never sent).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
 
 use super::checkpoint::{Checkpoint, LoadError};
 use super::config::LogshipSettings;
@@ -18,8 +25,12 @@ use super::source::{Line, Position, Tailer, TailerOptions};
 use crate::component::{ComponentHealth, HealthHandle, Shutdown};
 use crate::metrics::LogshipMetrics;
 
-/// How often the lag gauge is refreshed while a batch is being retried.
-const LAG_REFRESH: Duration = Duration::from_secs(1);
+/// Lines read together, and where each path stands after them.
+struct Batch {
+    events: Vec<Event>,
+    positions: BTreeMap<usize, Position>,
+    bytes: u64,
+}
 
 /// Runs the pipeline until shutdown. I/O errors on the log files end it
 /// with an error (the supervisor restarts it from the checkpoint).
@@ -28,10 +39,10 @@ pub async fn run(
     sinks: &[Sink],
     metrics: LogshipMetrics,
     health: HealthHandle,
-    mut shutdown: Shutdown,
+    shutdown: Shutdown,
 ) -> anyhow::Result<()> {
     let checkpoint = load_checkpoint(&settings, &metrics);
-    let (mut tailer, resumed) = Tailer::open(
+    let (tailer, resumed) = Tailer::open(
         TailerOptions {
             paths: settings.paths.clone(),
             start_at: settings.start_at,
@@ -51,23 +62,105 @@ pub async fn run(
     let mut saved = checkpoint.unwrap_or_default();
     let paths = tailer.paths();
     let dead_letter = DeadLetter::new(&settings.dead_letter);
-    let batch = &settings.batch;
+    // Bytes read and handed over but not acknowledged yet (part of the lag).
+    let unacknowledged = Arc::new(AtomicU64::new(0));
+    let (sender, mut batches) = mpsc::channel::<std::io::Result<Batch>>(1);
+    let reader = {
+        let settings = settings.clone();
+        let metrics = metrics.clone();
+        let shutdown = shutdown.clone();
+        let unacknowledged = unacknowledged.clone();
+        tokio::task::spawn_blocking(move || {
+            read_batches(
+                tailer,
+                &settings,
+                &metrics,
+                &shutdown,
+                &unacknowledged,
+                &sender,
+            )
+        })
+    };
     health.set(ComponentHealth::Ok);
+    let outcome = async {
+        while let Some(batch) = batches.recv().await {
+            let batch = batch?;
+            if !batch.events.is_empty() {
+                let context = DeliveryContext {
+                    metrics: &metrics,
+                    retry: &settings.retry,
+                    dead_letter: &dead_letter,
+                    shutdown: shutdown.clone(),
+                };
+                let results = futures_util::future::join_all(
+                    sinks
+                        .iter()
+                        .map(|sink| sink.deliver(&batch.events, &context)),
+                )
+                .await;
+                if results.iter().any(Result::is_err) {
+                    tracing::info!(
+                        lines = batch.events.len(),
+                        "stopped with a batch not delivered; it is sent again after the restart"
+                    );
+                    return Ok(());
+                }
+            }
+            if !batch.positions.is_empty() {
+                save(
+                    &mut saved,
+                    &paths,
+                    &batch.positions,
+                    &settings.checkpoint_path,
+                    &metrics,
+                    &health,
+                );
+            }
+            unacknowledged.fetch_sub(batch.bytes, Ordering::SeqCst);
+        }
+        Ok(())
+    }
+    .await;
+    // The reader stops once it sees shutdown or the closed channel.
+    drop(batches);
+    if let Err(error) = reader.await {
+        // A bug; the supervisor restarts the component from the checkpoint.
+        anyhow::bail!("the log reader thread failed: {error}");
+    }
+    outcome
+}
+
+/// The reader thread: fills batches and hands them over until shutdown (the
+/// last, partial batch is handed over too) or until the pipeline is gone.
+fn read_batches(
+    mut tailer: Tailer,
+    settings: &LogshipSettings,
+    metrics: &LogshipMetrics,
+    shutdown: &Shutdown,
+    unacknowledged: &AtomicU64,
+    sender: &mpsc::Sender<std::io::Result<Batch>>,
+) {
+    let limits = &settings.batch;
+    let timeout = Duration::from_millis(limits.timeout_ms);
     loop {
-        // Fill one batch.
         let mut lines: Vec<Line> = Vec::new();
         let mut positions: BTreeMap<usize, Position> = BTreeMap::new();
         let mut bytes = 0usize;
         let mut first_line_at: Option<Instant> = None;
-        let mut stopping = false;
         loop {
             let before = lines.len();
-            let consumed = tailer.read(
-                batch.max_lines.saturating_sub(lines.len()),
-                batch.max_bytes.saturating_sub(bytes),
+            let consumed = match tailer.read(
+                limits.max_lines.saturating_sub(lines.len()),
+                limits.max_bytes.saturating_sub(bytes),
                 &mut lines,
                 &mut positions,
-            )?;
+            ) {
+                Ok(consumed) => consumed,
+                Err(error) => {
+                    let _ = sender.blocking_send(Err(error));
+                    return;
+                }
+            };
             bytes += lines[before..]
                 .iter()
                 .map(|line| line.bytes.len())
@@ -75,90 +168,58 @@ pub async fn run(
             metrics
                 .lines_read_total
                 .inc_by((lines.len() - before) as u64);
-            metrics
-                .lag_bytes
-                .set((tailer.unread_bytes() + bytes as u64) as i64);
+            set_lag(metrics, &tailer, bytes, unacknowledged);
             if !lines.is_empty() && first_line_at.is_none() {
                 first_line_at = Some(Instant::now());
             }
-            if lines.len() >= batch.max_lines || bytes >= batch.max_bytes {
-                break;
-            }
-            let timeout = Duration::from_millis(batch.timeout_ms);
             let waited = first_line_at.map(|at| at.elapsed());
-            if waited.is_some_and(|waited| waited >= timeout) {
+            let full = lines.len() >= limits.max_lines || bytes >= limits.max_bytes;
+            let old = waited.is_some_and(|waited| waited >= timeout);
+            // Only empty lines or a move to a newer file: nothing to send,
+            // but the position is worth keeping.
+            let position_only = !consumed && lines.is_empty() && !positions.is_empty();
+            if full || old || position_only || shutdown.is_requested() {
                 break;
             }
-            if consumed {
-                continue;
-            }
-            if lines.is_empty() && !positions.is_empty() {
-                // Only empty lines or a move to a newer file: nothing to
-                // send, but the position is worth keeping.
-                save(
-                    &mut saved,
-                    &paths,
-                    &positions,
-                    &settings.checkpoint_path,
-                    &metrics,
-                    &health,
-                );
-                positions.clear();
-            }
-            let nap = match waited {
-                Some(waited) => settings.poll_interval().min(timeout - waited),
-                None => settings.poll_interval(),
-            };
-            tokio::select! {
-                _ = shutdown.requested() => { stopping = true; break; }
-                _ = tokio::time::sleep(nap) => {}
+            if !consumed {
+                std::thread::sleep(match waited {
+                    Some(waited) => settings.poll_interval().min(timeout - waited),
+                    None => settings.poll_interval(),
+                });
             }
         }
-        if !lines.is_empty() {
-            let events: Vec<Event> = lines.iter().map(Event::from_line).collect();
+        let stopping = shutdown.is_requested();
+        if !lines.is_empty() || !positions.is_empty() {
+            unacknowledged.fetch_add(bytes as u64, Ordering::SeqCst);
+            let mut batch = Ok(Batch {
+                events: lines.iter().map(Event::from_line).collect(),
+                positions,
+                bytes: bytes as u64,
+            });
             drop(lines);
-            let context = DeliveryContext {
-                metrics: &metrics,
-                retry: &settings.retry,
-                dead_letter: &dead_letter,
-                shutdown: shutdown.clone(),
-            };
-            let deliveries = futures_util::future::join_all(
-                sinks.iter().map(|sink| sink.deliver(&events, &context)),
-            );
-            tokio::pin!(deliveries);
-            let mut lag_refresh = tokio::time::interval(LAG_REFRESH);
-            let results = loop {
-                tokio::select! {
-                    results = &mut deliveries => break results,
-                    _ = lag_refresh.tick() => metrics
-                        .lag_bytes
-                        .set((tailer.unread_bytes() + bytes as u64) as i64),
+            // Waits while the previous batch is being sent (that is the
+            // backpressure), refreshing the lag meanwhile.
+            loop {
+                match sender.try_send(batch) {
+                    Ok(()) => break,
+                    Err(mpsc::error::TrySendError::Closed(_)) => return,
+                    Err(mpsc::error::TrySendError::Full(back)) => {
+                        batch = back;
+                        set_lag(metrics, &tailer, 0, unacknowledged);
+                        std::thread::sleep(settings.poll_interval());
+                    }
                 }
-            };
-            if results.iter().any(Result::is_err) {
-                tracing::info!(
-                    lines = events.len(),
-                    "stopped with a batch not delivered; it is sent again after the restart"
-                );
-                return Ok(());
             }
         }
-        if !positions.is_empty() {
-            save(
-                &mut saved,
-                &paths,
-                &positions,
-                &settings.checkpoint_path,
-                &metrics,
-                &health,
-            );
-        }
-        metrics.lag_bytes.set(tailer.unread_bytes() as i64);
-        if stopping || shutdown.is_requested() {
-            return Ok(());
+        if stopping {
+            return;
         }
     }
+}
+
+fn set_lag(metrics: &LogshipMetrics, tailer: &Tailer, reading: usize, unacknowledged: &AtomicU64) {
+    let lag = tailer.unread_bytes() + reading as u64 + unacknowledged.load(Ordering::SeqCst);
+    metrics.lag_bytes.set(lag as i64);
 }
 
 /// The checkpoint at start-up; a missing or corrupt one is logged and

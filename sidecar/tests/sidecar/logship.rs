@@ -322,6 +322,8 @@ fn kill_9_at_random_points_repeats_at_most_one_batch_per_kill() {
     let receiver = Receiver::start();
     let mut shipper = loki_shipper(&receiver);
     shipper.set("SIDECAR__LOGSHIP__BATCH__MAX_LINES", "50");
+    // At least the writer's max_files (docs/logship.md).
+    shipper.set("SIDECAR__LOGSHIP__MAX_ROTATED_FILES", "50");
     let path = shipper.log_path();
     let mut writer = RotatingFile::open(&path, 64 * 1024, 50).expect("opens app.log");
     let mut written = 0u64;
