@@ -70,6 +70,8 @@ pub async fn run(
         let metrics = metrics.clone();
         let shutdown = shutdown.clone();
         let unacknowledged = unacknowledged.clone();
+        // To wait on the channel with a timeout from the blocking thread.
+        let runtime = tokio::runtime::Handle::current();
         tokio::task::spawn_blocking(move || {
             read_batches(
                 tailer,
@@ -77,7 +79,7 @@ pub async fn run(
                 &metrics,
                 &shutdown,
                 &unacknowledged,
-                &sender,
+                (&sender, &runtime),
             )
         })
     };
@@ -138,7 +140,10 @@ fn read_batches(
     metrics: &LogshipMetrics,
     shutdown: &Shutdown,
     unacknowledged: &AtomicU64,
-    sender: &mpsc::Sender<std::io::Result<Batch>>,
+    (sender, runtime): (
+        &mpsc::Sender<std::io::Result<Batch>>,
+        &tokio::runtime::Handle,
+    ),
 ) {
     let limits = &settings.batch;
     let timeout = Duration::from_millis(limits.timeout_ms);
@@ -200,13 +205,13 @@ fn read_batches(
             // Waits while the previous batch is being sent (that is the
             // backpressure), refreshing the lag meanwhile.
             loop {
-                match sender.try_send(batch) {
+                let send = sender.send_timeout(batch, settings.poll_interval());
+                match runtime.block_on(send) {
                     Ok(()) => break,
-                    Err(mpsc::error::TrySendError::Closed(_)) => return,
-                    Err(mpsc::error::TrySendError::Full(back)) => {
+                    Err(mpsc::error::SendTimeoutError::Closed(_)) => return,
+                    Err(mpsc::error::SendTimeoutError::Timeout(back)) => {
                         batch = back;
                         set_lag(metrics, &tailer, 0, unacknowledged);
-                        std::thread::sleep(settings.poll_interval());
                     }
                 }
             }
