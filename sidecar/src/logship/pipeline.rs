@@ -2,10 +2,10 @@
 //!
 //! A reader thread fills batches (reading is blocking file I/O, and decoding
 //! the lines is CPU work) while the previous batch is being sent; the
-//! channel between them holds one batch, so at most two batches are in
-//! memory. Nothing more is read while a batch is being retried: when a sink
-//! is down the log files are the buffer, memory stays bounded, and
-//! `todo_logship_lag_bytes` grows. The checkpoint moves only after every
+//! channel between them holds one batch and a batch is only read once it
+//! has room, so at most two batches are in memory. Nothing more is read
+//! while a batch is being retried: when a sink is down the log files are the
+//! buffer, memory stays bounded, and `todo_logship_lag_bytes` grows. The checkpoint moves only after every
 //! sink accepted (or dead-lettered) a batch, so a crash loses nothing and
 //! repeats at most the batch in flight (the one read ahead was never sent).
 
@@ -148,6 +148,17 @@ fn read_batches(
     let limits = &settings.batch;
     let timeout = Duration::from_millis(limits.timeout_ms);
     loop {
+        // A batch is only read once the channel has room for it: with the
+        // batch being sent, at most two batches exist (the backpressure).
+        // The lag is refreshed while waiting, as the sink may be down.
+        let permit = loop {
+            let reserve = tokio::time::timeout(settings.poll_interval(), sender.reserve());
+            match runtime.block_on(reserve) {
+                Ok(Ok(permit)) => break permit,
+                Ok(Err(_closed)) => return,
+                Err(_waited) => set_lag(metrics, &tailer, 0, unacknowledged),
+            }
+        };
         let mut lines: Vec<Line> = Vec::new();
         let mut positions: BTreeMap<usize, Position> = BTreeMap::new();
         let mut bytes = 0usize;
@@ -162,7 +173,7 @@ fn read_batches(
             ) {
                 Ok(consumed) => consumed,
                 Err(error) => {
-                    let _ = sender.blocking_send(Err(error));
+                    permit.send(Err(error));
                     return;
                 }
             };
@@ -196,25 +207,11 @@ fn read_batches(
         let stopping = shutdown.is_requested();
         if !lines.is_empty() || !positions.is_empty() {
             unacknowledged.fetch_add(bytes as u64, Ordering::SeqCst);
-            let mut batch = Ok(Batch {
+            permit.send(Ok(Batch {
                 events: lines.iter().map(Event::from_line).collect(),
                 positions,
                 bytes: bytes as u64,
-            });
-            drop(lines);
-            // Waits while the previous batch is being sent (that is the
-            // backpressure), refreshing the lag meanwhile.
-            loop {
-                let send = sender.send_timeout(batch, settings.poll_interval());
-                match runtime.block_on(send) {
-                    Ok(()) => break,
-                    Err(mpsc::error::SendTimeoutError::Closed(_)) => return,
-                    Err(mpsc::error::SendTimeoutError::Timeout(back)) => {
-                        batch = back;
-                        set_lag(metrics, &tailer, 0, unacknowledged);
-                    }
-                }
-            }
+            }));
         }
         if stopping {
             return;

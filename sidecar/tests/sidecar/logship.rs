@@ -385,6 +385,9 @@ fn a_sink_down_for_5_seconds_gets_everything_when_back_and_lag_grows_meanwhile()
         shipper.metric("todo_logship_failures_total{reason=\"connection\",sink=\"loki\"}") >= 2.0
     );
     assert!(receiver.loki_lines().is_empty());
+    // Reading stopped: the batch being retried and the one read ahead
+    // (200 lines each), not the 1000 lines on disk.
+    assert_eq!(shipper.metric("todo_logship_lines_read_total"), 400.0);
 
     receiver.resume();
 
