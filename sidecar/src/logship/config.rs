@@ -314,3 +314,75 @@ fn paths_from_list_or_string<'de, D: Deserializer<'de>>(
         .map(PathBuf::from)
         .collect())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use crate::configuration::Settings;
+
+    fn load(pairs: &[(&str, &str)]) -> Result<Settings, String> {
+        let vars: HashMap<String, String> = pairs
+            .iter()
+            .map(|(name, value)| (name.to_string(), value.to_string()))
+            .collect();
+        Settings::load_from(&vars).map_err(|error| error.to_string())
+    }
+
+    #[test]
+    fn log_shipping_is_off_by_default() {
+        let settings = load(&[]).unwrap();
+        assert!(!settings.logship.enabled());
+    }
+
+    #[test]
+    fn paths_come_comma_separated_from_a_variable() {
+        let settings = load(&[
+            ("SIDECAR__LOGSHIP__PATHS", "/logs/app.log, /logs/other.log"),
+            ("SIDECAR__LOGSHIP__SINKS__STDOUT__ENABLED", "true"),
+        ])
+        .unwrap();
+        assert!(settings.logship.enabled());
+        assert_eq!(
+            settings.logship.paths,
+            vec![
+                std::path::PathBuf::from("/logs/app.log"),
+                std::path::PathBuf::from("/logs/other.log")
+            ]
+        );
+    }
+
+    #[test]
+    fn paths_without_a_sink_are_refused() {
+        let error = load(&[("SIDECAR__LOGSHIP__PATHS", "/logs/app.log")]).unwrap_err();
+        assert!(error.contains("logship.sinks"), "{error}");
+    }
+
+    #[test]
+    fn a_high_cardinality_loki_label_is_refused() {
+        let error = load(&[
+            ("SIDECAR__LOGSHIP__PATHS", "/logs/app.log"),
+            ("SIDECAR__LOGSHIP__SINKS__LOKI__URL", "http://loki:3100"),
+            ("SIDECAR__LOGSHIP__SINKS__LOKI__LABELS__REQUEST_ID", "x"),
+        ])
+        .unwrap_err();
+        assert!(error.contains("request_id"), "{error}");
+    }
+
+    #[test]
+    fn bearer_auth_without_a_token_file_is_refused() {
+        let error = load(&[
+            ("SIDECAR__LOGSHIP__PATHS", "/logs/app.log"),
+            ("SIDECAR__LOGSHIP__SINKS__LOKI__URL", "http://loki:3100"),
+            ("SIDECAR__LOGSHIP__SINKS__LOKI__HTTP__AUTH", "bearer"),
+        ])
+        .unwrap_err();
+        assert!(error.contains("token_file"), "{error}");
+    }
+
+    #[test]
+    fn an_unknown_logship_key_is_refused_with_its_name() {
+        let error = load(&[("SIDECAR__LOGSHIP__BATCH__MAX_LINEZ", "5")]).unwrap_err();
+        assert!(error.contains("max_linez"), "{error}");
+    }
+}

@@ -507,3 +507,97 @@ impl DeadLetter {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::logship::source::Line;
+
+    fn event(text: &str) -> Event {
+        Event::from_line(&Line {
+            path_index: 0,
+            bytes: text.as_bytes().to_vec(),
+            original_len: text.len(),
+            end_offset: 0,
+        })
+    }
+
+    #[test]
+    fn the_dead_letter_file_is_bounded_and_every_record_stays_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dead.ndjson");
+        let dead_letter = DeadLetter::new(&DeadLetterSettings {
+            path: path.clone(),
+            max_bytes: 1000,
+        });
+        let metrics = LogshipMetrics::new();
+        let events: Vec<Event> = (0..40)
+            .map(|n| event(&format!("poison line {n:03}")))
+            .collect();
+
+        for chunk in events.chunks(4) {
+            let refs: Vec<&Event> = chunk.iter().collect();
+            dead_letter.write("loki", "400 Bad Request", &refs, &metrics);
+        }
+
+        let current = fs::read_to_string(&path).unwrap();
+        let previous = fs::read_to_string(dir.path().join("dead.ndjson.1")).unwrap();
+        assert!(current.len() <= 1000 && previous.len() <= 1000);
+        let mut lines: Vec<String> = previous
+            .lines()
+            .chain(current.lines())
+            .map(|record| {
+                let record: serde_json::Value = serde_json::from_str(record).unwrap();
+                assert_eq!(record["sink"], "loki");
+                assert_eq!(record["reason"], "400 Bad Request");
+                record["line"].as_str().unwrap().to_string()
+            })
+            .collect();
+        // The newest records are kept, in order, and all are counted.
+        lines.dedup();
+        assert_eq!(lines.last().unwrap(), "poison line 039");
+        assert!(lines.windows(2).all(|pair| pair[0] < pair[1]));
+        assert_eq!(
+            metrics
+                .dead_lettered_total
+                .with_label_values(&["loki"])
+                .get(),
+            40
+        );
+    }
+
+    #[test]
+    fn retry_after_takes_seconds_or_a_date() {
+        assert_eq!(parse_retry_after("3"), Some(Duration::from_secs(3)));
+        let soon = (chrono::Utc::now() + chrono::Duration::seconds(30)).to_rfc2822();
+        let wait = parse_retry_after(&soon).unwrap();
+        assert!(wait > Duration::from_secs(25) && wait <= Duration::from_secs(30));
+        assert_eq!(parse_retry_after("soon"), None);
+    }
+
+    #[test]
+    fn backoff_doubles_with_jitter_up_to_the_maximum() {
+        let mut backoff = Backoff::new(&RetrySettings {
+            initial_backoff_ms: 100,
+            max_backoff_ms: 400,
+            request_timeout_ms: 1000,
+        });
+        let waits: Vec<Duration> = (0..5).map(|_| backoff.next(None)).collect();
+        for (wait, step) in waits.iter().zip([100, 200, 400, 400, 400]) {
+            let step = Duration::from_millis(step);
+            assert!(
+                *wait >= step / 2 && *wait <= step,
+                "{wait:?} for step {step:?}"
+            );
+        }
+        // A server's Retry-After wins over a shorter backoff, within ten times the maximum.
+        assert_eq!(
+            backoff.next(Some(Duration::from_secs(2))),
+            Duration::from_secs(2)
+        );
+        assert_eq!(
+            backoff.next(Some(Duration::from_secs(60))),
+            Duration::from_secs(4)
+        );
+    }
+}
