@@ -93,6 +93,7 @@ pub async fn run(
                     retry: &settings.retry,
                     dead_letter: &dead_letter,
                     shutdown: shutdown.clone(),
+                    health: &health,
                 };
                 let results = futures_util::future::join_all(
                     sinks

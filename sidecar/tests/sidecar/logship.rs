@@ -388,6 +388,12 @@ fn a_sink_down_for_5_seconds_gets_everything_when_back_and_lag_grows_meanwhile()
     // Reading stopped: the batch being retried and the one read ahead
     // (200 lines each), not the 1000 lines on disk.
     assert_eq!(shipper.metric("todo_logship_lines_read_total"), 400.0);
+    let (_, ready) = http(shipper.admin_port, "GET", "/health/ready").unwrap();
+    let ready: serde_json::Value = serde_json::from_str(&ready).unwrap();
+    assert_eq!(
+        ready["components"]["logship"],
+        serde_json::json!({"status": "degraded", "message": "loki: connection; retrying"})
+    );
 
     receiver.resume();
 
@@ -395,6 +401,16 @@ fn a_sink_down_for_5_seconds_gets_everything_when_back_and_lag_grows_meanwhile()
     wait_for("the lag to drop to 0", Duration::from_secs(10), || {
         (shipper.metric("todo_logship_lag_bytes") == 0.0).then_some(())
     });
+    wait_for(
+        "the component to be ok again",
+        Duration::from_secs(10),
+        || {
+            let (_, ready) = http(shipper.admin_port, "GET", "/health/ready")?;
+            ready
+                .contains("\"logship\":{\"status\":\"ok\"}")
+                .then_some(())
+        },
+    );
 }
 
 #[test]

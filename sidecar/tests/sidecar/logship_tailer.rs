@@ -321,6 +321,8 @@ enum Op {
     CopyTruncate,
     Drain,
     Restart,
+    /// A batch read and never acknowledged, then a restart (kill -9).
+    Crash,
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -330,6 +332,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => Just(Op::CopyTruncate),
         2 => Just(Op::Drain),
         1 => Just(Op::Restart),
+        1 => Just(Op::Crash),
     ]
 }
 
@@ -344,7 +347,8 @@ proptest! {
     /// writes, rotations (at most MAX_FILES between two reads, as the app
     /// keeps MAX_FILES), copytruncates and restarts from the acknowledged
     /// checkpoint, the tailer delivers exactly the written lines, in order,
-    /// each once. One precondition, inherent to copytruncate: the tailer
+    /// each once (lines read but not acknowledged before a crash are not
+    /// delivered, and are read again). One precondition, inherent to copytruncate: the tailer
     /// has read a line of the file before it is truncated (otherwise the
     /// copy is a file it has never seen and cannot tell from any other).
     #[test]
@@ -385,6 +389,10 @@ proptest! {
                     live_file_seen = live_lines > 0;
                 }
                 Op::Restart => harness.restart(),
+                Op::Crash => {
+                    harness.read_unacknowledged();
+                    harness.restart();
+                }
             }
         }
         harness.drain();

@@ -27,7 +27,7 @@ use secrecy::{ExposeSecret, SecretString};
 
 use super::config::{AuthKind, DeadLetterSettings, HttpSettings, RetrySettings};
 use super::event::Event;
-use crate::component::Shutdown;
+use crate::component::{ComponentHealth, HealthHandle, Shutdown};
 use crate::metrics::LogshipMetrics;
 
 /// A configured sink.
@@ -89,6 +89,9 @@ pub struct DeliveryContext<'a> {
     pub dead_letter: &'a DeadLetter,
     /// Interrupts waits between retries.
     pub shutdown: Shutdown,
+    /// The component's health: `degraded` (with the sink and reason) while
+    /// a batch is being retried, so `/health/ready` says why shipping stalls.
+    pub health: &'a HealthHandle,
 }
 
 /// A request body and its content type.
@@ -250,6 +253,9 @@ impl HttpDelivery {
                 }
             };
             context.failures(name, reason);
+            context.health.set(ComponentHealth::Degraded {
+                message: format!("{name}: {reason}; retrying"),
+            });
             let wait = backoff.next(retry_after);
             let mut shutdown = context.shutdown.clone();
             if shutdown.is_requested() {
