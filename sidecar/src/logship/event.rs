@@ -56,11 +56,16 @@ impl Event {
     pub fn from_line(line: &Line) -> Event {
         let truncated = line.truncated();
         // A cut line is not valid JSON any more: it goes as a raw message.
-        let head = if !truncated && line.bytes.first() == Some(&b'{') {
+        let object = !truncated && line.bytes.first() == Some(&b'{');
+        let head = if object {
             serde_json::from_slice::<Head>(&line.bytes).ok()
         } else {
             None
         };
+        // A JSON object whose known fields have unexpected types (a string
+        // `level`, a numeric `time`) is still a record, just without them.
+        let json = head.is_some()
+            || (object && serde_json::from_slice::<serde::de::IgnoredAny>(&line.bytes).is_ok());
         let mut text = String::from_utf8_lossy(&line.bytes).into_owned();
         if truncated {
             text.push_str(TRUNCATION_MARK);
@@ -70,7 +75,7 @@ impl Event {
         let Some(head) = head else {
             return Event {
                 text,
-                json: false,
+                json,
                 truncated,
                 level: None,
                 time_unix_nano: None,
@@ -136,6 +141,15 @@ mod tests {
             event.trace_id.as_deref(),
             Some("4bf92f3577b34da6a3ce929d0e0e4736")
         );
+    }
+
+    #[test]
+    fn a_record_with_odd_field_types_is_still_a_record() {
+        let text = r#"{"level":"info","time":12,"msg":"x"}"#;
+        let event = Event::from_line(&line(text, text.len()));
+        assert!(event.json);
+        assert_eq!(event.level, None);
+        assert_eq!(event.time_unix_nano, None);
     }
 
     #[test]

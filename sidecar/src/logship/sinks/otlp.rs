@@ -224,7 +224,13 @@ fn record(event: &Event, observed: u64) -> LogRecord {
         .flatten();
     match fields {
         Some(fields) => {
-            record.body = string(event.msg.clone().unwrap_or_default());
+            // The record's `msg`, or the whole line when it has none.
+            record.body = string(
+                fields
+                    .get("msg")
+                    .and_then(Value::as_str)
+                    .map_or_else(|| event.text.clone(), str::to_string),
+            );
             record.attributes = fields
                 .iter()
                 .filter(|(key, _)| !NOT_ATTRIBUTES.contains(&key.as_str()))
