@@ -833,3 +833,35 @@ fn without_the_ca_file_a_tls_sink_is_retried_and_nothing_is_acknowledged() {
         0.0
     );
 }
+
+#[test]
+fn every_configured_path_is_shipped() {
+    let receiver = Receiver::start();
+    let mut shipper = loki_shipper(&receiver);
+    let other = shipper.dir.path().join("other.log");
+    let paths = format!("{},{}", shipper.log_path().display(), other.display());
+    shipper.set("SIDECAR__LOGSHIP__PATHS", &paths);
+    shipper.start();
+
+    append(
+        &shipper.log_path(),
+        &(0..300u64).map(|n| record(n) + "\n").collect::<String>(),
+    );
+    append(
+        &other,
+        &(300..600u64).map(|n| record(n) + "\n").collect::<String>(),
+    );
+
+    assert_eq!(wait_for_all(&receiver, &shipper, 600), 0);
+    shipper.stop();
+    let checkpoint: serde_json::Value = serde_json::from_slice(
+        &fs::read(shipper.dir.path().join("state/checkpoint.json")).unwrap(),
+    )
+    .unwrap();
+    let files = checkpoint["files"].as_object().unwrap();
+    assert_eq!(files.len(), 2, "{checkpoint}");
+    assert_eq!(
+        files[&other.display().to_string()]["offset"],
+        fs::metadata(&other).unwrap().len()
+    );
+}
