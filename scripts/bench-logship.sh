@@ -20,6 +20,8 @@ say() { echo "bench-logship: $*" >&2; }
 RECEIVER_PID=""
 TIME_PID=""
 cleanup() {
+  # The sidecar first (GNU time's child), then time itself.
+  [[ -n "$TIME_PID" ]] && pkill -TERM -P "$TIME_PID" 2>/dev/null || true
   [[ -n "$TIME_PID" ]] && kill "$TIME_PID" 2>/dev/null || true
   [[ -n "$RECEIVER_PID" ]] && kill "$RECEIVER_PID" 2>/dev/null || true
   rm -rf "$WORK"
@@ -119,9 +121,13 @@ env -i PATH="$PATH" HOME="${HOME:-/root}" \
   SIDECAR__LOGSHIP__SINKS__LOKI__HTTP__GZIP="$GZIP" \
   /usr/bin/time -v -o "$WORK/time.txt" "$BIN" run >"$WORK/sidecar.log" 2>&1 &
 TIME_PID=$!
+DEADLINE=$((SECONDS + 900))
 until [[ "$(count)" -ge "$LINES" ]]; do
   if ! kill -0 "$TIME_PID" 2>/dev/null; then
     say "the sidecar exited early:"; tail -20 "$WORK/sidecar.log" >&2; exit 1
+  fi
+  if (( SECONDS > DEADLINE )); then
+    say "not all lines arrived within 900 s ($(count) of $LINES):"; tail -20 "$WORK/sidecar.log" >&2; exit 1
   fi
   sleep 0.2
 done
