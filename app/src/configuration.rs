@@ -164,28 +164,16 @@ impl Settings {
         // The environment file is optional only when nobody asked for one:
         // a production pod without its file must not start on local defaults.
         let environment_file_required = vars.contains_key("APP_ENVIRONMENT");
-        let app_vars: config::Map<String, String> = vars
-            .iter()
-            .filter(|(name, _)| name.starts_with("APP__"))
-            .map(|(name, value)| (name.clone(), value.clone()))
-            .collect();
-        let settings: Settings = Config::builder()
-            .add_source(File::from_str(BASE_YAML, FileFormat::Yaml))
-            .add_source(
-                File::from(config_dir.join(format!("{environment}.yaml")))
-                    .required(environment_file_required),
-            )
-            .add_source(
-                Environment::with_prefix("APP")
-                    .prefix_separator("__")
-                    .separator("__")
-                    .try_parsing(true)
-                    .source(Some(app_vars)),
-            )
-            .set_override_option("database.url", vars.get("DATABASE_URL").cloned())?
-            .set_override_option("server.port", vars.get("PORT").cloned())?
-            .build()?
-            .try_deserialize()?;
+        let settings: Settings = load_layers(Layers {
+            base_yaml: BASE_YAML,
+            file: Some((
+                config_dir.join(format!("{environment}.yaml")),
+                environment_file_required,
+            )),
+            env_prefix: "APP",
+            vars,
+            overrides: &[("database.url", "DATABASE_URL"), ("server.port", "PORT")],
+        })?;
         settings.validate()?;
         Ok(settings)
     }
@@ -219,8 +207,7 @@ impl Settings {
                 "must be at least 1",
             ));
         }
-        let url = self.database.url.expose_secret();
-        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        if !is_postgres_url(self.database.url.expose_secret()) {
             // Never echo the value: it may hold a password.
             return Err(invalid(
                 "database.url",
@@ -247,6 +234,60 @@ impl Settings {
         }
         Ok(())
     }
+}
+
+/// The layers of one program's configuration, lowest first: compiled-in
+/// defaults, an optional file, `PREFIX__SECTION__KEY` variables, then
+/// conventional variables overriding single keys. Shared by todo-app and
+/// todo-sidecar so both load (and reject unknown keys) the same way.
+pub struct Layers<'a> {
+    /// The defaults, compiled into the binary.
+    pub base_yaml: &'a str,
+    /// A YAML file and whether it must exist.
+    pub file: Option<(PathBuf, bool)>,
+    /// `APP` or `SIDECAR`: variables `PREFIX__SECTION__KEY` set `section.key`.
+    pub env_prefix: &'a str,
+    /// The process environment (tests pass their own).
+    pub vars: &'a HashMap<String, String>,
+    /// `(key, VARIABLE)`: the variable, when set, wins for that key (`DATABASE_URL`, `PORT`).
+    pub overrides: &'a [(&'a str, &'a str)],
+}
+
+/// Builds and deserializes the layered configuration.
+pub fn load_layers<T: serde::de::DeserializeOwned>(
+    layers: Layers<'_>,
+) -> Result<T, config::ConfigError> {
+    let marker = format!("{}__", layers.env_prefix);
+    // Only this program's variables: the `config` crate would otherwise read
+    // the real process environment, which tests must not depend on.
+    let own_vars: config::Map<String, String> = layers
+        .vars
+        .iter()
+        .filter(|(name, _)| name.starts_with(&marker))
+        .map(|(name, value)| (name.clone(), value.clone()))
+        .collect();
+    let mut builder =
+        Config::builder().add_source(File::from_str(layers.base_yaml, FileFormat::Yaml));
+    if let Some((path, required)) = layers.file {
+        builder = builder.add_source(File::from(path).required(required));
+    }
+    builder = builder.add_source(
+        Environment::with_prefix(layers.env_prefix)
+            .prefix_separator("__")
+            .separator("__")
+            .try_parsing(true)
+            .source(Some(own_vars)),
+    );
+    for (key, variable) in layers.overrides {
+        builder = builder.set_override_option(*key, layers.vars.get(*variable).cloned())?;
+    }
+    builder.build()?.try_deserialize()
+}
+
+/// Whether a database URL is one libpq and diesel accept (checked without
+/// ever echoing the value, which may hold a password).
+pub fn is_postgres_url(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
 }
 
 impl ServerSettings {
