@@ -176,12 +176,17 @@ impl Metrics {
 
     /// The Prometheus text exposition of every registered metric.
     pub fn render(&self) -> String {
-        let mut buffer = Vec::new();
-        TextEncoder::new()
-            .encode(&self.registry.gather(), &mut buffer)
-            .expect("encoding metrics into a Vec cannot fail");
-        String::from_utf8(buffer).expect("the text format is UTF-8")
+        render_registry(&self.registry)
     }
+}
+
+/// The Prometheus text exposition (format 0.0.4) of a registry.
+pub fn render_registry(registry: &Registry) -> String {
+    let mut buffer = Vec::new();
+    TextEncoder::new()
+        .encode(&registry.gather(), &mut buffer)
+        .expect("encoding metrics into a Vec cannot fail");
+    String::from_utf8(buffer).expect("the text format is UTF-8")
 }
 
 /// Process-wide telemetry counters: logging and tracing are set up once per
