@@ -6,17 +6,18 @@
 //! Every struct rejects unknown keys and [`Settings::validate`] rejects values
 //! that would fail later, so a typo stops start-up with the key named.
 //!
-//! Each component owns one section (`backup` today; `logship` and `aggregate`
-//! later): adding a component is one field here and one section in base.yaml.
+//! Each component owns one section (`backup`, `logship`, `aggregate`): adding
+//! a component is one field here and one section in base.yaml. The layering
+//! itself is todo-app's `configuration::load_layers`, shared by both programs.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
-use config::{Config, Environment, File, FileFormat};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
+use todo_app::configuration::{Layers, is_postgres_url, load_layers};
 
 pub use crate::aggregate::config::{AggregateSettings, RemoteWriteSettings, RuleSettings};
 pub use crate::logship::config::LogshipSettings;
@@ -160,28 +161,17 @@ impl Settings {
 
     /// Loads the layered settings from the given variables (tests pass their own).
     pub fn load_from(vars: &HashMap<String, String>) -> Result<Settings, SettingsError> {
-        let sidecar_vars: config::Map<String, String> = vars
-            .iter()
-            .filter(|(name, _)| name.starts_with("SIDECAR__"))
-            .map(|(name, value)| (name.clone(), value.clone()))
-            .collect();
-        let mut builder = Config::builder().add_source(File::from_str(BASE_YAML, FileFormat::Yaml));
         // A file nobody asked for is not looked for: the pod's configuration
         // is explicit, and a stray file in the working directory cannot leak in.
-        if let Some(path) = vars.get("SIDECAR_CONFIG_FILE") {
-            builder = builder.add_source(File::from(PathBuf::from(path)).required(true));
-        }
-        let settings: Settings = builder
-            .add_source(
-                Environment::with_prefix("SIDECAR")
-                    .prefix_separator("__")
-                    .separator("__")
-                    .try_parsing(true)
-                    .source(Some(sidecar_vars)),
-            )
-            .set_override_option("database.url", vars.get("DATABASE_URL").cloned())?
-            .build()?
-            .try_deserialize()?;
+        let settings: Settings = load_layers(Layers {
+            base_yaml: BASE_YAML,
+            file: vars
+                .get("SIDECAR_CONFIG_FILE")
+                .map(|path| (PathBuf::from(path), true)),
+            env_prefix: "SIDECAR",
+            vars,
+            overrides: &[("database.url", "DATABASE_URL")],
+        })?;
         settings.validate()?;
         Ok(settings)
     }
@@ -194,8 +184,7 @@ impl Settings {
                 problem: problem.into(),
             }
         }
-        let url = self.database.url.expose_secret();
-        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        if !is_postgres_url(self.database.url.expose_secret()) {
             // Never echo the value: it may hold a password.
             return Err(invalid(
                 "database.url",

@@ -4,7 +4,7 @@
 //! Each component gets one struct of metrics (`BackupMetrics` today; the log
 //! shipping and aggregation components add theirs beside it).
 
-use prometheus::{Encoder, Gauge, IntCounter, IntGauge, Registry, TextEncoder};
+use prometheus::{Gauge, IntCounter, IntGauge, Registry};
 
 mod aggregate;
 mod logship;
@@ -119,11 +119,7 @@ impl Metrics {
 
     /// The Prometheus text exposition of every registered metric.
     pub fn render(&self) -> String {
-        let mut buffer = Vec::new();
-        TextEncoder::new()
-            .encode(&self.registry.gather(), &mut buffer)
-            .expect("encoding metrics into a Vec cannot fail");
-        String::from_utf8(buffer).expect("the text format is UTF-8")
+        todo_app::metrics::render_registry(&self.registry)
     }
 }
 
