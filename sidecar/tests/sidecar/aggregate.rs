@@ -2,17 +2,17 @@
 //! a small real HTTP server stands in for the app's `/metrics`; the sidecar's
 //! `/metrics` is checked value by value and with `promtool check metrics`.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::net::TcpListener;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use diesel::connection::SimpleConnection;
 use diesel::{Connection, PgConnection};
 
-use crate::helpers::{ChildGuard, Sidecar, TestDb, free_port, http, wait_for};
+use crate::helpers::{ChildGuard, Sidecar, TestDb, free_port, http, spawn_run, wait_for};
 
 /// What the fake app answers on `/metrics`.
 #[derive(Clone)]
@@ -95,28 +95,7 @@ pub struct Running {
 
 /// Starts `run` and waits for the aggregate component's first collection.
 pub fn start_run(sidecar: &Sidecar) -> Running {
-    let child = sidecar
-        .command(&["run"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("starts todo-sidecar run");
-    let mut guard = ChildGuard(child);
-    let stdout = guard.0.stdout.take().expect("stdout is piped");
-    let (sender, lines) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if sender.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let port = wait_for("the started log line", Duration::from_secs(60), || {
-        let line = lines.recv_timeout(Duration::from_millis(100)).ok()?;
-        let record: serde_json::Value = serde_json::from_str(&line).ok()?;
-        (record["msg"] == "todo-sidecar started")
-            .then(|| record["admin_port"].as_u64().expect("admin_port") as u16)
-    });
+    let (guard, port, lines) = spawn_run(sidecar);
     // Keep draining stdout so the sidecar never blocks on a full pipe.
     std::thread::spawn(move || for _ in lines.iter() {});
     wait_for(

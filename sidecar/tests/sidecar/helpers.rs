@@ -313,6 +313,36 @@ impl Drop for ChildGuard {
     }
 }
 
+/// Starts `todo-sidecar run`, waits for its "todo-sidecar started" line, and
+/// returns the child, the admin port it logged, and its further stdout lines
+/// (every line is asserted to be JSON: stdout carries nothing else).
+pub fn spawn_run(sidecar: &Sidecar) -> (ChildGuard, u16, std::sync::mpsc::Receiver<String>) {
+    let child = sidecar
+        .command(&["run"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("starts todo-sidecar run");
+    let mut guard = ChildGuard(child);
+    let stdout = guard.0.stdout.take().expect("stdout is piped");
+    let (sender, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if sender.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let port = wait_for("the started log line", Duration::from_secs(60), || {
+        let line = lines.recv_timeout(Duration::from_millis(100)).ok()?;
+        let record: serde_json::Value = serde_json::from_str(&line)
+            .unwrap_or_else(|_| panic!("stdout carries only JSON: {line}"));
+        (record["msg"] == "todo-sidecar started")
+            .then(|| record["admin_port"].as_u64().expect("admin_port") as u16)
+    });
+    (guard, port, lines)
+}
+
 /// A free TCP port on 127.0.0.1.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")

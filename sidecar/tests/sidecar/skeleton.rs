@@ -1,12 +1,11 @@
 //! `run`: the admin listener, configuration errors, scheduled backups and
 //! metrics read from the store, graceful SIGTERM.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::mpsc;
 use std::time::Duration;
 
-use crate::helpers::{ChildGuard, Sidecar, TestDb, http, wait_for};
+use crate::helpers::{ChildGuard, Sidecar, TestDb, http, spawn_run, wait_for};
 
 /// A running `todo-sidecar run` and the admin port it logged.
 struct Running {
@@ -16,31 +15,7 @@ struct Running {
 }
 
 fn start_run(sidecar: &Sidecar) -> Running {
-    let child = sidecar
-        .command(&["run"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("starts todo-sidecar run");
-    let mut guard = ChildGuard(child);
-    let stdout = guard.0.stdout.take().expect("stdout is piped");
-    let (sender, lines) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if sender.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let mut seen = Vec::new();
-    let port = wait_for("the started log line", Duration::from_secs(60), || {
-        let line = lines.recv_timeout(Duration::from_millis(100)).ok()?;
-        let record: serde_json::Value = serde_json::from_str(&line)
-            .unwrap_or_else(|_| panic!("stdout carries only JSON: {line}"));
-        seen.push(line);
-        (record["msg"] == "todo-sidecar started")
-            .then(|| record["admin_port"].as_u64().expect("admin_port") as u16)
-    });
+    let (guard, port, lines) = spawn_run(sidecar);
     Running { guard, port, lines }
 }
 
