@@ -13,10 +13,7 @@ ensure_cargo
 ensure_build_packages
 ensure_packages wrk
 
-server_url="${BENCH_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
-if ! postgres_reachable "$server_url"; then
-    ensure_system_postgres || server_url="$(start_throwaway_postgres)"
-fi
+server_url="$(bench_server_url)"
 duration="${BENCH_DURATION:-10s}"
 runs="${BENCH_RUNS:-3}"
 db="todo_bench_$$"
@@ -30,31 +27,15 @@ cleanup() {
 }
 trap cleanup EXIT
 
-log "building todo-app (release)"
-cargo build --release -p todo-app --quiet
-binary="${CARGO_TARGET_DIR:-$REPO_ROOT/target}/release/todo-app"
-
-log "seeding $db with 10,000 todos of one owner"
-psql "$server_url" -qc "CREATE DATABASE $db" >/dev/null
-export DATABASE_URL="$database_url" APP_CONFIG_DIR="$REPO_ROOT/configuration"
-"$binary" migrate 2>/dev/null
-token="$("$binary" keys create --owner bench 2>/dev/null)"
-psql "$database_url" -qc "INSERT INTO todos (id, owner, title, description, created_at, updated_at)
-    SELECT gen_random_uuid(), 'bench', 'todo ' || n, 'seeded', now() - n * interval '1 second', now()
-    FROM generate_series(1, 10000) AS n" >/dev/null
+binary="$(build_release_app)"
+token="$(seed_bench_database "$server_url" "$db" "$binary" 10000)"
 psql "$database_url" -Atqc "SELECT id FROM todos" > "$work/ids.txt"
-psql "$database_url" -qc "VACUUM ANALYZE" >/dev/null
+export DATABASE_URL="$database_url" APP_CONFIG_DIR="$REPO_ROOT/configuration"
 
 log "starting todo-app (logs to $work/app.log)"
 APP__SERVER__PORT=0 APP__ADMIN__PORT=0 "$binary" serve > "$work/app.log" 2>&1 &
 server_pid=$!
-port=""
-for _ in $(seq 1 100); do
-    port="$(grep -o '"api_port":[0-9]*' "$work/app.log" 2>/dev/null | head -n 1 | cut -d: -f2 || true)"
-    [ -n "$port" ] && break
-    sleep 0.1
-done
-[ -n "$port" ] || { echo "todo-app did not start:"; cat "$work/app.log"; exit 1; } >&2
+port="$(wait_for_api_port "$work/app.log" 10)"
 
 cat > "$work/get.lua" <<LUA
 local ids = {}

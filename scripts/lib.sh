@@ -119,3 +119,50 @@ ensure_cargo() {
         exit 1
     }
 }
+
+# --- benchmark helpers (bench-api.sh, profile-api.sh) ---
+
+# A reachable PostgreSQL server URL for benchmarks: $BENCH_DATABASE_URL, else
+# the machine's own, else a throwaway cluster.
+bench_server_url() {
+    local url="${BENCH_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
+    if ! postgres_reachable "$url"; then
+        ensure_system_postgres || url="$(start_throwaway_postgres)"
+    fi
+    echo "$url"
+}
+
+# Builds the release todo-app and prints the binary's path.
+build_release_app() {
+    log "building todo-app (release)"
+    cargo build --release -p todo-app --quiet
+    echo "${CARGO_TARGET_DIR:-$REPO_ROOT/target}/release/todo-app"
+}
+
+# Creates database $2 on server $1, migrates it with binary $3, seeds $4
+# todos of owner `bench`, and prints a token of that owner.
+seed_bench_database() {
+    local server_url="$1" db="$2" binary="$3" count="$4"
+    local database_url="${server_url%/*}/$db"
+    log "seeding $db with $count todos of one owner"
+    psql "$server_url" -qc "CREATE DATABASE $db" >/dev/null
+    DATABASE_URL="$database_url" APP_CONFIG_DIR="$REPO_ROOT/configuration" "$binary" migrate 2>/dev/null
+    psql "$database_url" -qc "INSERT INTO todos (id, owner, title, description, created_at, updated_at)
+        SELECT gen_random_uuid(), 'bench', 'todo ' || n, 'seeded', now() - n * interval '1 second', now()
+        FROM generate_series(1, $count) AS n" >/dev/null
+    psql "$database_url" -qc "VACUUM ANALYZE" >/dev/null
+    DATABASE_URL="$database_url" APP_CONFIG_DIR="$REPO_ROOT/configuration" \
+        "$binary" keys create --owner bench 2>/dev/null
+}
+
+# Waits (up to $2 seconds) until todo-app's log $1 names its API port; prints it.
+wait_for_api_port() {
+    local log_file="$1" seconds="$2" port="" tries
+    for tries in $(seq 1 $((seconds * 10))); do
+        port="$(grep -o '"api_port":[0-9]*' "$log_file" 2>/dev/null | head -n 1 | cut -d: -f2 || true)"
+        [ -n "$port" ] && break
+        sleep 0.1
+    done
+    [ -n "$port" ] || { echo "todo-app did not start:"; cat "$log_file"; return 1; } >&2
+    echo "$port"
+}

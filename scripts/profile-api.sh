@@ -13,10 +13,7 @@ ensure_cargo
 ensure_build_packages
 ensure_packages wrk valgrind
 
-server_url="${BENCH_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
-if ! postgres_reachable "$server_url"; then
-    ensure_system_postgres || server_url="$(start_throwaway_postgres)"
-fi
+server_url="$(bench_server_url)"
 duration="${DURATION:-15s}"
 top="${TOP:-25}"
 db="todo_profile_$$"
@@ -29,29 +26,16 @@ cleanup() {
 }
 trap cleanup EXIT
 
-log "building todo-app (release)"
-cargo build --release -p todo-app --quiet
-binary="${CARGO_TARGET_DIR:-$REPO_ROOT/target}/release/todo-app"
-
-log "seeding $db with 1,000 todos"
-psql "$server_url" -qc "CREATE DATABASE $db" >/dev/null
+binary="$(build_release_app)"
+token="$(seed_bench_database "$server_url" "$db" "$binary" 1000)"
 export DATABASE_URL="${server_url%/*}/$db" APP_CONFIG_DIR="$REPO_ROOT/configuration"
-"$binary" migrate 2>/dev/null
-token="$("$binary" keys create --owner profile 2>/dev/null)"
-psql "$DATABASE_URL" -qc "INSERT INTO todos (id, owner, title) SELECT gen_random_uuid(), 'profile', 'todo ' || n FROM generate_series(1, 1000) AS n" >/dev/null
 id="$(psql "$DATABASE_URL" -Atc "SELECT id FROM todos LIMIT 1")"
 
 log "starting todo-app under callgrind"
 APP__SERVER__PORT=0 APP__ADMIN__PORT=0 valgrind --tool=callgrind --callgrind-out-file="$work/callgrind.out" \
     "$binary" serve > "$work/app.log" 2>"$work/valgrind.log" &
 server_pid=$!
-port=""
-for _ in $(seq 1 300); do
-    port="$(grep -o '"api_port":[0-9]*' "$work/app.log" 2>/dev/null | head -n 1 | cut -d: -f2 || true)"
-    [ -n "$port" ] && break
-    sleep 0.2
-done
-[ -n "$port" ] || { echo "todo-app did not start:"; cat "$work/app.log" "$work/valgrind.log"; exit 1; } >&2
+port="$(wait_for_api_port "$work/app.log" 60)" || { cat "$work/valgrind.log" >&2; exit 1; }
 
 log "wrk -t1 -c4 -d$duration on GET /api/todos/{id}"
 requests="$(wrk -t1 -c4 -d"$duration" -H "Authorization: Bearer $token" \

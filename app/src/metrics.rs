@@ -142,12 +142,7 @@ impl Metrics {
                 .register(collector)
                 .expect("metric names are unique");
         }
-        #[cfg(target_os = "linux")]
-        registry
-            .register(Box::new(
-                prometheus::process_collector::ProcessCollector::for_self(),
-            ))
-            .expect("process metrics register once");
+        register_process_metrics(&registry);
 
         Metrics {
             registry,
@@ -178,6 +173,17 @@ impl Metrics {
     pub fn render(&self) -> String {
         render_registry(&self.registry)
     }
+}
+
+/// Adds the standard process metrics (CPU seconds, resident memory, open
+/// fds, start time) to a registry; both programs expose them.
+pub fn register_process_metrics(registry: &Registry) {
+    #[cfg(target_os = "linux")]
+    registry
+        .register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))
+        .expect("process metrics register once per registry");
 }
 
 /// The Prometheus text exposition (format 0.0.4) of a registry.

@@ -153,6 +153,17 @@ pub struct RetentionSettings {
     pub incomplete_grace_seconds: u64,
 }
 
+/// Loads settings from the given variables only; the message on failure
+/// (for the configuration tests of every component section).
+#[cfg(test)]
+pub(crate) fn load_for_test(pairs: &[(&str, &str)]) -> Result<Settings, String> {
+    let vars: HashMap<String, String> = pairs
+        .iter()
+        .map(|(name, value)| (name.to_string(), value.to_string()))
+        .collect();
+    Settings::load_from(&vars).map_err(|error| error.to_string())
+}
+
 impl Settings {
     /// Loads the layered settings from the process environment and validates them.
     pub fn load() -> Result<Settings, SettingsError> {

@@ -103,12 +103,7 @@ impl Metrics {
                 .register(collector)
                 .expect("metric names are unique");
         }
-        #[cfg(target_os = "linux")]
-        registry
-            .register(Box::new(
-                prometheus::process_collector::ProcessCollector::for_self(),
-            ))
-            .expect("process metrics register once");
+        todo_app::metrics::register_process_metrics(&registry);
         Metrics {
             registry,
             backup,

@@ -191,17 +191,7 @@ impl AggregateSettings {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::HashMap;
-
-    use crate::configuration::Settings;
-
-    fn load(pairs: &[(&str, &str)]) -> Result<Settings, String> {
-        let vars: HashMap<String, String> = pairs
-            .iter()
-            .map(|(name, value)| (name.to_string(), value.to_string()))
-            .collect();
-        Settings::load_from(&vars).map_err(|error| error.to_string())
-    }
+    use crate::configuration::load_for_test as load;
 
     #[test]
     fn aggregate_defaults_scrape_the_local_app_with_remote_write_off() {

@@ -317,17 +317,7 @@ fn paths_from_list_or_string<'de, D: Deserializer<'de>>(
 
 #[cfg(test)]
 mod tests {
-    use std::collections::HashMap;
-
-    use crate::configuration::Settings;
-
-    fn load(pairs: &[(&str, &str)]) -> Result<Settings, String> {
-        let vars: HashMap<String, String> = pairs
-            .iter()
-            .map(|(name, value)| (name.to_string(), value.to_string()))
-            .collect();
-        Settings::load_from(&vars).map_err(|error| error.to_string())
-    }
+    use crate::configuration::load_for_test as load;
 
     #[test]
     fn log_shipping_is_off_by_default() {
