@@ -26,7 +26,12 @@ fn main() -> ExitCode {
         match telemetry::init_server_telemetry("todo-app", &settings.log) {
             Ok(guard) => guard,
             Err(error) => {
-                eprintln!("todo-app: cannot open log.file: {error}");
+                let path = settings
+                    .log
+                    .file
+                    .as_deref()
+                    .unwrap_or(std::path::Path::new(""));
+                eprintln!("todo-app: cannot open log.file {}: {error}", path.display());
                 return ExitCode::from(2);
             }
         }

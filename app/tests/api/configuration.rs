@@ -145,3 +145,20 @@ fn an_unknown_key_stops_the_binary_with_exit_code_2() {
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("poolsize"));
 }
+
+#[test]
+fn an_unwritable_log_file_stops_start_up_with_a_message() {
+    let output = Command::new(env!("CARGO_BIN_EXE_todo-app"))
+        .env("APP_CONFIG_DIR", configuration_dir())
+        .env("APP__LOG__FILE", "/proc/todo-app-cannot-write-here/app.log")
+        .env_remove("APP_ENVIRONMENT")
+        .output()
+        .unwrap();
+
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("cannot open log.file /proc/todo-app-cannot-write-here/app.log"),
+        "{stderr}"
+    );
+}
