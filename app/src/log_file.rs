@@ -5,10 +5,17 @@
 //! oldest beyond `max_files` rotated files is removed, and a new `app.log` is
 //! opened. Rotation only happens between writes, and the logging worker
 //! writes one whole line per call, so no line is ever split across files.
+//!
+//! Lines are gathered in memory and written to the file by `flush` (or when
+//! [`WRITE_BUFFER_BYTES`] are waiting, or before a rotation), so a burst of
+//! lines costs one `write(2)`, not one per line.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+
+/// Bytes of whole lines gathered before they are written to the file.
+pub const WRITE_BUFFER_BYTES: usize = 64 * 1024;
 
 /// An append-only log file that rotates by size. Not thread-safe by itself:
 /// it sits behind `tracing-appender`'s single writer thread.
@@ -17,7 +24,10 @@ pub struct RotatingFile {
     max_bytes: u64,
     max_files: usize,
     file: File,
+    /// Bytes in the current file, not counting `pending`.
     written: u64,
+    /// Whole lines not yet written to the file.
+    pending: Vec<u8>,
 }
 
 impl RotatingFile {
@@ -36,7 +46,18 @@ impl RotatingFile {
             max_files,
             file,
             written,
+            pending: Vec::with_capacity(WRITE_BUFFER_BYTES),
         })
+    }
+
+    /// Writes the gathered lines to the file.
+    fn write_pending(&mut self) -> io::Result<()> {
+        if !self.pending.is_empty() {
+            self.file.write_all(&self.pending)?;
+            self.written += self.pending.len() as u64;
+            self.pending.clear();
+        }
+        Ok(())
     }
 
     fn rotated_path(&self, index: usize) -> PathBuf {
@@ -46,6 +67,7 @@ impl RotatingFile {
     }
 
     fn rotate(&mut self) -> io::Result<()> {
+        self.write_pending()?;
         self.file.flush()?;
         if self.max_files == 0 {
             // Nothing is kept: start the file again.
@@ -76,17 +98,32 @@ fn open_append(path: &Path) -> io::Result<File> {
 
 impl Write for RotatingFile {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        if self.written > 0 && self.written + buf.len() as u64 > self.max_bytes {
+        let size = self.written + self.pending.len() as u64;
+        if size > 0 && size + buf.len() as u64 > self.max_bytes {
             self.rotate()?;
         }
-        // Written whole, so the rotation check above always sees line boundaries.
-        self.file.write_all(buf)?;
-        self.written += buf.len() as u64;
+        // Kept whole, so the rotation check above always sees line boundaries.
+        self.pending.extend_from_slice(buf);
+        if self.pending.len() >= WRITE_BUFFER_BYTES {
+            self.write_pending()?;
+        }
         Ok(buf.len())
     }
 
     fn flush(&mut self) -> io::Result<()> {
+        self.write_pending()?;
         self.file.flush()
+    }
+}
+
+impl Drop for RotatingFile {
+    fn drop(&mut self) {
+        if let Err(error) = self.flush() {
+            eprintln!(
+                "could not write the last log lines to {}: {error}",
+                self.path.display()
+            );
+        }
     }
 }
 
@@ -125,6 +162,24 @@ mod tests {
     }
 
     #[test]
+    fn lines_are_gathered_until_flushed_or_dropped() {
+        let dir = temp_dir();
+        let path = dir.join("app.log");
+        let mut file = RotatingFile::open(&path, 1_000_000, 1).unwrap();
+
+        file.write_all(b"one\n").unwrap();
+        file.write_all(b"two\n").unwrap();
+        assert_eq!(fs::read_to_string(&path).unwrap(), "");
+        file.flush().unwrap();
+        assert_eq!(fs::read_to_string(&path).unwrap(), "one\ntwo\n");
+
+        file.write_all(b"three\n").unwrap();
+        drop(file);
+        assert_eq!(fs::read_to_string(&path).unwrap(), "one\ntwo\nthree\n");
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
     fn the_oldest_files_beyond_max_files_are_removed() {
         let dir = temp_dir();
         let path = dir.join("app.log");
@@ -133,6 +188,7 @@ mod tests {
         for n in 0..10 {
             file.write_all(format!("{n:09}\n").as_bytes()).unwrap();
         }
+        file.flush().unwrap();
 
         assert!(dir.join("app.log.1").exists());
         assert!(dir.join("app.log.2").exists());
@@ -152,6 +208,7 @@ mod tests {
 
         let mut again = RotatingFile::open(&path, 20, 1).unwrap();
         again.write_all(b"abcdefghij\n").unwrap();
+        again.flush().unwrap();
 
         assert_eq!(
             fs::read_to_string(dir.join("logs/app.log.1")).unwrap(),

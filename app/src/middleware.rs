@@ -11,13 +11,14 @@ use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
 use actix_web::middleware::Next;
 use actix_web::web;
 use opentelemetry::propagation::Extractor;
-use opentelemetry::trace::TraceContextExt;
+use opentelemetry::trace::{Status, TraceContextExt};
 use tracing::Instrument;
 use tracing::field::Empty;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use uuid::Uuid;
 
 use crate::metrics::Metrics;
+use crate::telemetry;
 
 /// The header carrying the request id, in both directions.
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -31,8 +32,15 @@ pub const UNMATCHED_ROUTE: &str = "unmatched";
 
 /// Uses the client's `X-Request-Id` when it is sane (1 to 128 characters of
 /// `[A-Za-z0-9._:-]`), otherwise a new UUID; echoes it on the response; runs
-/// the request inside a server span carrying it (so every log line of the
-/// request has it); counts and times the request; logs one line at the end.
+/// the request inside a span carrying it (so every log line of the request
+/// has it); counts and times the request; logs one line at the end.
+///
+/// The tracing span holds only what log lines need (request id, owner, and
+/// the trace and span ids when traces are exported): `JsonStorageLayer`
+/// copies every span field into every event of the request, so each field
+/// costs on every log line. The OpenTelemetry attributes of the server span
+/// are set on the OpenTelemetry span directly, and only when traces are
+/// exported.
 pub async fn request_span(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
@@ -49,19 +57,23 @@ pub async fn request_span(
         .map(str::to_owned)
         .unwrap_or_else(|| Uuid::new_v4().to_string());
     let method = method_label(req.method());
-    let span = tracing::info_span!(
-        "HTTP request",
-        otel.kind = "server",
-        otel.status_code = Empty,
-        http.request.method = method,
-        http.route = Empty,
-        http.response.status_code = Empty,
-        url.path = %req.path(),
-        request_id = %request_id,
-        owner = Empty,
-        trace_id = Empty,
-    );
-    continue_incoming_trace(&span, req.headers());
+    let traced = telemetry::traces_exported();
+    let span = if traced {
+        let span = tracing::info_span!(
+            "HTTP request",
+            otel.kind = "server",
+            request_id = %request_id,
+            owner = Empty,
+            trace_id = Empty,
+            span_id = Empty,
+        );
+        continue_incoming_trace(&span, req.headers());
+        span.set_attribute("http.request.method", method);
+        span.set_attribute("url.path", req.path().to_owned());
+        span
+    } else {
+        tracing::info_span!("HTTP request", request_id = %request_id, owner = Empty)
+    };
 
     let started = Instant::now();
     metrics.http_requests_in_flight.inc();
@@ -82,15 +94,8 @@ pub async fn request_span(
         .http_request_duration
         .with_label_values(&[method, route.as_str()])
         .observe(elapsed.as_secs_f64());
-    // The OpenTelemetry span exists already (the trace id was read from it),
-    // so its name is set on it directly: recording `otel.name` now would be ignored.
-    span.context()
-        .span()
-        .update_name(format!("{method} {route}"));
-    span.record("http.route", route.as_str());
-    span.record("http.response.status_code", status);
-    if status >= 500 {
-        span.record("otel.status_code", "ERROR");
+    if traced {
+        record_outcome_on_trace(&span, method, &route, status);
     }
     span.in_scope(|| {
         tracing::info!(
@@ -108,6 +113,21 @@ pub async fn request_span(
     Ok(response)
 }
 
+/// Names the server span after its route and sets the OpenTelemetry
+/// semantic-convention attributes known once the response exists.
+fn record_outcome_on_trace(span: &tracing::Span, method: &str, route: &str, status: u16) {
+    // The OpenTelemetry span exists already (the trace id was read from it),
+    // so its name is set on it directly: recording `otel.name` now would be ignored.
+    span.context()
+        .span()
+        .update_name(format!("{method} {route}"));
+    span.set_attribute("http.route", route.to_owned());
+    span.set_attribute("http.response.status_code", i64::from(status));
+    if status >= 500 {
+        span.set_status(Status::error(""));
+    }
+}
+
 /// Decrements the in-flight gauge however the request ends (also when the
 /// client goes away and the future is dropped).
 struct InFlight<'a>(&'a Metrics);
@@ -119,7 +139,7 @@ impl Drop for InFlight<'_> {
 }
 
 /// Makes `span` a child of the caller's span when the request carries a W3C
-/// `traceparent`, and records the trace id for the log lines.
+/// `traceparent`, and records the trace and span ids for the log lines.
 fn continue_incoming_trace(span: &tracing::Span, headers: &HeaderMap) {
     let parent = opentelemetry::global::get_text_map_propagator(|propagator| {
         propagator.extract(&HeaderExtractor(headers))
@@ -129,6 +149,7 @@ fn continue_incoming_trace(span: &tracing::Span, headers: &HeaderMap) {
     let span_context = context.span().span_context().clone();
     if span_context.is_valid() {
         span.record("trace_id", span_context.trace_id().to_string());
+        span.record("span_id", span_context.span_id().to_string());
     }
 }
 

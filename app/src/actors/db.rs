@@ -20,6 +20,7 @@ use crate::db::todos::{self, NewTodo, Todo, TodoChanges, TodoFilter, TodoPage};
 use crate::db::{DbError, PgPool, PooledPg};
 use crate::domain::Owner;
 use crate::metrics::Metrics;
+use crate::telemetry;
 
 /// A synchronous actor owning database work; several run on a `SyncArbiter`.
 pub struct DbExecutor {
@@ -143,7 +144,10 @@ impl<M: DbOperation> Handler<Queued<M>> for DbExecutor {
             Err(DbError::Overloaded(
                 "waited too long for a database executor",
             ))
-        } else {
+        } else if telemetry::traces_exported() {
+            // A client span under the request's span, so traces show the
+            // database time; only built when traces are exported, since
+            // the logs do not need it.
             let _span = tracing::info_span!(
                 parent: &parent,
                 "db",
@@ -153,6 +157,8 @@ impl<M: DbOperation> Handler<Queued<M>> for DbExecutor {
                 db.operation.name = M::NAME,
             )
             .entered();
+            message.execute(self)
+        } else {
             message.execute(self)
         };
         self.metrics
@@ -166,7 +172,10 @@ impl<M: DbOperation> Handler<Queued<M>> for DbExecutor {
                 .db_errors
                 .with_label_values(&[error.kind()])
                 .inc();
-            tracing::warn!(operation = M::NAME, error = %error, "database operation failed");
+            // Inside the request's span, so the line carries its request id.
+            parent.in_scope(|| {
+                tracing::warn!(operation = M::NAME, error = %error, "database operation failed");
+            });
         }
         outcome
     }

@@ -5,6 +5,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
+use diesel::sql_types;
 use uuid::Uuid;
 
 use super::DbError;
@@ -101,15 +102,6 @@ impl PageCursor {
     }
 }
 
-#[derive(Insertable)]
-#[diesel(table_name = todos)]
-struct NewTodoRow<'a> {
-    id: Uuid,
-    owner: &'a str,
-    title: &'a str,
-    description: Option<String>,
-}
-
 #[derive(AsChangeset)]
 #[diesel(table_name = todos)]
 struct TodoChangeset {
@@ -119,16 +111,25 @@ struct TodoChangeset {
 }
 
 /// Inserts a todo for `owner` and returns it as stored.
+///
+/// Written as `INSERT … SELECT` of bound values instead of with
+/// `Insertable`: diesel never caches the prepared statement of an
+/// `Insertable` insert (any column of it may turn into `DEFAULT`), so every
+/// insert would cost PostgreSQL a parse and a plan, and the connection an
+/// extra round trip. This form is one statement, prepared once per connection.
 pub fn insert(conn: &mut PgConnection, owner: &Owner, new: NewTodo) -> Result<Todo, DbError> {
     // UUIDv7: time-ordered ids keep the primary-key index append-mostly.
-    let row = NewTodoRow {
-        id: Uuid::now_v7(),
-        owner: owner.as_str(),
-        title: new.title.as_str(),
-        description: new.description.map(TodoDescription::into_inner),
-    };
+    let values = diesel::select((
+        Uuid::now_v7().into_sql::<sql_types::Uuid>(),
+        owner.as_str().into_sql::<sql_types::Text>(),
+        new.title.as_str().into_sql::<sql_types::Text>(),
+        new.description
+            .map(TodoDescription::into_inner)
+            .into_sql::<sql_types::Nullable<sql_types::Text>>(),
+    ));
     Ok(diesel::insert_into(todos::table)
-        .values(&row)
+        .values(values)
+        .into_columns((todos::id, todos::owner, todos::title, todos::description))
         .returning(Todo::as_returning())
         .get_result(conn)?)
 }

@@ -214,7 +214,9 @@ fn steady_writing_arrives_at_loki_once_with_only_the_configured_labels() {
         let text: String = (chunk * 100..(chunk + 1) * 100)
             .map(|n| record(n) + "\n")
             .collect();
+        // Flushed as todo-app's log thread does after each batch.
         writer.write_all(text.as_bytes()).unwrap();
+        writer.flush().unwrap();
         std::thread::sleep(Duration::from_millis(20));
     }
 
@@ -267,9 +269,11 @@ fn rotation_by_rename_while_shipping_loses_and_repeats_nothing() {
     for n in 0..3000u64 {
         writer.write_all((record(n) + "\n").as_bytes()).unwrap();
         if n % 300 == 0 {
+            writer.flush().unwrap();
             std::thread::sleep(Duration::from_millis(30));
         }
     }
+    writer.flush().unwrap();
 
     let duplicates = wait_for_all(&receiver, &shipper, 3000);
     assert_eq!(duplicates, 0);
@@ -337,6 +341,7 @@ fn kill_9_at_random_points_repeats_at_most_one_batch_per_kill() {
         while Instant::now() < until {
             let text: String = (written..written + 40).map(|n| record(n) + "\n").collect();
             writer.write_all(text.as_bytes()).unwrap();
+            writer.flush().unwrap();
             written += 40;
             std::thread::sleep(Duration::from_millis(10));
         }
