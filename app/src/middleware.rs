@@ -1,13 +1,14 @@
 //! Request-wide middleware of the API listener: the `X-Request-Id` header,
 //! the request span (continuing an incoming W3C `traceparent`), the HTTP
-//! metrics, and the request's one completion log line.
+//! metrics, the request's one completion log line, and path normalisation.
 
 use std::time::Instant;
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
-use actix_web::http::Method;
 use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
+use actix_web::http::uri::PathAndQuery;
+use actix_web::http::{Method, Uri};
 use actix_web::middleware::Next;
 use actix_web::web;
 use opentelemetry::propagation::Extractor;
@@ -128,6 +129,51 @@ fn record_outcome_on_trace(span: &tracing::Span, method: &str, route: &str, stat
     }
 }
 
+/// Trims trailing slashes and merges repeated ones before routing
+/// (`/api//todos/` is `/api/todos`), as actix-web's `NormalizePath::trim()`
+/// does. That middleware runs a regex replacement and allocates on every
+/// request; this one scans the path and only rewrites the rare one that
+/// needs it.
+pub async fn normalize_path(
+    mut req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    if let Some(normalized) = normalized_path(req.path()) {
+        let uri = &req.head().uri;
+        let path_and_query = match uri.query() {
+            Some(query) => format!("{normalized}?{query}"),
+            None => normalized,
+        };
+        let mut parts = uri.clone().into_parts();
+        // Cannot fail: removing slashes from a valid path leaves a valid path.
+        parts.path_and_query = Some(
+            PathAndQuery::try_from(path_and_query).map_err(actix_web::error::ErrorBadRequest)?,
+        );
+        let uri = Uri::from_parts(parts).map_err(actix_web::error::ErrorBadRequest)?;
+        req.match_info_mut().get_mut().update(&uri);
+        req.head_mut().uri = uri;
+    }
+    next.call(req).await
+}
+
+/// The path with trailing slashes trimmed and runs of slashes merged, or
+/// `None` when it is already normal.
+fn normalized_path(path: &str) -> Option<String> {
+    let trailing_slash = path.len() > 1 && path.ends_with('/');
+    if !trailing_slash && !path.contains("//") {
+        return None;
+    }
+    let mut normalized = String::with_capacity(path.len());
+    for segment in path.split('/').filter(|segment| !segment.is_empty()) {
+        normalized.push('/');
+        normalized.push_str(segment);
+    }
+    if normalized.is_empty() {
+        normalized.push('/');
+    }
+    Some(normalized)
+}
+
 /// Decrements the in-flight gauge however the request ends (also when the
 /// client goes away and the future is dropped).
 struct InFlight<'a>(&'a Metrics);
@@ -214,6 +260,21 @@ mod tests {
         assert!(!is_sane_request_id(&"a".repeat(129)));
         assert!(!is_sane_request_id("a b"));
         assert!(!is_sane_request_id("a\"b"));
+    }
+
+    #[test]
+    fn paths_are_trimmed_and_merged_only_when_needed() {
+        assert_eq!(normalized_path("/api/todos"), None);
+        assert_eq!(normalized_path("/"), None);
+        assert_eq!(
+            normalized_path("/api/todos/").as_deref(),
+            Some("/api/todos")
+        );
+        assert_eq!(
+            normalized_path("/api//todos///").as_deref(),
+            Some("/api/todos")
+        );
+        assert_eq!(normalized_path("//").as_deref(), Some("/"));
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::net::TcpListener;
 use std::sync::Arc;
 
 use actix_web::dev::{Server, ServerHandle};
-use actix_web::middleware::{NormalizePath, TrailingSlash, from_fn};
+use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer, web};
 use anyhow::Context;
 use rustls::ServerConfig;
@@ -20,7 +20,7 @@ use crate::auth::Authenticator;
 use crate::configuration::{Settings, TlsSettings};
 use crate::db::{self, migrations};
 use crate::metrics::Metrics;
-use crate::middleware::request_span;
+use crate::middleware::{normalize_path, request_span};
 use crate::routes::health::Readiness;
 use crate::routes::{self, configure_admin, configure_api};
 
@@ -133,7 +133,7 @@ impl Application {
                     .app_data(authenticator.clone())
                     .configure(|cfg| configure_api(cfg, json_limit))
                     .default_service(web::to(routes::not_found))
-                    .wrap(NormalizePath::new(TrailingSlash::Trim))
+                    .wrap(from_fn(normalize_path))
                     .wrap(from_fn(request_span))
             })
         };

@@ -275,3 +275,38 @@ async fn clients_cannot_set_id_owner_or_timestamps_on_create() {
     let list: Value = app.list_todos(&token, "").await.json().await.unwrap();
     assert_eq!(list["items"], json!([]), "nothing was created");
 }
+
+#[actix_web::test]
+async fn trailing_and_repeated_slashes_reach_the_same_route_with_the_query_kept() {
+    let app = spawn_app().await;
+    let token = app.create_key("alice");
+    app.create_todo(&token, "older").await;
+    let todo = app.create_todo(&token, "newer").await;
+    let id = todo["id"].as_str().unwrap();
+
+    for path in [
+        "/api/todos/?limit=1".to_string(),
+        "/api//todos?limit=1".to_string(),
+    ] {
+        let page: Value = app
+            .client
+            .get(app.url(&path))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(page["items"].as_array().unwrap().len(), 1, "{path}");
+        assert_eq!(page["items"][0]["id"], id, "{path}");
+    }
+    let fetched = app
+        .client
+        .get(app.url(&format!("/api/todos/{id}/")))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(fetched.status(), 200);
+}
