@@ -4,7 +4,8 @@
 # seeded todos, and POST /api/todos. 2 threads, 32 connections, 10 s, three
 # runs each; prints requests/s and p50/p99 latency of every run and the median.
 # Uses the PostgreSQL at $BENCH_DATABASE_URL (a server URL; default the local
-# one) and drops its scratch database at the end.
+# one) and drops its scratch database at the end. BENCH_BINARY=path measures
+# another build of todo-app (an older commit, say) instead of building this one.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$REPO_ROOT"
@@ -27,7 +28,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-binary="$(build_release_app)"
+binary="${BENCH_BINARY:-$(build_release_app)}"
 token="$(seed_bench_database "$server_url" "$db" "$binary" 10000)"
 psql "$database_url" -Atqc "SELECT id FROM todos" > "$work/ids.txt"
 export DATABASE_URL="$database_url" APP_CONFIG_DIR="$REPO_ROOT/configuration"
@@ -89,7 +90,9 @@ for name in get post; do
 done
 
 echo
-echo "median of $runs runs (wrk -t2 -c32 -d$duration, $(nproc) cores, $(git rev-parse --short HEAD 2>/dev/null || echo unknown)):"
+build="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+[ -n "${BENCH_BINARY:-}" ] && build="$BENCH_BINARY"
+echo "median of $runs runs (wrk -t2 -c32 -d$duration, $(nproc) cores, $build):"
 for name in get post; do
     label="GET /api/todos/{id}"
     [ "$name" = post ] && label="POST /api/todos"

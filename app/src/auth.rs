@@ -10,6 +10,13 @@
 //! Validated keys are cached for `auth.key_cache_ttl_seconds`, so a revoked
 //! key stops working on every replica within that time without a database
 //! round trip on every request.
+//!
+//! A key id the cache has never held costs a database lookup, so random
+//! well-formed tokens could make the database do work at the attacker's
+//! rate. Those lookups are limited process-wide
+//! (`auth.unknown_key_lookups_per_second`); beyond the limit such requests
+//! get 429 without a lookup. Keys already in the cache, fresh or due for a
+//! refresh, never wait behind that limit.
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
@@ -23,7 +30,7 @@ use actix_web::{HttpMessage, web};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use governor::clock::{Clock, DefaultClock};
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, NotUntil, Quota, RateLimiter};
 use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -126,6 +133,7 @@ pub struct Authenticator {
     cache_ttl: Duration,
     cache: RwLock<HashMap<Uuid, CachedKey>>,
     limiter: Option<DefaultKeyedRateLimiter<Uuid>>,
+    unknown_key_lookups: Option<DefaultDirectRateLimiter>,
 }
 
 impl Authenticator {
@@ -134,12 +142,19 @@ impl Authenticator {
             let burst = NonZeroU32::new(settings.rate_limit_burst).unwrap_or(per_second);
             RateLimiter::keyed(Quota::per_second(per_second).allow_burst(burst))
         });
+        let unknown_key_lookups =
+            NonZeroU32::new(settings.unknown_key_lookups_per_second).map(|per_second| {
+                let burst =
+                    NonZeroU32::new(settings.unknown_key_lookup_burst).unwrap_or(per_second);
+                RateLimiter::direct(Quota::per_second(per_second).allow_burst(burst))
+            });
         Authenticator {
             db,
             metrics,
             cache_ttl: settings.key_cache_ttl(),
             cache: RwLock::new(HashMap::new()),
             limiter,
+            unknown_key_lookups,
         }
     }
 
@@ -160,10 +175,7 @@ impl Authenticator {
             && let Err(not_until) = limiter.check_key(&caller.key_id)
         {
             self.metrics.rate_limited.inc();
-            let wait = not_until.wait_time_from(DefaultClock::default().now());
-            return Err(ApiError::RateLimited {
-                retry_after_seconds: wait.as_secs_f64().ceil().max(1.0) as u64,
-            });
+            return Err(rate_limited_until(&not_until));
         }
         Ok(caller)
     }
@@ -184,11 +196,14 @@ impl Authenticator {
             .read()
             .expect("key cache lock is never poisoned")
             .get(&presented.id)
-            .filter(|entry| now.duration_since(entry.fetched_at) < self.cache_ttl)
             .cloned();
         let entry = match cached {
-            Some(entry) => entry,
-            None => self.refresh(presented.id, now).await?,
+            Some(entry) if now.duration_since(entry.fetched_at) < self.cache_ttl => entry,
+            Some(_) => self.refresh(presented.id, now).await?,
+            None => {
+                self.admit_unknown_key_lookup()?;
+                self.refresh(presented.id, now).await?
+            }
         };
         if bool::from(entry.secret_hash.ct_eq(&presented.secret_hash)) {
             Ok(Caller {
@@ -198,6 +213,18 @@ impl Authenticator {
         } else {
             Err(Rejection::Unauthorized(AuthFailure::Invalid))
         }
+    }
+
+    /// Takes one lookup from the budget for key ids not in the cache, or
+    /// refuses with 429 when it is spent.
+    fn admit_unknown_key_lookup(&self) -> Result<(), Rejection> {
+        if let Some(limiter) = &self.unknown_key_lookups
+            && let Err(not_until) = limiter.check()
+        {
+            self.metrics.unknown_key_lookups_refused.inc();
+            return Err(Rejection::Api(rate_limited_until(&not_until)));
+        }
+        Ok(())
     }
 
     /// Reads the key from the database into the cache (or drops it from the
@@ -248,6 +275,15 @@ impl Authenticator {
             });
         }
         Ok(entry)
+    }
+}
+
+/// A 429 whose `Retry-After` is when the limiter allows the next request
+/// (whole seconds, at least 1).
+fn rate_limited_until(not_until: &NotUntil<<DefaultClock as Clock>::Instant>) -> ApiError {
+    let wait = not_until.wait_time_from(DefaultClock::default().now());
+    ApiError::RateLimited {
+        retry_after_seconds: wait.as_secs_f64().ceil().max(1.0) as u64,
     }
 }
 

@@ -127,6 +127,12 @@ pub struct AuthSettings {
     pub rate_limit_per_second: u32,
     /// Extra requests a key may send at once above the steady rate.
     pub rate_limit_burst: u32,
+    /// Database lookups per second, across the process, of key ids this
+    /// replica has not seen: caps what random well-formed tokens can cost
+    /// the database. 0 disables the limit.
+    pub unknown_key_lookups_per_second: u32,
+    /// Lookups of unseen key ids allowed at once above the steady rate.
+    pub unknown_key_lookup_burst: u32,
 }
 
 /// The optional log file (`log.*`).
@@ -230,6 +236,12 @@ impl Settings {
             return Err(invalid(
                 "auth.rate_limit_burst",
                 "must be at least 1 when auth.rate_limit_per_second is set",
+            ));
+        }
+        if self.auth.unknown_key_lookups_per_second > 0 && self.auth.unknown_key_lookup_burst == 0 {
+            return Err(invalid(
+                "auth.unknown_key_lookup_burst",
+                "must be at least 1 when auth.unknown_key_lookups_per_second is set",
             ));
         }
         Ok(())

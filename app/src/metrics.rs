@@ -37,8 +37,11 @@ pub struct Metrics {
     pub db_executor_queue_depth: IntGauge,
     /// `todo_auth_failures_total{reason}`: rejected `Authorization` headers.
     pub auth_failures: IntCounterVec,
-    /// `todo_rate_limited_total`: requests answered 429.
+    /// `todo_rate_limited_total`: requests answered 429 by the per-key limit.
     pub rate_limited: IntCounter,
+    /// `todo_auth_unknown_key_lookups_refused_total`: requests answered 429
+    /// because lookups of key ids not in the cache were over their limit.
+    pub unknown_key_lookups_refused: IntCounter,
 }
 
 impl Metrics {
@@ -111,6 +114,11 @@ impl Metrics {
             "Requests answered 429 by the per-key rate limit.",
         )
         .expect("valid metric");
+        let unknown_key_lookups_refused = IntCounter::new(
+            "todo_auth_unknown_key_lookups_refused_total",
+            "Requests answered 429 because lookups of API key ids not in the cache were over auth.unknown_key_lookups_per_second.",
+        )
+        .expect("valid metric");
         let build_info = IntGaugeVec::new(
             Opts::new(
                 "todo_build_info",
@@ -134,6 +142,7 @@ impl Metrics {
             Box::new(db_executor_queue_depth.clone()),
             Box::new(auth_failures.clone()),
             Box::new(rate_limited.clone()),
+            Box::new(unknown_key_lookups_refused.clone()),
             Box::new(build_info),
             Box::new(telemetry.spans_dropped.clone()),
             Box::new(DroppedLogLines),
@@ -155,6 +164,7 @@ impl Metrics {
             db_executor_queue_depth,
             auth_failures,
             rate_limited,
+            unknown_key_lookups_refused,
         }
     }
 

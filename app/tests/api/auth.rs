@@ -194,3 +194,56 @@ async fn only_a_hash_of_the_secret_is_stored() {
         assert!(!row.dump.contains(secret_part));
     }
 }
+
+#[actix_web::test]
+async fn lookups_of_unseen_key_ids_are_limited_and_keys_already_seen_never_wait() {
+    let app = spawn_app_with(|settings| {
+        settings.auth.unknown_key_lookups_per_second = 1;
+        settings.auth.unknown_key_lookup_burst = 3;
+        // Every request of a known key is then a refresh, which must not
+        // be held back by the limit on unseen ids.
+        settings.auth.key_cache_ttl_seconds = 0;
+    })
+    .await;
+    let known = app.create_key("alice");
+    assert_eq!(app.list_todos(&known, "").await.status(), 200);
+
+    let mut statuses = Vec::new();
+    let mut limited = None;
+    for _ in 0..6 {
+        let stranger = todo_app::auth::generate_token();
+        let response = app.list_todos(todo_app::auth::reveal(&stranger), "").await;
+        statuses.push(response.status().as_u16());
+        if response.status() == 429 {
+            limited = Some(response);
+        }
+    }
+
+    assert_eq!(
+        &statuses[..2],
+        &[401, 401],
+        "the burst left after the known key's first lookup: {statuses:?}"
+    );
+    assert!(statuses[2..].contains(&429), "then 429: {statuses:?}");
+    let limited = limited.unwrap();
+    assert!(limited.headers().contains_key("retry-after"));
+    assert_eq!(error_code(limited, 429).await, "rate_limited");
+    assert_eq!(
+        app.list_todos(&known, "").await.status(),
+        200,
+        "a key already seen is refreshed whatever the limit"
+    );
+    let metrics = app.admin_get("/metrics").await.text().await.unwrap();
+    let refused = statuses.iter().filter(|status| **status == 429).count();
+    assert!(
+        metrics.contains(&format!(
+            "todo_auth_unknown_key_lookups_refused_total {refused}"
+        )),
+        "{metrics}"
+    );
+    // Known key: 2 lookups; unseen ids: only the 2 within the budget.
+    assert!(
+        metrics.contains(r#"todo_db_query_duration_seconds_count{operation="find_api_key"} 4"#),
+        "refused requests never reached the database: {metrics}"
+    );
+}

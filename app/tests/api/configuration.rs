@@ -69,7 +69,15 @@ fn an_invalid_value_is_named() {
     let zero_pool = Settings::load_from(&vars(&[("APP__DATABASE__POOL_SIZE", "0")])).unwrap_err();
     let half_tls =
         Settings::load_from(&vars(&[("APP__TLS__CERT_PATH", "/tmp/cert.pem")])).unwrap_err();
+    let no_lookup_burst =
+        Settings::load_from(&vars(&[("APP__AUTH__UNKNOWN_KEY_LOOKUP_BURST", "0")])).unwrap_err();
 
+    assert!(
+        no_lookup_burst
+            .to_string()
+            .contains("auth.unknown_key_lookup_burst"),
+        "{no_lookup_burst}"
+    );
     assert!(not_a_number.to_string().contains("port"), "{not_a_number}");
     assert!(
         zero_pool.to_string().contains("database.pool_size"),
