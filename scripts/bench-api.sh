@@ -2,7 +2,9 @@
 # Benchmarks todo-app (release build, everything on: auth, validation,
 # metrics, logs) with wrk: GET /api/todos/{id} over random ids of 10,000
 # seeded todos, and POST /api/todos. 2 threads, 32 connections, 10 s, three
-# runs each; prints requests/s and p50/p99 latency of every run and the median.
+# runs each; prints requests/s, p50/p99 latency and todo-app's CPU time per
+# request (user + kernel, from /proc: steadier than requests/s on a shared
+# machine) of every run, and the medians.
 # Uses the PostgreSQL at $BENCH_DATABASE_URL (a server URL; default the local
 # one) and drops its scratch database at the end. BENCH_BINARY=path measures
 # another build of todo-app (an older commit, say) instead of building this one.
@@ -55,17 +57,25 @@ wrk.headers["Content-Type"] = "application/json"
 wrk.body = '{"title": "benchmark todo", "description": "created by wrk"}'
 LUA
 
-# Prints "rps p50_ms p99_ms non2xx" for one wrk run.
+# CPU time todo-app has used, in clock ticks (user + kernel).
+server_ticks() { awk '{print $14 + $15}' "/proc/$server_pid/stat"; }
+
+# Prints "rps p50_ms p99_ms non2xx cpu_us_per_request" for one wrk run.
 run_wrk() {
-    local script="$1" out
+    local script="$1" out ticks_before ticks_after
+    ticks_before="$(server_ticks)"
     out="$(wrk -t2 -c32 -d"$duration" --latency -s "$script" "http://127.0.0.1:$port" 2>&1)"
+    ticks_after="$(server_ticks)"
     echo "$out" >> "$work/wrk.log"
-    local rps p50 p99 errors
+    local rps p50 p99 errors requests cpu
     rps="$(echo "$out" | awk '/Requests\/sec/ {print $2}')"
     p50="$(echo "$out" | awk '$1 == "50%" {print $2}')"
     p99="$(echo "$out" | awk '$1 == "99%" {print $2}')"
     errors="$(echo "$out" | awk '/Non-2xx/ {print $5}')"
-    echo "$rps $(to_ms "$p50") $(to_ms "$p99") ${errors:-0}"
+    requests="$(echo "$out" | awk '/requests in/ {print $1}')"
+    cpu="$(awk -v t="$((ticks_after - ticks_before))" -v hz="$(getconf CLK_TCK)" -v n="$requests" \
+        'BEGIN {printf "%.1f", t / hz * 1e6 / n}')"
+    echo "$rps $(to_ms "$p50") $(to_ms "$p99") ${errors:-0} $cpu"
 }
 to_ms() {
     case "$1" in
@@ -83,9 +93,9 @@ for name in get post; do
     for run in $(seq 1 "$runs"); do
         result="$(run_wrk "$work/$name.lua")"
         echo "$result" >> "$work/$name.results"
-        read -r rps p50 p99 errors <<< "$result"
-        printf '  %-4s run %d: %10s req/s  p50 %6s ms  p99 %6s ms  non-2xx %s\n' \
-            "$name" "$run" "$rps" "$p50" "$p99" "$errors"
+        read -r rps p50 p99 errors cpu <<< "$result"
+        printf '  %-4s run %d: %10s req/s  p50 %6s ms  p99 %6s ms  non-2xx %s  todo-app CPU %5s us/request\n' \
+            "$name" "$run" "$rps" "$p50" "$p99" "$errors" "$cpu"
     done
 done
 
@@ -99,5 +109,7 @@ for name in get post; do
     rps="$(awk '{print $1}' "$work/$name.results" | median)"
     p50="$(awk '{print $2}' "$work/$name.results" | median)"
     p99="$(awk '{print $3}' "$work/$name.results" | median)"
-    printf '  %-22s %10.0f req/s  p50 %6s ms  p99 %6s ms\n' "$label" "$rps" "$p50" "$p99"
+    cpu="$(awk '{print $5}' "$work/$name.results" | median)"
+    printf '  %-22s %10.0f req/s  p50 %6s ms  p99 %6s ms  todo-app CPU %5s us/request\n' \
+        "$label" "$rps" "$p50" "$p99" "$cpu"
 done

@@ -7,7 +7,8 @@
 # PostgreSQL at $BENCH_DATABASE_URL (a server URL; default the local one) and
 # drops its scratch database.
 # Variables: ENDPOINT (get: GET /api/todos/{id}, the default; post: POST
-# /api/todos), DURATION (wrk run under callgrind, default 15s), TOP (default 25).
+# /api/todos), DURATION (wrk run under callgrind, default 15s), TOP (default 25),
+# BENCH_BINARY (profile another build of todo-app instead of building this one).
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$REPO_ROOT"
@@ -34,7 +35,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-binary="$(build_release_app)"
+binary="${BENCH_BINARY:-$(build_release_app)}"
 token="$(seed_bench_database "$server_url" "$db" "$binary" 1000)"
 export DATABASE_URL="${server_url%/*}/$db" APP_CONFIG_DIR="$REPO_ROOT/configuration"
 id="$(psql "$DATABASE_URL" -Atc "SELECT id FROM todos LIMIT 1")"
