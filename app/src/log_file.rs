@@ -51,13 +51,18 @@ impl RotatingFile {
     }
 
     /// Writes the gathered lines to the file.
+    ///
+    /// The lines are let go even when the write fails (disk full): they are
+    /// dropped, as an unbuffered write would drop them, instead of piling up
+    /// in memory while the disk stays full.
     fn write_pending(&mut self) -> io::Result<()> {
-        if !self.pending.is_empty() {
-            self.file.write_all(&self.pending)?;
-            self.written += self.pending.len() as u64;
-            self.pending.clear();
+        if self.pending.is_empty() {
+            return Ok(());
         }
-        Ok(())
+        let result = self.file.write_all(&self.pending);
+        self.written += self.pending.len() as u64;
+        self.pending.clear();
+        result
     }
 
     fn rotated_path(&self, index: usize) -> PathBuf {
@@ -177,6 +182,25 @@ mod tests {
         drop(file);
         assert_eq!(fs::read_to_string(&path).unwrap(), "one\ntwo\nthree\n");
         fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_full_disk_fails_the_writes_without_piling_lines_up_in_memory() {
+        // /dev/full fails every write with ENOSPC. max_bytes is far beyond
+        // what is written, so no rotation ever renames the device.
+        let mut file = RotatingFile::open("/dev/full", 1 << 40, 1).unwrap();
+        let line = format!("{}\n", "x".repeat(1023));
+        let mut failures = 0;
+        for _ in 0..(4 * WRITE_BUFFER_BYTES / line.len()) {
+            if file.write_all(line.as_bytes()).is_err() {
+                failures += 1;
+            }
+            assert!(file.pending.len() <= WRITE_BUFFER_BYTES);
+        }
+        file.write_all(line.as_bytes()).unwrap();
+        assert!(file.flush().is_err(), "the disk-full error is reported");
+        assert!(failures > 0, "and on the writes that filled the buffer");
+        assert!(file.pending.is_empty(), "the lines that failed are let go");
     }
 
     #[test]
