@@ -14,6 +14,8 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
+use crate::metrics::telemetry_counters;
+
 /// Bytes of whole lines gathered before they are written to the file.
 pub const WRITE_BUFFER_BYTES: usize = 64 * 1024;
 
@@ -53,13 +55,18 @@ impl RotatingFile {
     /// Writes the gathered lines to the file.
     ///
     /// The lines are let go even when the write fails (disk full): they are
-    /// dropped, as an unbuffered write would drop them, instead of piling up
-    /// in memory while the disk stays full.
+    /// dropped and counted in `todo_log_lines_dropped_total`, as an
+    /// unbuffered write would drop them, instead of piling up in memory
+    /// while the disk stays full.
     fn write_pending(&mut self) -> io::Result<()> {
         if self.pending.is_empty() {
             return Ok(());
         }
         let result = self.file.write_all(&self.pending);
+        if result.is_err() {
+            let lines = self.pending.iter().filter(|byte| **byte == b'\n').count();
+            telemetry_counters().log_lines_unwritten(lines as u64);
+        }
         self.written += self.pending.len() as u64;
         self.pending.clear();
         result
@@ -201,6 +208,10 @@ mod tests {
         assert!(file.flush().is_err(), "the disk-full error is reported");
         assert!(failures > 0, "and on the writes that filled the buffer");
         assert!(file.pending.is_empty(), "the lines that failed are let go");
+        assert!(
+            telemetry_counters().dropped_log_lines() >= 256,
+            "and counted"
+        );
     }
 
     #[test]

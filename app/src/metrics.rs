@@ -2,6 +2,7 @@
 //! buckets live here and nowhere else. One registry per [`Metrics`] value
 //! (no global default registry), served on the admin port's `/metrics`.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{LazyLock, Mutex};
 
 use prometheus::core::{Collector, Desc};
@@ -211,6 +212,8 @@ pub struct TelemetryCounters {
     /// `todo_trace_spans_dropped_total{reason}`: spans not exported.
     spans_dropped: IntCounterVec,
     log_writers: Mutex<Vec<ErrorCounter>>,
+    /// Lines the log file could not take (disk full, say).
+    unwritten_log_lines: AtomicU64,
 }
 
 impl TelemetryCounters {
@@ -229,13 +232,20 @@ impl TelemetryCounters {
             .push(counter);
     }
 
-    fn dropped_log_lines(&self) -> u64 {
-        self.log_writers
+    /// Counts lines that reached a log writer but could not be written.
+    pub fn log_lines_unwritten(&self, lines: u64) {
+        self.unwritten_log_lines.fetch_add(lines, Ordering::Relaxed);
+    }
+
+    pub(crate) fn dropped_log_lines(&self) -> u64 {
+        let queue_full: u64 = self
+            .log_writers
             .lock()
             .expect("never poisoned")
             .iter()
             .map(|counter| counter.dropped_lines() as u64)
-            .sum()
+            .sum();
+        queue_full + self.unwritten_log_lines.load(Ordering::Relaxed)
     }
 }
 
@@ -249,6 +259,7 @@ static TELEMETRY_COUNTERS: LazyLock<TelemetryCounters> = LazyLock::new(|| Teleme
     )
     .expect("valid metric"),
     log_writers: Mutex::new(Vec::new()),
+    unwritten_log_lines: AtomicU64::new(0),
 });
 
 /// The process-wide telemetry counters.
@@ -260,7 +271,7 @@ pub fn telemetry_counters() -> &'static TelemetryCounters {
 struct DroppedLogLines;
 
 const DROPPED_LOG_LINES_NAME: &str = "todo_log_lines_dropped_total";
-const DROPPED_LOG_LINES_HELP: &str = "Log lines dropped because the log writer could not keep up.";
+const DROPPED_LOG_LINES_HELP: &str = "Log lines dropped because the log writer could not keep up or the log file could not be written.";
 
 impl Collector for DroppedLogLines {
     fn desc(&self) -> Vec<&Desc> {
