@@ -6,8 +6,9 @@
 //! through `tracing-appender`'s non-blocking writer so a slow stdout or disk
 //! never stalls an HTTP worker; lines it has to drop are counted
 //! (`todo_log_lines_dropped_total`). Its writer thread writes lines in
-//! batches, at most every [`LOG_FLUSH_PAUSE`] (see [`PacedFlush`]). Span fields (request id, route, owner,
-//! trace id…) are attached to every event inside the span by `JsonStorageLayer`.
+//! batches, at most every [`LOG_FLUSH_PAUSE`] (see `PacedFlush`). Span
+//! fields (request id, owner, trace and span ids) are attached to every
+//! event inside the span by `JsonStorageLayer`.
 //!
 //! Traces: when `OTEL_EXPORTER_OTLP_ENDPOINT` (or `…_TRACES_ENDPOINT`) is set,
 //! spans are exported over OTLP/HTTP protobuf by a batch processor on its own
@@ -169,9 +170,8 @@ fn non_blocking<W: std::io::Write + Send + 'static>(writer: W) -> (NonBlocking, 
 /// the next lines.
 ///
 /// `tracing-appender`'s writer thread writes lines as they arrive and
-/// flushes whenever its channel is empty. Under load that is one wake-up of
-/// the thread and one `write(2)` per request, about a tenth of the CPU a
-/// request costs. With the pause, lines gather in the channel (sending to a
+/// flushes whenever its channel is empty. Under load that is a wake-up of
+/// the thread and a `write(2)` for every request. With the pause, lines gather in the channel (sending to a
 /// channel nobody is waiting on takes no system call) and the inner writer,
 /// which buffers whole lines, writes them at once: about a hundred writes a
 /// second whatever the request rate. The channel's bound, and the counting
