@@ -32,6 +32,17 @@ pub enum SettingsError {
     UnknownEnvironment(String),
 }
 
+impl SettingsError {
+    /// A value that parses but cannot work, naming its key (never its value,
+    /// which may be a secret).
+    pub fn invalid(key: &'static str, problem: impl Into<String>) -> SettingsError {
+        SettingsError::Invalid {
+            key,
+            problem: problem.into(),
+        }
+    }
+}
+
 /// Everything `todo-app` can be told.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -186,60 +197,72 @@ impl Settings {
 
     /// Rejects values that parse but cannot work, naming the key.
     pub fn validate(&self) -> Result<(), SettingsError> {
-        fn invalid(key: &'static str, problem: impl Into<String>) -> SettingsError {
-            SettingsError::Invalid {
-                key,
-                problem: problem.into(),
-            }
-        }
         if self.server.json_body_limit_bytes < 1024 {
-            return Err(invalid(
+            return Err(SettingsError::invalid(
                 "server.json_body_limit_bytes",
                 "must be at least 1024",
             ));
         }
         if self.database.pool_size == 0 {
-            return Err(invalid("database.pool_size", "must be at least 1"));
+            return Err(SettingsError::invalid(
+                "database.pool_size",
+                "must be at least 1",
+            ));
         }
         if self.database.executor_threads == 0 {
-            return Err(invalid("database.executor_threads", "must be at least 1"));
+            return Err(SettingsError::invalid(
+                "database.executor_threads",
+                "must be at least 1",
+            ));
         }
         if self.database.max_queue == 0 {
-            return Err(invalid("database.max_queue", "must be at least 1"));
+            return Err(SettingsError::invalid(
+                "database.max_queue",
+                "must be at least 1",
+            ));
         }
         if self.database.pool_wait_timeout_ms == 0 {
-            return Err(invalid(
+            return Err(SettingsError::invalid(
                 "database.pool_wait_timeout_ms",
                 "must be at least 1",
             ));
         }
         if !is_postgres_url(self.database.url.expose_secret()) {
             // Never echo the value: it may hold a password.
-            return Err(invalid(
+            return Err(SettingsError::invalid(
                 "database.url",
                 "must be a postgres:// or postgresql:// URL",
             ));
         }
         match (&self.tls.cert_path, &self.tls.key_path) {
             (Some(_), None) => {
-                return Err(invalid("tls.key_path", "is required with tls.cert_path"));
+                return Err(SettingsError::invalid(
+                    "tls.key_path",
+                    "is required with tls.cert_path",
+                ));
             }
             (None, Some(_)) => {
-                return Err(invalid("tls.cert_path", "is required with tls.key_path"));
+                return Err(SettingsError::invalid(
+                    "tls.cert_path",
+                    "is required with tls.key_path",
+                ));
             }
             _ => {}
         }
         if self.log.max_bytes < 4096 {
-            return Err(invalid("log.max_bytes", "must be at least 4096"));
+            return Err(SettingsError::invalid(
+                "log.max_bytes",
+                "must be at least 4096",
+            ));
         }
         if self.auth.rate_limit_per_second > 0 && self.auth.rate_limit_burst == 0 {
-            return Err(invalid(
+            return Err(SettingsError::invalid(
                 "auth.rate_limit_burst",
                 "must be at least 1 when auth.rate_limit_per_second is set",
             ));
         }
         if self.auth.unknown_key_lookups_per_second > 0 && self.auth.unknown_key_lookup_burst == 0 {
-            return Err(invalid(
+            return Err(SettingsError::invalid(
                 "auth.unknown_key_lookup_burst",
                 "must be at least 1 when auth.unknown_key_lookups_per_second is set",
             ));

@@ -17,6 +17,8 @@ use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
+/// Why the settings could not be loaded: the same error type as todo-app's.
+pub use todo_app::configuration::SettingsError;
 use todo_app::configuration::{Layers, is_postgres_url, load_layers};
 
 pub use crate::aggregate::config::{AggregateSettings, RemoteWriteSettings, RuleSettings};
@@ -27,15 +29,6 @@ const BASE_YAML: &str = include_str!("../configuration/base.yaml");
 
 /// Smallest part S3 accepts in a multipart upload (all but the last part).
 pub const MIN_PART_SIZE_BYTES: usize = 5 * 1024 * 1024;
-
-/// Why the settings could not be loaded.
-#[derive(Debug, thiserror::Error)]
-pub enum SettingsError {
-    #[error("invalid configuration: {0}")]
-    Load(#[from] config::ConfigError),
-    #[error("invalid configuration: `{key}` {problem}")]
-    Invalid { key: &'static str, problem: String },
-}
 
 /// Everything `todo-sidecar` can be told.
 #[derive(Debug, Clone, Deserialize)]
@@ -189,25 +182,22 @@ impl Settings {
 
     /// Rejects values that parse but cannot work, naming the key.
     pub fn validate(&self) -> Result<(), SettingsError> {
-        fn invalid(key: &'static str, problem: impl Into<String>) -> SettingsError {
-            SettingsError::Invalid {
-                key,
-                problem: problem.into(),
-            }
-        }
         if !is_postgres_url(self.database.url.expose_secret()) {
             // Never echo the value: it may hold a password.
-            return Err(invalid(
+            return Err(SettingsError::invalid(
                 "database.url",
                 "must be a postgres:// or postgresql:// URL",
             ));
         }
         let backup = &self.backup;
         if !(1..=19).contains(&backup.compression_level) {
-            return Err(invalid("backup.compression_level", "must be within 1..=19"));
+            return Err(SettingsError::invalid(
+                "backup.compression_level",
+                "must be within 1..=19",
+            ));
         }
         if backup.refresh_interval_seconds == 0 {
-            return Err(invalid(
+            return Err(SettingsError::invalid(
                 "backup.refresh_interval_seconds",
                 "must be at least 1",
             ));
@@ -215,7 +205,7 @@ impl Settings {
         if let Some(schedule) = &backup.schedule
             && let Err(error) = parse_schedule(schedule)
         {
-            return Err(invalid(
+            return Err(SettingsError::invalid(
                 "backup.schedule",
                 format!("is not a cron expression: {error}"),
             ));
@@ -223,29 +213,35 @@ impl Settings {
         let store = &backup.store;
         if store.kind == StoreKind::S3 {
             if store.bucket.as_deref().is_none_or(str::is_empty) {
-                return Err(invalid(
+                return Err(SettingsError::invalid(
                     "backup.store.bucket",
                     "is required when backup.store.kind is s3",
                 ));
             }
             if store.part_size_bytes < MIN_PART_SIZE_BYTES {
-                return Err(invalid(
+                return Err(SettingsError::invalid(
                     "backup.store.part_size_bytes",
                     format!("must be at least {MIN_PART_SIZE_BYTES} (the S3 minimum)"),
                 ));
             }
             if store.access_key_id_file.is_some() != store.secret_access_key_file.is_some() {
-                return Err(invalid(
+                return Err(SettingsError::invalid(
                     "backup.store.secret_access_key_file",
                     "and backup.store.access_key_id_file must be set together",
                 ));
             }
         }
         if store.prefix.contains("..") {
-            return Err(invalid("backup.store.prefix", "must not contain `..`"));
+            return Err(SettingsError::invalid(
+                "backup.store.prefix",
+                "must not contain `..`",
+            ));
         }
         if backup.retention.keep_last == 0 {
-            return Err(invalid("backup.retention.keep_last", "must be at least 1"));
+            return Err(SettingsError::invalid(
+                "backup.retention.keep_last",
+                "must be at least 1",
+            ));
         }
         self.aggregate.validate()?;
         self.logship.validate()?;

@@ -106,70 +106,70 @@ pub struct RemoteWriteSettings {
 impl AggregateSettings {
     /// Rejects values that parse but cannot work, naming the key.
     pub fn validate(&self) -> Result<(), SettingsError> {
-        fn invalid(key: &'static str, problem: impl Into<String>) -> SettingsError {
-            SettingsError::Invalid {
-                key,
-                problem: problem.into(),
-            }
-        }
         if !(self.app_metrics_url.starts_with("http://")
             || self.app_metrics_url.starts_with("https://"))
         {
-            return Err(invalid(
+            return Err(SettingsError::invalid(
                 "aggregate.app_metrics_url",
                 "must be an http:// or https:// URL",
             ));
         }
         if self.scrape_timeout_ms == 0 {
-            return Err(invalid("aggregate.scrape_timeout_ms", "must be at least 1"));
+            return Err(SettingsError::invalid(
+                "aggregate.scrape_timeout_ms",
+                "must be at least 1",
+            ));
         }
         if self.max_series == 0 {
-            return Err(invalid("aggregate.max_series", "must be at least 1"));
+            return Err(SettingsError::invalid(
+                "aggregate.max_series",
+                "must be at least 1",
+            ));
         }
         if self.database_statement_timeout_ms == 0 {
-            return Err(invalid(
+            return Err(SettingsError::invalid(
                 "aggregate.database_statement_timeout_ms",
                 "must be at least 1 (0 would mean no timeout)",
             ));
         }
         RuleSet::compile(&self.rules)
-            .map_err(|error| invalid("aggregate.rules", error.to_string()))?;
+            .map_err(|error| SettingsError::invalid("aggregate.rules", error.to_string()))?;
         let remote = &self.remote_write;
         if let Some(url) = &remote.url
             && !(url.starts_with("http://") || url.starts_with("https://"))
         {
-            return Err(invalid(
+            return Err(SettingsError::invalid(
                 "aggregate.remote_write.url",
                 "must be an http:// or https:// URL",
             ));
         }
         if remote.interval_seconds == 0 {
-            return Err(invalid(
+            return Err(SettingsError::invalid(
                 "aggregate.remote_write.interval_seconds",
                 "must be at least 1",
             ));
         }
         if remote.max_samples_per_request == 0 {
-            return Err(invalid(
+            return Err(SettingsError::invalid(
                 "aggregate.remote_write.max_samples_per_request",
                 "must be at least 1",
             ));
         }
         if remote.max_queued_samples < remote.max_samples_per_request {
-            return Err(invalid(
+            return Err(SettingsError::invalid(
                 "aggregate.remote_write.max_queued_samples",
                 "must be at least max_samples_per_request",
             ));
         }
         if remote.min_backoff_ms == 0 || remote.max_backoff_ms < remote.min_backoff_ms {
-            return Err(invalid(
+            return Err(SettingsError::invalid(
                 "aggregate.remote_write.max_backoff_ms",
                 "must be at least min_backoff_ms, itself at least 1",
             ));
         }
         for name in remote.labels.keys() {
             if !super::exposition::is_label_name(name) || name.starts_with("__") {
-                return Err(invalid(
+                return Err(SettingsError::invalid(
                     "aggregate.remote_write.labels",
                     format!("`{name}` is not a valid label name"),
                 ));

@@ -215,12 +215,6 @@ impl LogshipSettings {
 
     /// Rejects values that parse but cannot work, naming the key.
     pub fn validate(&self) -> Result<(), SettingsError> {
-        fn invalid(key: &'static str, problem: impl Into<String>) -> SettingsError {
-            SettingsError::Invalid {
-                key,
-                problem: problem.into(),
-            }
-        }
         if !self.enabled() {
             return Ok(());
         }
@@ -230,19 +224,25 @@ impl LogshipSettings {
             && sinks.elasticsearch.url.is_none()
             && sinks.otlp.url.is_none()
         {
-            return Err(invalid(
+            return Err(SettingsError::invalid(
                 "logship.sinks",
                 "needs at least one sink (stdout.enabled, loki.url, elasticsearch.url or otlp.url) when logship.paths is set",
             ));
         }
         if self.max_line_bytes < 64 {
-            return Err(invalid("logship.max_line_bytes", "must be at least 64"));
+            return Err(SettingsError::invalid(
+                "logship.max_line_bytes",
+                "must be at least 64",
+            ));
         }
         if self.fingerprint_bytes < 16 {
-            return Err(invalid("logship.fingerprint_bytes", "must be at least 16"));
+            return Err(SettingsError::invalid(
+                "logship.fingerprint_bytes",
+                "must be at least 16",
+            ));
         }
         if self.batch.max_lines == 0 || self.batch.max_bytes == 0 {
-            return Err(invalid(
+            return Err(SettingsError::invalid(
                 "logship.batch",
                 "max_lines and max_bytes must be at least 1",
             ));
@@ -250,21 +250,21 @@ impl LogshipSettings {
         if self.retry.initial_backoff_ms == 0
             || self.retry.max_backoff_ms < self.retry.initial_backoff_ms
         {
-            return Err(invalid(
+            return Err(SettingsError::invalid(
                 "logship.retry",
                 "initial_backoff_ms must be at least 1 and at most max_backoff_ms",
             ));
         }
         for name in sinks.loki.labels.keys() {
             if HIGH_CARDINALITY_LABELS.contains(&name.as_str()) {
-                return Err(invalid(
+                return Err(SettingsError::invalid(
                     "logship.sinks.loki.labels",
                     format!("must not hold the high-cardinality label `{name}`"),
                 ));
             }
         }
         if sinks.loki.labels.len() > 8 {
-            return Err(invalid(
+            return Err(SettingsError::invalid(
                 "logship.sinks.loki.labels",
                 "holds more than 8 labels",
             ));
@@ -279,12 +279,15 @@ impl LogshipSettings {
         ] {
             match http.auth {
                 Some(AuthKind::Bearer) if http.token_file.is_none() => {
-                    return Err(invalid(key, "auth bearer needs token_file"));
+                    return Err(SettingsError::invalid(key, "auth bearer needs token_file"));
                 }
                 Some(AuthKind::Basic)
                     if http.username.is_none() || http.password_file.is_none() =>
                 {
-                    return Err(invalid(key, "auth basic needs username and password_file"));
+                    return Err(SettingsError::invalid(
+                        key,
+                        "auth basic needs username and password_file",
+                    ));
                 }
                 _ => {}
             }
