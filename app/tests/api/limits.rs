@@ -26,6 +26,21 @@ fn lock_row(app: &TestApp, id: &str) -> diesel::PgConnection {
     locker
 }
 
+/// Sends `PATCH /api/todos/{id}` setting the title, in the background.
+fn spawn_patch_title(
+    app: &TestApp,
+    token: &str,
+    id: &str,
+    title: &'static str,
+) -> actix_web::rt::task::JoinHandle<reqwest::Result<reqwest::Response>> {
+    let request = app
+        .client
+        .patch(app.url(&format!("/api/todos/{id}")))
+        .bearer_auth(token)
+        .json(&json!({ "title": title }));
+    actix_web::rt::spawn(request.send())
+}
+
 async fn wait_until_blocked_on_lock(app: &TestApp) {
     let mut observer = app.connection();
     let blocked = eventually(Duration::from_secs(10), || {
@@ -56,32 +71,10 @@ async fn a_full_executor_queue_answers_503_at_once_and_a_stale_message_is_not_ru
     let id = todo["id"].as_str().unwrap().to_string();
     let mut locker = lock_row(&app, &id);
     // The only executor is now stuck on the lock with this PATCH.
-    let stuck = actix_web::rt::spawn({
-        let client = app.client.clone();
-        let (url, token) = (app.url(&format!("/api/todos/{id}")), token.clone());
-        async move {
-            client
-                .patch(url)
-                .bearer_auth(token)
-                .json(&json!({"title": "first"}))
-                .send()
-                .await
-        }
-    });
+    let stuck = spawn_patch_title(&app, &token, &id, "first");
     wait_until_blocked_on_lock(&app).await;
     // This one waits in the mailbox (queue depth 1 = max_queue)…
-    let queued = actix_web::rt::spawn({
-        let client = app.client.clone();
-        let (url, token) = (app.url(&format!("/api/todos/{id}")), token.clone());
-        async move {
-            client
-                .patch(url)
-                .bearer_auth(token)
-                .json(&json!({"title": "second"}))
-                .send()
-                .await
-        }
-    });
+    let queued = spawn_patch_title(&app, &token, &id, "second");
     assert!(
         eventually(Duration::from_secs(5), || async {
             app.admin_get("/metrics")
