@@ -231,7 +231,7 @@ impl Settings {
             // Never echo the value: it may hold a password.
             return Err(SettingsError::invalid(
                 "database.url",
-                "must be a postgres:// or postgresql:// URL",
+                "must be a postgres:// or postgresql:// URL with every `%` followed by two hex digits (percent-encode a `%` in the password as %25)",
             ));
         }
         match (&self.tls.cert_path, &self.tls.key_path) {
@@ -320,9 +320,63 @@ pub fn load_layers<T: serde::de::DeserializeOwned>(
 }
 
 /// Whether a database URL is one libpq and diesel accept (checked without
-/// ever echoing the value, which may hold a password).
+/// ever echoing the value, which may hold a password): a `postgres://` or
+/// `postgresql://` URL whose every `%` starts a valid escape. libpq quotes
+/// a badly escaped part, which may be the password, in its error message.
 pub fn is_postgres_url(url: &str) -> bool {
-    url.starts_with("postgres://") || url.starts_with("postgresql://")
+    let scheme_ok = url.starts_with("postgres://") || url.starts_with("postgresql://");
+    let bytes = url.as_bytes();
+    let escapes_ok = bytes.iter().enumerate().all(|(at, byte)| {
+        *byte != b'%'
+            || (bytes.get(at + 1).is_some_and(u8::is_ascii_hexdigit)
+                && bytes.get(at + 2).is_some_and(u8::is_ascii_hexdigit))
+    });
+    scheme_ok && escapes_ok
+}
+
+/// Seconds of silence before TCP keepalive probes start, the gap between
+/// probes, and how many unanswered probes drop the connection.
+const KEEPALIVES: [(&str, &str); 4] = [
+    ("keepalives", "1"),
+    ("keepalives_idle", "10"),
+    ("keepalives_interval", "5"),
+    ("keepalives_count", "3"),
+];
+/// Milliseconds sent data may stay unacknowledged before the kernel drops
+/// the connection.
+const TCP_USER_TIMEOUT_MS: &str = "10000";
+
+/// `url` with libpq connection options added, each unless the operator set
+/// it: `connect_timeout`, `application_name` (so `pg_stat_activity` shows
+/// which program a session is), TCP keepalives and `tcp_user_timeout`.
+/// The last two bound how long a thread can sit in a read or write to a
+/// database host that vanished (a failover, a partition): without them
+/// the kernel waits 15 minutes to 2 hours.
+pub fn with_connection_options(
+    url: &SecretString,
+    connect_timeout: Duration,
+    application_name: &str,
+) -> SecretString {
+    let mut text = url.expose_secret().to_string();
+    let connect_timeout = connect_timeout.as_secs().max(1).to_string();
+    let options = [
+        ("connect_timeout", connect_timeout.as_str()),
+        ("application_name", application_name),
+        ("tcp_user_timeout", TCP_USER_TIMEOUT_MS),
+    ]
+    .into_iter()
+    .chain(KEEPALIVES);
+    for (key, value) in options {
+        let present = text
+            .split(['?', '&'])
+            .skip(1)
+            .any(|pair| pair.split('=').next() == Some(key));
+        if !present {
+            let separator = if text.contains('?') { '&' } else { '?' };
+            text = format!("{text}{separator}{key}={value}");
+        }
+    }
+    SecretString::from(text)
 }
 
 impl ServerSettings {
@@ -348,24 +402,26 @@ impl DatabaseSettings {
         Duration::from_millis(self.queue_timeout_ms)
     }
 
-    /// The URL handed to libpq, with `connect_timeout` added unless the
-    /// operator set one, so a black-holed database host cannot hang a thread.
+    /// The URL handed to libpq, with the connection options of
+    /// [`with_connection_options`].
     pub fn connection_url(&self) -> SecretString {
-        let url = self.url.expose_secret();
-        if url.contains("connect_timeout=") {
-            return self.url.clone();
-        }
-        let separator = if url.contains('?') { '&' } else { '?' };
-        SecretString::from(format!(
-            "{url}{separator}connect_timeout={}",
-            self.connect_timeout_seconds.max(1)
-        ))
+        with_connection_options(
+            &self.url,
+            Duration::from_secs(self.connect_timeout_seconds),
+            "todo-app",
+        )
     }
 
-    /// The same server with another database name (for creating or dropping
-    /// databases, and in tests).
-    pub fn with_database_name(&self, name: &str) -> SecretString {
-        SecretString::from(replace_database_name(self.url.expose_secret(), name))
+    /// Longest a request waits for its database operation: the mailbox
+    /// wait, then a pool wait and a statement, twice when a read is retried
+    /// on a fresh connection, and a second of slack. Past it the request is
+    /// answered 503 even if the executor is stuck on a database that stopped
+    /// answering (a frozen host keeps the socket open, and `statement_timeout`
+    /// is enforced by that same server).
+    pub fn answer_deadline(&self) -> Duration {
+        self.queue_timeout()
+            + 2 * (self.pool_wait_timeout() + Duration::from_millis(self.statement_timeout_ms))
+            + Duration::from_secs(1)
     }
 }
 
@@ -406,6 +462,41 @@ mod tests {
         assert_eq!(
             replace_database_name("postgres://h", "other"),
             "postgres://h/other"
+        );
+    }
+
+    #[test]
+    fn a_url_libpq_would_quote_in_an_error_is_refused() {
+        assert!(is_postgres_url("postgres://app:p%40ss@db:5432/todo"));
+        assert!(!is_postgres_url("postgres://app:s3cr%zzet@db/todo"));
+        assert!(!is_postgres_url("postgres://app:s3cret%@db/todo"));
+        assert!(!is_postgres_url("postgres://app:s3cr%4@db/todo"));
+        assert!(!is_postgres_url("mysql://app@db/todo"));
+    }
+
+    #[test]
+    fn connection_options_are_added_unless_the_operator_set_them() {
+        let url = SecretString::from("postgres://app@db/todo?keepalives_idle=30&sslmode=require");
+        let with = with_connection_options(&url, Duration::from_secs(3), "todo-app");
+        let text = with.expose_secret();
+        assert!(text.starts_with("postgres://app@db/todo?keepalives_idle=30&sslmode=require&"));
+        for option in [
+            "connect_timeout=3",
+            "application_name=todo-app",
+            "tcp_user_timeout=10000",
+            "keepalives=1",
+            "keepalives_interval=5",
+            "keepalives_count=3",
+        ] {
+            assert!(text.contains(option), "{option} missing from {text}");
+        }
+        assert_eq!(text.matches("keepalives_idle=").count(), 1, "{text}");
+
+        let bare =
+            with_connection_options(&SecretString::from("postgres://db/x"), Duration::ZERO, "t");
+        assert!(
+            bare.expose_secret()
+                .starts_with("postgres://db/x?connect_timeout=1&")
         );
     }
 }

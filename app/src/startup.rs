@@ -86,13 +86,7 @@ impl Application {
 
         let metrics = Metrics::new();
         let pool = db::build_pool(&settings.database);
-        let db_client = DbExecutor::start(
-            settings.database.executor_threads,
-            pool.clone(),
-            metrics.clone(),
-            settings.database.queue_timeout(),
-            settings.database.max_queue,
-        );
+        let db_client = DbExecutor::start(&settings.database, pool.clone(), metrics.clone());
         let authenticator = web::Data::new(Authenticator::new(
             &settings.auth,
             db_client.clone(),

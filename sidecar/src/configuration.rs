@@ -186,7 +186,7 @@ impl Settings {
             // Never echo the value: it may hold a password.
             return Err(SettingsError::invalid(
                 "database.url",
-                "must be a postgres:// or postgresql:// URL",
+                "must be a postgres:// or postgresql:// URL with every `%` followed by two hex digits (percent-encode a `%` in the password as %25)",
             ));
         }
         let backup = &self.backup;

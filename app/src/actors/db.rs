@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use uuid::Uuid;
 
+use crate::configuration::DatabaseSettings;
 use crate::db::api_keys::{self, ApiKeyRecord};
 use crate::db::todos::{self, NewTodo, Todo, TodoChanges, TodoFilter, TodoPage};
 use crate::db::{DbError, PgPool, PooledPg};
@@ -34,16 +35,12 @@ impl Actor for DbExecutor {
 }
 
 impl DbExecutor {
-    /// Starts `threads` executors sharing `pool`, and returns the client handlers use.
-    pub fn start(
-        threads: usize,
-        pool: PgPool,
-        metrics: Metrics,
-        queue_timeout: Duration,
-        max_queue: usize,
-    ) -> DbClient {
+    /// Starts `database.executor_threads` executors sharing `pool`, and
+    /// returns the client handlers use.
+    pub fn start(settings: &DatabaseSettings, pool: PgPool, metrics: Metrics) -> DbClient {
         let executor_metrics = metrics.clone();
-        let addr = SyncArbiter::start(threads, move || DbExecutor {
+        let queue_timeout = settings.queue_timeout();
+        let addr = SyncArbiter::start(settings.executor_threads, move || DbExecutor {
             pool: pool.clone(),
             metrics: executor_metrics.clone(),
             queue_timeout,
@@ -51,7 +48,8 @@ impl DbExecutor {
         DbClient {
             addr,
             queued: Arc::new(AtomicUsize::new(0)),
-            max_queue,
+            max_queue: settings.max_queue,
+            answer_deadline: settings.answer_deadline(),
             metrics,
         }
     }
@@ -187,22 +185,25 @@ pub struct DbClient {
     addr: Addr<DbExecutor>,
     queued: Arc<AtomicUsize>,
     max_queue: usize,
+    /// [`DatabaseSettings::answer_deadline`].
+    answer_deadline: Duration,
     metrics: Metrics,
 }
 
 impl DbClient {
     /// Sends `message` to an executor and waits for its result. Refuses at
-    /// once (503) when `max_queue` messages are already waiting.
+    /// once (503) when `max_queue` messages are already waiting, and answers
+    /// 503 when no result came within `answer_deadline` (an executor stuck
+    /// on a database that stopped answering).
     pub async fn send<M: DbOperation>(&self, message: M) -> Result<M::Output, DbError> {
         if self.queued.fetch_add(1, Ordering::Relaxed) >= self.max_queue {
             self.queued.fetch_sub(1, Ordering::Relaxed);
+            let refused = DbError::Overloaded("too many requests waiting for the database");
             self.metrics
                 .db_errors
-                .with_label_values(&["overloaded"])
+                .with_label_values(&[refused.kind()])
                 .inc();
-            return Err(DbError::Overloaded(
-                "too many requests waiting for the database",
-            ));
+            return Err(refused);
         }
         self.metrics.db_executor_queue_depth.inc();
         let slot = QueueSlot {
@@ -215,9 +216,20 @@ impl DbClient {
             parent: tracing::Span::current(),
             _slot: slot,
         };
-        match self.addr.send(queued).await {
+        match self.addr.send(queued).timeout(self.answer_deadline).await {
             Ok(outcome) => outcome,
-            Err(MailboxError::Closed | MailboxError::Timeout) => Err(DbError::Unavailable(
+            Err(MailboxError::Timeout) => {
+                let late = DbError::Unavailable(format!(
+                    "no answer from the database within {} ms",
+                    self.answer_deadline.as_millis()
+                ));
+                self.metrics
+                    .db_errors
+                    .with_label_values(&[late.kind()])
+                    .inc();
+                Err(late)
+            }
+            Err(MailboxError::Closed) => Err(DbError::Unavailable(
                 "the database executors stopped".to_string(),
             )),
         }
@@ -283,8 +295,10 @@ impl DbOperation for UpdateTodo {
     const NAME: &'static str = "update_todo";
 
     fn execute(self, executor: &mut DbExecutor) -> Result<Todo, DbError> {
-        // Setting the same fields twice gives the same row, so a retry is safe.
-        executor.with_connection(true, |conn| {
+        // Not retried: the update may have committed before the connection
+        // died, and applying it again could undo another client's change
+        // made in between.
+        executor.with_connection(false, |conn| {
             todos::update(conn, &self.owner, self.id, self.changes.clone())
         })
     }

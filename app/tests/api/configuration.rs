@@ -112,6 +112,23 @@ fn a_database_url_that_is_not_postgres_is_rejected_without_echoing_it() {
 }
 
 #[test]
+fn a_database_url_with_a_broken_escape_is_rejected_before_libpq_can_quote_the_password() {
+    // libpq would answer `invalid percent-encoded token: "hun%zzter2"`.
+    let error = Settings::load_from(&vars(&[(
+        "DATABASE_URL",
+        "postgres://app:hun%zzter2@127.0.0.1:1/x",
+    )]))
+    .unwrap_err();
+
+    assert!(error.to_string().contains("database.url"), "{error}");
+    assert!(
+        error.to_string().contains("%25"),
+        "says how to write a %: {error}"
+    );
+    assert!(!error.to_string().contains("hun%zzter2"));
+}
+
+#[test]
 fn the_server_exits_with_a_clear_message_and_no_password_when_the_database_is_unreachable() {
     let port = crate::helpers::free_port();
     let output = Command::new(env!("CARGO_BIN_EXE_todo-app"))

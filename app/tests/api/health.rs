@@ -30,7 +30,13 @@ async fn metrics_are_served_in_the_prometheus_text_format() {
     );
     let body = response.text().await.unwrap();
     assert!(body.contains("todo_build_info{"));
-    assert!(body.contains("todo_db_query_duration_seconds_count{operation=\"create_todo\"} 1"));
+    assert_eq!(
+        crate::helpers::sample(
+            &body,
+            r#"todo_db_query_duration_seconds_count{operation="create_todo"}"#
+        ),
+        Some(1.0)
+    );
 }
 
 #[actix_web::test]

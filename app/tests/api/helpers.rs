@@ -372,6 +372,32 @@ impl ThrowawayCluster {
         );
     }
 
+    /// Stops every process of the cluster (SIGSTOP): connections stay open
+    /// and nothing answers, as with a frozen host.
+    pub fn freeze(&self) {
+        self.signal_all("-STOP");
+    }
+
+    /// Lets a frozen cluster run again.
+    pub fn thaw(&self) {
+        self.signal_all("-CONT");
+    }
+
+    fn signal_all(&self, signal: &str) {
+        let pid_file = std::fs::read_to_string(self.data_dir.join("postmaster.pid"))
+            .expect("the cluster is running");
+        let postmaster = pid_file.lines().next().expect("the pid is the first line");
+        // The backends first, so none is left running while the postmaster stops.
+        let _ = Command::new("pkill")
+            .args([signal, "-P", postmaster])
+            .status();
+        let killed = Command::new("kill")
+            .args([signal, postmaster])
+            .status()
+            .expect("kill runs");
+        assert!(killed.success(), "kill {signal} {postmaster}");
+    }
+
     fn run(&self, tool: &str, args: &[&str]) {
         let program = self.bin_dir.join(tool);
         let output = if self.run_as_postgres {
@@ -395,6 +421,10 @@ impl ThrowawayCluster {
 
 impl Drop for ThrowawayCluster {
     fn drop(&mut self) {
+        // A frozen cluster would never stop.
+        if self.data_dir.join("postmaster.pid").exists() {
+            self.thaw();
+        }
         let program = self.bin_dir.join("pg_ctl");
         let data_dir = self.data_dir.to_str().unwrap_or_default().to_string();
         let args = ["-D", &data_dir, "-m", "immediate", "stop"];
@@ -542,4 +572,13 @@ pub fn prepared_database(owner: &str) -> (String, String, String) {
     )
     .expect("the key is stored");
     (name, url, new.token.expose_secret().to_string())
+}
+
+/// The value of the series `name{labels}` in a text exposition (labels as rendered).
+pub fn sample(exposition: &str, series: &str) -> Option<f64> {
+    exposition
+        .lines()
+        .find(|line| line.starts_with(series) && line[series.len()..].starts_with(' '))
+        .and_then(|line| line.rsplit(' ').next())
+        .and_then(|value| value.parse().ok())
 }

@@ -16,17 +16,8 @@ use serde_json::{Value, json};
 
 use crate::helpers::{
     ServerProcess, admin_database_url, drop_database, eventually, free_port, http_client,
-    prepared_database, spawn_app,
+    prepared_database, sample, spawn_app,
 };
-
-/// The value of the series `name{labels}` in a text exposition (labels as rendered).
-fn sample(exposition: &str, series: &str) -> Option<f64> {
-    exposition
-        .lines()
-        .find(|line| line.starts_with(series) && line[series.len()..].starts_with(' '))
-        .and_then(|line| line.rsplit(' ').next())
-        .and_then(|value| value.parse().ok())
-}
 
 #[actix_web::test]
 async fn http_counters_and_histograms_count_exactly_the_requests_made() {

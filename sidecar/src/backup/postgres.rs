@@ -31,22 +31,10 @@ pub struct ChildConnection {
     pub password: Option<SecretString>,
 }
 
-/// Adds `connect_timeout` and `application_name` unless the URL has them.
+/// The URL with the shared libpq connection options (connect timeout, TCP
+/// keepalives and user timeout, `application_name=todo-sidecar`), unless set.
 pub fn with_connection_options(url: &SecretString, connect_timeout: Duration) -> SecretString {
-    let mut text = url.expose_secret().to_string();
-    for (key, value) in [
-        (
-            "connect_timeout",
-            connect_timeout.as_secs().max(1).to_string(),
-        ),
-        ("application_name", "todo-sidecar".to_string()),
-    ] {
-        if !text.contains(&format!("{key}=")) {
-            let separator = if text.contains('?') { '&' } else { '?' };
-            text = format!("{text}{separator}{key}={value}");
-        }
-    }
-    SecretString::from(text)
+    todo_app::configuration::with_connection_options(url, connect_timeout, "todo-sidecar")
 }
 
 /// Splits the password out of `url` for a child process.
@@ -423,9 +411,12 @@ mod tests {
             &SecretString::from("postgres://db/todo?connect_timeout=9"),
             Duration::from_secs(3),
         );
-        assert_eq!(
-            url.expose_secret(),
-            "postgres://db/todo?connect_timeout=9&application_name=todo-sidecar"
+        let text = url.expose_secret();
+        assert!(
+            text.starts_with("postgres://db/todo?connect_timeout=9&application_name=todo-sidecar&"),
+            "{text}"
         );
+        assert_eq!(text.matches("connect_timeout=").count(), 1, "{text}");
+        assert!(text.contains("tcp_user_timeout="), "{text}");
     }
 }
