@@ -93,16 +93,23 @@ pub async fn run_backup(
     store: &Store,
     metrics: &BackupMetrics,
 ) -> Result<Manifest, BackupError> {
-    let outcome = async {
-        let manifest = snapshot::take_snapshot(settings, store).await?;
+    let outcome = snapshot::take_snapshot(settings, store).await;
+    if outcome.is_ok() {
         // Retention only after a success: a failing backup never deletes.
-        let report = prune(store, &settings.backup.retention).await?;
-        if !report.deleted.is_empty() {
-            tracing::info!(deleted = ?report.deleted, "retention applied");
+        // The snapshot is published by now, so a retention failure is not a
+        // failed backup (a retried backup Job would publish one more each
+        // time): it is logged, and the next backup's retention catches up.
+        match prune(store, &settings.backup.retention).await {
+            Ok(report) if !report.deleted.is_empty() => {
+                tracing::info!(deleted = ?report.deleted, "retention applied");
+            }
+            Ok(_) => {}
+            Err(error) => tracing::error!(
+                error = format!("{error:#}"),
+                "the snapshot was published but retention failed; old snapshots stay until a later backup prunes them"
+            ),
         }
-        Ok::<_, BackupError>(manifest)
     }
-    .await;
     match &outcome {
         Ok(_) => {
             if let Err(error) = refresh_metrics(store, metrics).await {
@@ -237,6 +244,20 @@ impl BackupComponent {
         })
     }
 
+    /// When the next scheduled backup is due, from now; `None` without a schedule.
+    fn next_scheduled_backup(&self) -> anyhow::Result<Option<tokio::time::Instant>> {
+        let Some(schedule) = &self.schedule else {
+            return Ok(None);
+        };
+        let now = Utc::now();
+        let at = schedule
+            .find_next_occurrence(&now, false)
+            .context("backup.schedule has no next occurrence")?;
+        Ok(Some(
+            tokio::time::Instant::now() + (at - now).to_std().unwrap_or_default(),
+        ))
+    }
+
     async fn refresh(&self, health: &HealthHandle, last_backup_error: &Option<String>) {
         match refresh_metrics(&self.store, &self.metrics).await {
             Ok(catalog) => health.set(match last_backup_error {
@@ -279,17 +300,11 @@ impl Component for BackupComponent {
             let mut last_backup_error = None;
             self.refresh(&health, &last_backup_error).await;
             let mut next_refresh = tokio::time::Instant::now() + refresh_every;
+            // Planned once and kept until that backup has run: planning again
+            // on every wake-up could step past an occurrence when a metrics
+            // refresh ends just after it.
+            let mut next_backup = self.next_scheduled_backup()?;
             loop {
-                let next_backup = match &self.schedule {
-                    Some(schedule) => {
-                        let now = Utc::now();
-                        let at = schedule
-                            .find_next_occurrence(&now, false)
-                            .context("backup.schedule has no next occurrence")?;
-                        Some(tokio::time::Instant::now() + (at - now).to_std().unwrap_or_default())
-                    }
-                    None => None,
-                };
                 let wake = next_backup.map_or(next_refresh, |at| at.min(next_refresh));
                 tokio::select! {
                     _ = shutdown.requested() => return Ok(()),
@@ -309,6 +324,7 @@ impl Component for BackupComponent {
                     }
                     self.refresh(&health, &last_backup_error).await;
                     next_refresh = tokio::time::Instant::now() + refresh_every;
+                    next_backup = self.next_scheduled_backup()?;
                 } else if tokio::time::Instant::now() >= next_refresh {
                     self.refresh(&health, &last_backup_error).await;
                     next_refresh = tokio::time::Instant::now() + refresh_every;

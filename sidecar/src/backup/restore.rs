@@ -102,7 +102,10 @@ pub async fn restore(
     )?;
     snapshot::verify_checksum(store, manifest).await?;
     tracing::info!(snapshot = %manifest.id, database = %database, force, "restore started");
-    run_pg_restore(store, manifest, target, &pg_restore, force).await?;
+    // The same libpq options (connect timeout, keepalives) as every other
+    // connection of the sidecar.
+    let target_with_options = postgres::with_connection_options(target, timeout);
+    run_pg_restore(store, manifest, &target_with_options, &pg_restore, force).await?;
     let counts = session.count_rows().await?;
     let tables_checked = compare_counts(&manifest.tables, &counts).map_err(|difference| {
         BackupError::Damaged(format!(
