@@ -24,6 +24,23 @@ use todo_app::configuration::{Layers, is_postgres_url, load_layers};
 pub use crate::aggregate::config::{AggregateSettings, RemoteWriteSettings, RuleSettings};
 pub use crate::logship::config::LogshipSettings;
 
+/// Deserializes an optional text setting, an empty (or blank) value being
+/// unset: `SIDECAR__…__URL=""` is how an operator turns a sink off, and
+/// must not become a URL that fails on every request.
+pub fn empty_is_none<'de, D>(deserializer: D) -> Result<Option<String>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    let value = Option::<String>::deserialize(deserializer)?;
+    Ok(value.filter(|text| !text.trim().is_empty()))
+}
+
+/// Whether `url` is an absolute `http://` or `https://` URL with a host.
+pub fn is_http_url(url: &str) -> bool {
+    url::Url::parse(url)
+        .is_ok_and(|parsed| matches!(parsed.scheme(), "http" | "https") && parsed.host().is_some())
+}
+
 /// The defaults, compiled in so the binary runs where no file is shipped.
 const BASE_YAML: &str = include_str!("../configuration/base.yaml");
 

@@ -80,7 +80,8 @@ pub struct RuleSettings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RemoteWriteSettings {
-    /// The receiver, e.g. `http://prometheus:9090/api/v1/write`; none: off.
+    /// The receiver, e.g. `http://prometheus:9090/api/v1/write`; none or empty: off.
+    #[serde(default, deserialize_with = "crate::configuration::empty_is_none")]
     pub url: Option<String>,
     /// A snapshot of every exposed series is queued this often.
     pub interval_seconds: u64,
@@ -120,6 +121,12 @@ impl AggregateSettings {
                 "must be at least 1",
             ));
         }
+        if self.max_body_bytes == 0 {
+            return Err(SettingsError::invalid(
+                "aggregate.max_body_bytes",
+                "must be at least 1",
+            ));
+        }
         if self.max_series == 0 {
             return Err(SettingsError::invalid(
                 "aggregate.max_series",
@@ -136,7 +143,7 @@ impl AggregateSettings {
             .map_err(|error| SettingsError::invalid("aggregate.rules", error.to_string()))?;
         let remote = &self.remote_write;
         if let Some(url) = &remote.url
-            && !(url.starts_with("http://") || url.starts_with("https://"))
+            && !crate::configuration::is_http_url(url)
         {
             return Err(SettingsError::invalid(
                 "aggregate.remote_write.url",
@@ -161,10 +168,22 @@ impl AggregateSettings {
                 "must be at least max_samples_per_request",
             ));
         }
-        if remote.min_backoff_ms == 0 || remote.max_backoff_ms < remote.min_backoff_ms {
+        if remote.min_backoff_ms == 0 {
+            return Err(SettingsError::invalid(
+                "aggregate.remote_write.min_backoff_ms",
+                "must be at least 1",
+            ));
+        }
+        if remote.max_backoff_ms < remote.min_backoff_ms {
             return Err(SettingsError::invalid(
                 "aggregate.remote_write.max_backoff_ms",
-                "must be at least min_backoff_ms, itself at least 1",
+                "must be at least min_backoff_ms",
+            ));
+        }
+        if remote.timeout_ms == 0 {
+            return Err(SettingsError::invalid(
+                "aggregate.remote_write.timeout_ms",
+                "must be at least 1",
             ));
         }
         for name in remote.labels.keys() {
@@ -192,6 +211,30 @@ impl AggregateSettings {
 #[cfg(test)]
 mod tests {
     use crate::configuration::load_for_test as load;
+
+    #[test]
+    fn aggregate_an_empty_remote_write_url_is_off_and_zero_values_name_their_key() {
+        let settings =
+            load(&[("SIDECAR__AGGREGATE__REMOTE_WRITE__URL", "")]).expect("empty is off");
+        assert_eq!(settings.aggregate.remote_write.url, None);
+        for (variable, key) in [
+            (
+                "SIDECAR__AGGREGATE__REMOTE_WRITE__MIN_BACKOFF_MS",
+                "aggregate.remote_write.min_backoff_ms",
+            ),
+            (
+                "SIDECAR__AGGREGATE__REMOTE_WRITE__TIMEOUT_MS",
+                "aggregate.remote_write.timeout_ms",
+            ),
+            (
+                "SIDECAR__AGGREGATE__MAX_BODY_BYTES",
+                "aggregate.max_body_bytes",
+            ),
+        ] {
+            let error = load(&[(variable, "0")]).expect_err(variable).to_string();
+            assert!(error.contains(key), "{variable}: {error}");
+        }
+    }
 
     #[test]
     fn aggregate_defaults_scrape_the_local_app_with_remote_write_off() {

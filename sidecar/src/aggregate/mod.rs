@@ -358,13 +358,20 @@ fn clear_pg(metrics: &AggregateMetrics) {
     metrics.pg_oldest_transaction_age_seconds.reset();
 }
 
-/// `url` for logs and messages: a password in it (basic auth) is replaced,
-/// since secrets never appear in logs.
+/// `url` for logs and messages, without what may be a credential: the
+/// user and password (a token is sometimes sent as the user) and the query
+/// string (`?api_key=…`). Secrets never appear in logs.
 pub(crate) fn redacted(url: &str) -> String {
     match url::Url::parse(url) {
         Ok(mut parsed) => {
+            if !parsed.username().is_empty() {
+                let _ = parsed.set_username("REDACTED");
+            }
             if parsed.password().is_some() {
                 let _ = parsed.set_password(Some("REDACTED"));
+            }
+            if parsed.query().is_some() {
+                parsed.set_query(Some("REDACTED"));
             }
             parsed.to_string()
         }

@@ -470,7 +470,11 @@ mod tests {
     fn aggregate_remote_write_urls_are_shown_without_their_password() {
         assert_eq!(
             crate::aggregate::redacted("https://writer:hunter2@metrics.example/api/v1/write"),
-            "https://writer:REDACTED@metrics.example/api/v1/write"
+            "https://REDACTED:REDACTED@metrics.example/api/v1/write"
+        );
+        assert_eq!(
+            crate::aggregate::redacted("https://t0ken@metrics.example/write?api_key=k3y"),
+            "https://REDACTED@metrics.example/write?REDACTED"
         );
         assert_eq!(
             crate::aggregate::redacted("http://127.0.0.1:9090/api/v1/write"),

@@ -44,10 +44,26 @@ pub fn child_connection(url: &SecretString) -> Result<ChildConnection, BackupErr
         .map_err(|error| {
             BackupError::Other(anyhow::anyhow!("the database URL does not parse: {error}"))
         })?;
-    let password = parsed
+    let mut password = parsed
         .password()
         .map(|encoded| SecretString::from(percent_decode(encoded)));
     let _ = parsed.set_password(None);
+    // libpq also takes `?password=`; it must not reach the command line either.
+    if parsed.query_pairs().any(|(key, _)| key == "password") {
+        let mut kept = Vec::new();
+        for (key, value) in parsed.query_pairs() {
+            if key == "password" {
+                password = Some(SecretString::from(value.into_owned()));
+            } else {
+                kept.push((key.into_owned(), value.into_owned()));
+            }
+        }
+        if kept.is_empty() {
+            parsed.set_query(None);
+        } else {
+            parsed.query_pairs_mut().clear().extend_pairs(kept);
+        }
+    }
     Ok(ChildConnection {
         url: parsed.to_string(),
         password,
@@ -403,6 +419,22 @@ mod tests {
         let child =
             child_connection(&SecretString::from("postgres://app@db/todo")).expect("parses");
         assert!(child.password.is_none());
+    }
+
+    #[test]
+    fn a_password_in_the_query_moves_out_too() {
+        let child = child_connection(&SecretString::from(
+            "postgres://app@db/todo?sslmode=require&password=s%26cret&connect_timeout=3",
+        ))
+        .expect("parses");
+        assert_eq!(
+            child.url,
+            "postgres://app@db/todo?sslmode=require&connect_timeout=3"
+        );
+        assert_eq!(child.password.expect("has one").expose_secret(), "s&cret");
+        let only = child_connection(&SecretString::from("postgres://app@db/todo?password=x"))
+            .expect("parses");
+        assert_eq!(only.url, "postgres://app@db/todo");
     }
 
     #[test]

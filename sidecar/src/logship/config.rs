@@ -122,6 +122,7 @@ pub struct StdoutSettings {
 #[serde(deny_unknown_fields)]
 pub struct LokiSettings {
     /// Base URL (`http://loki:3100`); `/loki/api/v1/push` is appended. Empty: off.
+    #[serde(default, deserialize_with = "crate::configuration::empty_is_none")]
     pub url: Option<String>,
     /// Labels set on every stream (`app`, `namespace`, `pod`…). Keep them
     /// few and of low cardinality: never request or trace ids.
@@ -129,6 +130,7 @@ pub struct LokiSettings {
     /// Add a `level` label from the bunyan level (`info`, `error`…).
     pub level_label: bool,
     /// `X-Scope-OrgID` (multi-tenant Loki); empty: not sent.
+    #[serde(default, deserialize_with = "crate::configuration::empty_is_none")]
     pub tenant_id: Option<String>,
     /// HTTP options.
     pub http: HttpSettings,
@@ -139,6 +141,7 @@ pub struct LokiSettings {
 #[serde(deny_unknown_fields)]
 pub struct ElasticsearchSettings {
     /// Base URL (`https://es:9200`); `/_bulk` is appended. Empty: off.
+    #[serde(default, deserialize_with = "crate::configuration::empty_is_none")]
     pub url: Option<String>,
     /// Index name, with strftime fields (`%Y`, `%m`, `%d`) taken from each
     /// line's `time` (UTC): `todo-logs-%Y.%m.%d`.
@@ -152,6 +155,7 @@ pub struct ElasticsearchSettings {
 #[serde(deny_unknown_fields)]
 pub struct OtlpSettings {
     /// Base URL (`http://otel-collector:4318`); `/v1/logs` is appended. Empty: off.
+    #[serde(default, deserialize_with = "crate::configuration::empty_is_none")]
     pub url: Option<String>,
     /// The `service.name` resource attribute of the records.
     pub service_name: String,
@@ -228,6 +232,20 @@ impl LogshipSettings {
                 "logship.sinks",
                 "needs at least one sink (stdout.enabled, loki.url, elasticsearch.url or otlp.url) when logship.paths is set",
             ));
+        }
+        for (key, url) in [
+            ("logship.sinks.loki.url", &sinks.loki.url),
+            ("logship.sinks.elasticsearch.url", &sinks.elasticsearch.url),
+            ("logship.sinks.otlp.url", &sinks.otlp.url),
+        ] {
+            if let Some(url) = url
+                && !crate::configuration::is_http_url(url)
+            {
+                return Err(SettingsError::invalid(
+                    key,
+                    "must be an http:// or https:// URL with a host",
+                ));
+            }
         }
         if self.max_line_bytes < 64 {
             return Err(SettingsError::invalid(
@@ -343,6 +361,38 @@ mod tests {
                 std::path::PathBuf::from("/logs/other.log")
             ]
         );
+    }
+
+    #[test]
+    fn an_empty_sink_url_is_off_and_a_url_without_scheme_is_refused() {
+        let error = load(&[
+            ("SIDECAR__LOGSHIP__PATHS", "/logs/app.log"),
+            ("SIDECAR__LOGSHIP__SINKS__LOKI__URL", ""),
+        ])
+        .unwrap_err();
+        assert!(
+            error.contains("needs at least one sink"),
+            "empty is off: {error}"
+        );
+        let settings = load(&[
+            ("SIDECAR__LOGSHIP__PATHS", "/logs/app.log"),
+            ("SIDECAR__LOGSHIP__SINKS__STDOUT__ENABLED", "true"),
+            ("SIDECAR__LOGSHIP__SINKS__OTLP__URL", " "),
+            ("SIDECAR__LOGSHIP__SINKS__LOKI__TENANT_ID", ""),
+        ])
+        .unwrap();
+        assert_eq!(settings.logship.sinks.otlp.url, None);
+        assert_eq!(settings.logship.sinks.loki.tenant_id, None);
+        for sink in ["LOKI", "ELASTICSEARCH", "OTLP"] {
+            let variable = format!("SIDECAR__LOGSHIP__SINKS__{sink}__URL");
+            let error = load(&[
+                ("SIDECAR__LOGSHIP__PATHS", "/logs/app.log"),
+                (variable.as_str(), "loki:3100"),
+            ])
+            .unwrap_err();
+            let key = format!("logship.sinks.{}.url", sink.to_lowercase());
+            assert!(error.contains(&key), "{error}");
+        }
     }
 
     #[test]

@@ -58,7 +58,7 @@ impl AggregateMetrics {
             app_scrape_duration_seconds: GaugeVec::new(
                 opts(
                     "todo_app_scrape_duration_seconds",
-                    "How long the last scrape of todo-app's /metrics took (fetch and parse).",
+                    "How long the last scrape of todo-app's /metrics took (fetch, parse, rules).",
                 ),
                 &[],
             )
