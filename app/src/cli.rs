@@ -120,7 +120,10 @@ async fn wait_for_stop_signal() {
 fn migrate(settings: &Settings) -> anyhow::Result<ExitCode> {
     let mut connection =
         db::connect(&settings.database).context("Failed to connect to the database")?;
-    let applied = migrations::run_pending_migrations(&mut connection)?;
+    let applied = migrations::run_pending_migrations(
+        &mut connection,
+        settings.database.migration_lock_wait(),
+    )?;
     if applied.is_empty() {
         eprintln!("todo-app: the database schema is up to date");
     } else {

@@ -114,6 +114,9 @@ pub struct DatabaseSettings {
     pub statement_timeout_ms: u64,
     /// libpq `connect_timeout` for new connections.
     pub connect_timeout_seconds: u64,
+    /// Longest wait for the migration lock (held by another replica or a
+    /// `todo-app migrate` that is migrating) before start-up fails.
+    pub migration_lock_wait_seconds: u64,
     /// Whether `serve` runs pending migrations before it listens.
     pub migrate_on_start: bool,
 }
@@ -400,6 +403,9 @@ impl DatabaseSettings {
     }
     pub fn queue_timeout(&self) -> Duration {
         Duration::from_millis(self.queue_timeout_ms)
+    }
+    pub fn migration_lock_wait(&self) -> Duration {
+        Duration::from_secs(self.migration_lock_wait_seconds)
     }
 
     /// The URL handed to libpq, with the connection options of

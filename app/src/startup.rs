@@ -75,7 +75,7 @@ impl Application {
             let applied = web::block(move || -> anyhow::Result<Vec<String>> {
                 let mut connection = db::connect(&database)
                     .context("Failed to connect to the database to run migrations")?;
-                migrations::run_pending_migrations(&mut connection)
+                migrations::run_pending_migrations(&mut connection, database.migration_lock_wait())
             })
             .await
             .context("The migration thread failed")??;

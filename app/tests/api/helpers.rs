@@ -562,7 +562,11 @@ impl Drop for ServerProcess {
 pub fn prepared_database(owner: &str) -> (String, String, String) {
     let (name, url) = create_database(&admin_database_url());
     let mut connection = PgConnection::establish(&url).expect("the test database is reachable");
-    todo_app::db::migrations::run_pending_migrations(&mut connection).expect("migrations run");
+    todo_app::db::migrations::run_pending_migrations(
+        &mut connection,
+        std::time::Duration::from_secs(60),
+    )
+    .expect("migrations run");
     let new = todo_app::auth::generate_token();
     api_keys::insert(
         &mut connection,

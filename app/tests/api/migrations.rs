@@ -1,10 +1,11 @@
 //! Embedded migrations: idempotent, and safe when replicas start together.
 
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 use diesel::RunQueryDsl;
 use diesel::sql_types::BigInt;
-use todo_app::db::migrations::run_pending_migrations;
+use todo_app::db::migrations::{MIGRATION_LOCK_KEY, run_pending_migrations};
 
 use crate::helpers::{admin_database_url, configuration_dir, create_database, drop_database};
 
@@ -26,8 +27,8 @@ fn running_migrations_twice_applies_them_once() {
     let (name, url) = create_database(&admin_database_url());
     let mut connection = <diesel::PgConnection as diesel::Connection>::establish(&url).unwrap();
 
-    let first = run_pending_migrations(&mut connection).unwrap();
-    let second = run_pending_migrations(&mut connection).unwrap();
+    let first = run_pending_migrations(&mut connection, Duration::from_secs(5)).unwrap();
+    let second = run_pending_migrations(&mut connection, Duration::from_secs(5)).unwrap();
 
     assert_eq!(first.len(), 2);
     assert!(second.is_empty(), "nothing left to apply");
@@ -82,10 +83,53 @@ fn two_processes_migrating_one_empty_database_at_once_both_succeed() {
 }
 
 #[test]
+fn a_migration_lock_held_too_long_fails_migrate_clearly_instead_of_waiting_for_ever() {
+    let (name, url) = create_database(&admin_database_url());
+    let mut holder = <diesel::PgConnection as diesel::Connection>::establish(&url).unwrap();
+    diesel::sql_query("SELECT pg_advisory_lock($1)")
+        .bind::<BigInt, _>(MIGRATION_LOCK_KEY)
+        .execute(&mut holder)
+        .unwrap();
+
+    let started = Instant::now();
+    let output = Command::new(env!("CARGO_BIN_EXE_todo-app"))
+        .arg("migrate")
+        .env("DATABASE_URL", &url)
+        .env("APP_CONFIG_DIR", configuration_dir())
+        .env("APP__DATABASE__MIGRATION_LOCK_WAIT_SECONDS", "1")
+        .env_remove("APP_ENVIRONMENT")
+        .output()
+        .expect("todo-app runs");
+
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "gave up in {:?}",
+        started.elapsed()
+    );
+    assert!(
+        stderr.contains("database.migration_lock_wait_seconds"),
+        "{stderr}"
+    );
+    drop(holder);
+    // Once the lock is free, the same command migrates.
+    let retried = Command::new(env!("CARGO_BIN_EXE_todo-app"))
+        .arg("migrate")
+        .env("DATABASE_URL", &url)
+        .env("APP_CONFIG_DIR", configuration_dir())
+        .env_remove("APP_ENVIRONMENT")
+        .status()
+        .unwrap();
+    assert!(retried.success());
+    drop_database(&admin_database_url(), &name);
+}
+
+#[test]
 fn the_owner_scoped_indexes_exist() {
     let (name, url) = create_database(&admin_database_url());
     let mut connection = <diesel::PgConnection as diesel::Connection>::establish(&url).unwrap();
-    run_pending_migrations(&mut connection).unwrap();
+    run_pending_migrations(&mut connection, Duration::from_secs(5)).unwrap();
 
     let indexes = count(
         &mut connection,

@@ -235,7 +235,11 @@ aggregate:
 
 fn migrate_and_add_todos(db: &TestDb, completed: usize, open: usize) {
     let mut connection = db.connect();
-    todo_app::db::migrations::run_pending_migrations(&mut connection).expect("migrates");
+    todo_app::db::migrations::run_pending_migrations(
+        &mut connection,
+        std::time::Duration::from_secs(60),
+    )
+    .expect("migrates");
     for (count, done) in [(completed, true), (open, false)] {
         for index in 0..count {
             connection

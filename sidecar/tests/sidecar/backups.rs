@@ -11,8 +11,11 @@ use todo_sidecar::backup::postgres::BACKUP_LOCK_KEY;
 fn a_restored_snapshot_is_identical_to_the_database_at_the_moment_of_the_backup() {
     // Arrange: the real todo-app schema, with data.
     let db = TestDb::create();
-    let applied =
-        todo_app::db::migrations::run_pending_migrations(&mut db.connect()).expect("migrates");
+    let applied = todo_app::db::migrations::run_pending_migrations(
+        &mut db.connect(),
+        std::time::Duration::from_secs(60),
+    )
+    .expect("migrates");
     assert!(!applied.is_empty());
     db.seed_small();
     db.execute(
