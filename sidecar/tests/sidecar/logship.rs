@@ -446,6 +446,30 @@ fn a_sink_answering_500_then_429_then_200_gets_the_batch_once() {
 }
 
 #[test]
+fn refused_credentials_or_a_wrong_path_are_retried_not_dead_lettered() {
+    let receiver = Receiver::start();
+    receiver.script(&[401, 403, 404]);
+    let mut shipper = loki_shipper(&receiver);
+    shipper.start();
+    append(
+        &shipper.log_path(),
+        &(0..50u64).map(|n| record(n) + "\n").collect::<String>(),
+    );
+
+    assert_eq!(wait_for_all(&receiver, &shipper, 50), 0);
+    assert_eq!(&receiver.statuses()[..4], &[401, 403, 404, 204]);
+    assert_eq!(
+        shipper.metric("todo_logship_failures_total{reason=\"unauthorized\",sink=\"loki\"}"),
+        2.0
+    );
+    assert_eq!(
+        shipper.metric("todo_logship_failures_total{reason=\"not_found\",sink=\"loki\"}"),
+        1.0
+    );
+    assert!(shipper.dead_letters().is_empty());
+}
+
+#[test]
 fn a_poison_batch_is_dead_lettered_and_the_pipeline_goes_on() {
     let receiver = Receiver::start();
     receiver.script(&[400]);

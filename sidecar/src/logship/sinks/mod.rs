@@ -327,6 +327,24 @@ impl HttpDelivery {
                 message: format!("{status}: {}", excerpt()),
             });
         }
+        // Refused credentials or a wrong address say nothing about the
+        // lines: a rotated Secret or a misrouted proxy would otherwise send
+        // all traffic to the dead-letter file. Retried, like a sink outage,
+        // until an operator fixes it (health says why).
+        if matches!(status.as_u16(), 401 | 403 | 407) {
+            return Err(Failure {
+                reason: "unauthorized",
+                retry_after,
+                message: format!("{status}: {}", excerpt()),
+            });
+        }
+        if status.as_u16() == 404 {
+            return Err(Failure {
+                reason: "not_found",
+                retry_after,
+                message: format!("{status}: {}", excerpt()),
+            });
+        }
         Ok(Verdict::Reject {
             reason: format!("{status}: {}", excerpt()),
         })
