@@ -251,12 +251,8 @@ impl Authenticator {
         let touch_due = cache
             .get(&id)
             .is_none_or(|previous| now.duration_since(previous.last_touched) >= self.cache_ttl);
-        if cache.len() >= KEY_CACHE_CAPACITY {
-            let ttl = self.cache_ttl;
-            cache.retain(|_, entry| now.duration_since(entry.fetched_at) < ttl);
-            if cache.len() >= KEY_CACHE_CAPACITY {
-                cache.clear();
-            }
+        if cache.len() >= KEY_CACHE_CAPACITY && !cache.contains_key(&id) {
+            evict_least_recently_fetched(&mut cache);
         }
         let entry = CachedKey {
             owner: record.owner(),
@@ -275,6 +271,23 @@ impl Authenticator {
             });
         }
         Ok(entry)
+    }
+}
+
+/// Makes room in a full key cache by dropping the quarter of the entries
+/// fetched longest ago. Only keys that were valid are ever cached (random
+/// tokens are not), so the cache fills only with more than
+/// `KEY_CACHE_CAPACITY` real keys; those evicted simply count as unseen
+/// again, and the keys in use stay.
+fn evict_least_recently_fetched(cache: &mut HashMap<Uuid, CachedKey>) {
+    let mut fetched: Vec<(Instant, Uuid)> = cache
+        .iter()
+        .map(|(id, entry)| (entry.fetched_at, *id))
+        .collect();
+    let evicted = (cache.len() / 4).max(1);
+    fetched.select_nth_unstable(evicted - 1);
+    for (_, id) in &fetched[..evicted] {
+        cache.remove(id);
     }
 }
 
@@ -349,6 +362,31 @@ mod tests {
         assert!(parse_token(&format!("todo_{}", "A".repeat(63))).is_none());
         assert!(parse_token(&format!("nope_{}", "A".repeat(64))).is_none());
         assert!(parse_token(&format!("todo_{}", "*".repeat(64))).is_none());
+    }
+
+    #[test]
+    fn a_full_key_cache_drops_the_entries_fetched_longest_ago() {
+        let start = Instant::now();
+        let mut cache = HashMap::new();
+        let ids: Vec<Uuid> = (0..8).map(|_| Uuid::new_v4()).collect();
+        for (age, id) in ids.iter().enumerate() {
+            let fetched_at = start + Duration::from_secs(age as u64);
+            cache.insert(
+                *id,
+                CachedKey {
+                    owner: Owner::parse("alice").unwrap(),
+                    secret_hash: [0; 32],
+                    fetched_at,
+                    last_touched: fetched_at,
+                },
+            );
+        }
+
+        evict_least_recently_fetched(&mut cache);
+
+        assert_eq!(cache.len(), 6);
+        assert!(!cache.contains_key(&ids[0]) && !cache.contains_key(&ids[1]));
+        assert!(ids[2..].iter().all(|id| cache.contains_key(id)));
     }
 
     #[test]
