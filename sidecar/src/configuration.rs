@@ -100,6 +100,9 @@ pub struct BackupSettings {
     pub pg_restore_path: Option<PathBuf>,
     /// zstd compression level, 1..=19.
     pub compression_level: i32,
+    /// Longest wait for a table lock (behind a migration, `VACUUM FULL`…)
+    /// while the snapshot opens and pg_dump runs; then the backup fails.
+    pub lock_wait_seconds: u64,
     /// How often `run` re-reads the store to refresh the snapshot metrics.
     pub refresh_interval_seconds: u64,
     /// Where snapshots are kept.
@@ -260,6 +263,12 @@ impl Settings {
                 "must be at least 1",
             ));
         }
+        if backup.lock_wait_seconds == 0 {
+            return Err(SettingsError::invalid(
+                "backup.lock_wait_seconds",
+                "must be at least 1 (0 would mean waiting for ever)",
+            ));
+        }
         self.aggregate.validate()?;
         self.logship.validate()?;
         Ok(())
@@ -321,6 +330,12 @@ mod tests {
             settings.database.url.expose_secret(),
             "postgres://u:p@db:5432/todo"
         );
+    }
+
+    #[test]
+    fn a_backup_lock_wait_of_zero_is_refused() {
+        let error = load_for_test(&[("SIDECAR__BACKUP__LOCK_WAIT_SECONDS", "0")]).unwrap_err();
+        assert!(error.contains("backup.lock_wait_seconds"), "{error}");
     }
 
     #[test]

@@ -227,14 +227,20 @@ impl Session {
     /// Opens a repeatable-read transaction, exports its snapshot for pg_dump
     /// (`--snapshot`), and counts every table's rows in that same snapshot.
     /// The transaction stays open until [`Session::end_snapshot`].
-    pub async fn begin_snapshot(&mut self) -> anyhow::Result<(String, BTreeMap<String, i64>)> {
-        self.with(|connection| {
+    /// Counting waits at most `lock_wait` for each table's lock.
+    pub async fn begin_snapshot(
+        &mut self,
+        lock_wait: Duration,
+    ) -> anyhow::Result<(String, BTreeMap<String, i64>)> {
+        self.with(move |connection| {
             // The session sits idle in this transaction while pg_dump runs: a
             // server-side idle timeout would end it and release the backup lock.
-            connection.batch_execute(
+            // lock_timeout bounds the wait behind an ACCESS EXCLUSIVE lock.
+            connection.batch_execute(&format!(
                 "SET statement_timeout = 0; SET idle_in_transaction_session_timeout = 0; \
-                 BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY",
-            )?;
+                 SET lock_timeout = {}; BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY",
+                lock_wait.as_millis().max(1)
+            ))?;
             let snapshot: Word =
                 diesel::sql_query("SELECT pg_export_snapshot() AS value").get_result(connection)?;
             let counts = count_rows(connection)?;

@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::process::{Command, Stdio};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use bytes::Bytes;
@@ -294,7 +294,9 @@ async fn stream_dump(
     pg_dump: &PgTool,
     upload: &mut Upload,
 ) -> Result<(BTreeMap<String, i64>, DumpOutcome), BackupError> {
-    let (exported, tables) = session.begin_snapshot().await?;
+    let (exported, tables) = session
+        .begin_snapshot(Duration::from_secs(settings.backup.lock_wait_seconds))
+        .await?;
     let command = pg_dump_command(settings, pg_dump, &exported)?;
     let level = settings.backup.compression_level;
     let (sender, mut receiver) = mpsc::channel::<Bytes>(CHANNEL_DEPTH);
@@ -336,6 +338,10 @@ fn pg_dump_command(
         .arg("--compress=0")
         .arg("--no-owner")
         .arg(format!("--snapshot={exported_snapshot}"))
+        .arg(format!(
+            "--lock-wait-timeout={}s",
+            settings.backup.lock_wait_seconds
+        ))
         .arg(format!("--dbname={}", child.url))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

@@ -206,6 +206,35 @@ fn a_full_disk_fails_the_backup_removes_its_partial_file_and_keeps_the_earlier_s
 }
 
 #[test]
+fn a_table_lock_held_past_backup_lock_wait_seconds_fails_the_backup_instead_of_hanging() {
+    let db = TestDb::create();
+    db.seed_small();
+    let mut sidecar = Sidecar::local(&db);
+    sidecar.run(&["backup", "run"]).assert_code(0);
+    let earlier = sidecar.list().remove(0);
+    let mut holder = db.connect();
+    holder
+        .batch_execute("BEGIN; LOCK TABLE items IN ACCESS EXCLUSIVE MODE")
+        .expect("locks the table");
+    sidecar.set("SIDECAR__BACKUP__LOCK_WAIT_SECONDS", "1");
+
+    let started = std::time::Instant::now();
+    sidecar
+        .run(&["backup", "run"])
+        .assert_code(1)
+        .assert_message("lock timeout");
+
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "gave up in {:?}",
+        started.elapsed()
+    );
+    holder.batch_execute("ROLLBACK").expect("releases the lock");
+    assert_intact(&sidecar, &earlier);
+    assert_eq!(sidecar.list().len(), 1, "nothing was published");
+}
+
+#[test]
 fn a_backup_killed_midway_publishes_nothing_and_prune_cleans_up_after_the_grace_period() {
     // Arrange: one snapshot; then a table lock makes the next pg_dump wait,
     // so the backup is surely in progress when it is killed.
