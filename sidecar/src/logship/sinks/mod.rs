@@ -463,10 +463,6 @@ impl DeadLetter {
     /// Never fails: a dead-letter file that cannot be written is logged and
     /// counted, and the pipeline goes on.
     pub fn write(&self, sink: &str, reason: &str, events: &[&Event], metrics: &LogshipMetrics) {
-        metrics
-            .dead_lettered_total
-            .with_label_values(&[sink])
-            .inc_by(events.len() as u64);
         let time = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
         let mut records = Vec::new();
         for event in events {
@@ -479,16 +475,32 @@ impl DeadLetter {
             serde_json::to_writer(&mut records, &record).expect("JSON into a Vec");
             records.push(b'\n');
         }
-        if let Err(error) = self.append(&records) {
-            tracing::error!(path = %self.path.display(), error = %format!("{error:#}"), lines = events.len(), "cannot write the dead-letter file; the refused lines are dropped");
-            metrics
-                .failures_total
-                .with_label_values(&[sink, "dead_letter_write"])
-                .inc();
+        match self.append(&records) {
+            Ok(written) => {
+                metrics
+                    .dead_lettered_total
+                    .with_label_values(&[sink])
+                    .inc_by(written as u64);
+                if written < events.len() {
+                    tracing::error!(path = %self.path.display(), written, dropped = events.len() - written, "the refused lines do not fit in the dead-letter file's bound; the rest are dropped");
+                    metrics
+                        .failures_total
+                        .with_label_values(&[sink, "dead_letter_overflow"])
+                        .inc();
+                }
+            }
+            Err(error) => {
+                tracing::error!(path = %self.path.display(), error = %format!("{error:#}"), lines = events.len(), "cannot write the dead-letter file; the refused lines are dropped");
+                metrics
+                    .failures_total
+                    .with_label_values(&[sink, "dead_letter_write"])
+                    .inc();
+            }
         }
     }
 
-    fn append(&self, records: &[u8]) -> anyhow::Result<()> {
+    /// Appends whole records, as many as fit; returns how many were written.
+    fn append(&self, records: &[u8]) -> anyhow::Result<usize> {
         let mut guard = self.file.lock().expect("never poisoned");
         if guard.is_none() {
             if let Some(parent) = self.path.parent().filter(|p| !p.as_os_str().is_empty()) {
@@ -528,7 +540,7 @@ impl DeadLetter {
         };
         file.write_all(records)?;
         *size += records.len() as u64;
-        Ok(())
+        Ok(records.iter().filter(|&&byte| byte == b'\n').count())
     }
 }
 
@@ -587,6 +599,40 @@ mod tests {
                 .with_label_values(&["loki"])
                 .get(),
             40
+        );
+    }
+
+    #[test]
+    fn dead_letters_that_do_not_fit_are_counted_as_dropped_not_as_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dead.ndjson");
+        let dead_letter = DeadLetter::new(&DeadLetterSettings {
+            path: path.clone(),
+            max_bytes: 300,
+        });
+        let metrics = LogshipMetrics::new();
+        let events: Vec<Event> = (0..10)
+            .map(|n| event(&format!("poison line {n:03}")))
+            .collect();
+        let refs: Vec<&Event> = events.iter().collect();
+
+        dead_letter.write("loki", "413 Payload Too Large", &refs, &metrics);
+
+        let written = fs::read_to_string(&path).unwrap().lines().count();
+        assert!(written > 0 && written < 10, "{written} records fit");
+        assert_eq!(
+            metrics
+                .dead_lettered_total
+                .with_label_values(&["loki"])
+                .get(),
+            written as u64
+        );
+        assert_eq!(
+            metrics
+                .failures_total
+                .with_label_values(&["loki", "dead_letter_overflow"])
+                .get(),
+            1
         );
     }
 
