@@ -101,10 +101,9 @@ impl From<DbError> for ApiError {
             DbError::Unavailable(_) | DbError::Overloaded(_) | DbError::Timeout => {
                 ApiError::Unavailable
             }
-            DbError::Query(error) => {
-                tracing::error!(error = %error, "database query failed");
-                ApiError::Internal
-            }
+            // Logged once, with its operation, where it happened
+            // (`actors::db`); the client sees no detail.
+            DbError::Query(_) => ApiError::Internal,
         }
     }
 }

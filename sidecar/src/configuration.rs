@@ -159,7 +159,7 @@ pub struct RetentionSettings {
     pub keep_last: usize,
     /// Plus the newest snapshot of each of the last D days (UTC).
     pub daily: usize,
-    /// Plus the newest snapshot of each of the last W ISO weeks.
+    /// Plus the newest snapshot of each ISO week with one in the last W × 7 days.
     pub weekly: usize,
     /// Incomplete snapshots older than this are deleted by `prune`; younger
     /// ones may belong to a backup still running.

@@ -171,8 +171,14 @@ impl<M: DbOperation> Handler<Queued<M>> for DbExecutor {
                 .with_label_values(&[error.kind()])
                 .inc();
             // Inside the request's span, so the line carries its request id.
+            // A query error is a bug or a schema problem (the client gets a
+            // 500): error level; the rest are outages or overload (503).
             parent.in_scope(|| {
-                tracing::warn!(operation = M::NAME, error = %error, "database operation failed");
+                if matches!(error, DbError::Query(_)) {
+                    tracing::error!(operation = M::NAME, error = %error, "database operation failed");
+                } else {
+                    tracing::warn!(operation = M::NAME, error = %error, "database operation failed");
+                }
             });
         }
         outcome

@@ -347,6 +347,15 @@ fn aggregate_database_gauges_count_connections_and_vanish_when_the_database_is_d
         age >= 0.0 && age <= opened.elapsed().as_secs_f64() + 1.0,
         "age {age}"
     );
+    // The age grows with the open transaction (a query falling back to its
+    // default of 0 would not).
+    std::thread::sleep(Duration::from_millis(1500));
+    let later = value(
+        &scrape(running.port),
+        "todo_pg_oldest_transaction_age_seconds",
+    )
+    .expect("age");
+    assert!(later >= 1.0, "age {later} after 1.5 s");
     // No todos table: the gauge is absent rather than a made-up zero.
     assert!(sample_lines(&body, "todo_todos").is_empty());
 
