@@ -91,7 +91,13 @@ impl PgProbe {
         statement_timeout: Duration,
     ) -> PgProbe {
         PgProbe {
-            url: crate::backup::postgres::with_connection_options(url, connect_timeout),
+            // Its own application_name, so an operator looking for the
+            // backup's session in pg_stat_activity does not find this one.
+            url: todo_app::configuration::with_connection_options(
+                url,
+                connect_timeout,
+                "todo-sidecar-aggregate",
+            ),
             statement_timeout,
             session: Arc::new(Mutex::new(None)),
         }
@@ -105,8 +111,16 @@ impl PgProbe {
         let work = tokio::task::spawn_blocking(move || {
             // A read stuck on a dead host keeps the session locked; the next
             // ones fail at once instead of piling up blocking threads.
-            let Ok(mut slot) = session.try_lock() else {
-                return Err(PgError::Busy);
+            let mut slot = match session.try_lock() {
+                Ok(slot) => slot,
+                // A read that panicked left no usable session: start afresh
+                // instead of reporting "busy" for ever.
+                Err(std::sync::TryLockError::Poisoned(poisoned)) => {
+                    let mut slot = poisoned.into_inner();
+                    *slot = None;
+                    slot
+                }
+                Err(std::sync::TryLockError::WouldBlock) => return Err(PgError::Busy),
             };
             if slot.is_none() {
                 *slot = Some(connect(&url, statement_timeout).map_err(PgError::Failed)?);

@@ -285,6 +285,15 @@ pub async fn restore_drill(
             quote_identifier(&scratch)
         ))
         .await;
+    if outcome.is_err()
+        && let Err(error) = &dropped
+    {
+        tracing::error!(
+            database = %scratch,
+            error = %format!("{error:#}"),
+            "the restore drill failed and its scratch database could not be dropped; drop it by hand"
+        );
+    }
     let report = outcome?;
     dropped.with_context(|| {
         format!("The drill succeeded but the scratch database {scratch} could not be dropped")

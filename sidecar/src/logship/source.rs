@@ -499,7 +499,13 @@ fn restart_truncated(
             && file.len().is_ok_and(|len| len >= line_start)
             && old_fingerprint.matches(&file.file).unwrap_or(false)
     });
-    tracing::info!(path = %state.path.display(), copy_found = copy.is_some(), "log file truncated; reading it again from the start");
+    if copy.is_some() {
+        tracing::info!(path = %state.path.display(), "log file truncated; its copy is read to the end, then the file again from the start");
+    } else {
+        // The unread tail is gone: the copy is named otherwise (dateext,
+        // .gz) or beyond logship.max_rotated_files.
+        tracing::warn!(path = %state.path.display(), "log file truncated and no copy of it found; lines not yet shipped from before the truncation are lost");
+    }
     let mut consumed = false;
     match copy {
         Some(mut copy) => {
