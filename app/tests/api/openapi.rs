@@ -83,6 +83,28 @@ async fn the_openapi_document_lists_exactly_the_served_operations() {
         }
     }
 
+    // And nothing else is served on those paths: every other method is a 405.
+    let paths: BTreeSet<&str> = served
+        .iter()
+        .map(|operation| operation.split_once(' ').unwrap().1)
+        .collect();
+    for path in paths {
+        for method in ["GET", "POST", "PUT", "PATCH", "DELETE"] {
+            if served.contains(&format!("{method} {path}")) {
+                continue;
+            }
+            let status = app
+                .client
+                .request(method.parse().unwrap(), app.url(&path.replace("{id}", id)))
+                .bearer_auth(&token)
+                .send()
+                .await
+                .unwrap()
+                .status();
+            assert_eq!(status, 405, "{method} {path} is served but not documented");
+        }
+    }
+
     // The todo schema names the fields the API returns.
     let schema = &document["components"]["schemas"]["TodoResponse"]["properties"];
     let mut fields: Vec<&String> = schema.as_object().unwrap().keys().collect();
