@@ -15,7 +15,7 @@ use rustls::ServerConfig;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
-use crate::actors::db::DbExecutor;
+use crate::actors::db::{DbExecutor, ExecutorsAlive};
 use crate::auth::Authenticator;
 use crate::configuration::{Settings, TlsSettings};
 use crate::db::{self, migrations};
@@ -24,6 +24,9 @@ use crate::middleware::{normalize_path, request_span};
 use crate::routes::health::Readiness;
 use crate::routes::{self, configure_admin, configure_api};
 
+/// Longest wait for the database executors to end after the servers stopped.
+const EXECUTORS_EXIT_DEADLINE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// A built application, listening, not yet running.
 pub struct Application {
     api_port: u16,
@@ -31,6 +34,7 @@ pub struct Application {
     api_server: Server,
     admin_server: Server,
     shutdown: ShutdownHandle,
+    executors_alive: ExecutorsAlive,
 }
 
 /// Stops the application gracefully; cheap to clone.
@@ -87,6 +91,7 @@ impl Application {
         let metrics = Metrics::new();
         let pool = db::build_pool(&settings.database);
         let db_client = DbExecutor::start(&settings.database, pool.clone(), metrics.clone());
+        let executors_alive = db_client.executors_alive();
         let authenticator = web::Data::new(Authenticator::new(
             &settings.auth,
             db_client.clone(),
@@ -184,6 +189,7 @@ impl Application {
             api_server,
             admin_server,
             shutdown,
+            executors_alive,
         })
     }
 
@@ -202,9 +208,20 @@ impl Application {
         self.shutdown.clone()
     }
 
-    /// Serves until both listeners have stopped (see [`ShutdownHandle`]).
+    /// Serves until both listeners have stopped (see [`ShutdownHandle`]),
+    /// then waits (at most 5 s) for the database executors to end, so the
+    /// process never exits while one is still closing its connection.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let (api, admin) = futures_util::future::join(self.api_server, self.admin_server).await;
+        if self
+            .executors_alive
+            .wait_for_exit(EXECUTORS_EXIT_DEADLINE)
+            .await
+        {
+            tracing::info!("database executors stopped");
+        } else {
+            tracing::warn!("database executors still running at exit");
+        }
         api.and(admin)
     }
 }

@@ -8,8 +8,8 @@
 //! are queued, and is refused unstarted when it waited in the mailbox longer
 //! than `database.queue_timeout_ms`. Work is either done whole or not started.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
@@ -28,6 +28,8 @@ pub struct DbExecutor {
     pool: PgPool,
     metrics: Metrics,
     queue_timeout: Duration,
+    /// Counts live executors for [`ExecutorsAlive`].
+    _alive: Arc<()>,
 }
 
 impl Actor for DbExecutor {
@@ -40,12 +42,16 @@ impl DbExecutor {
     pub fn start(settings: &DatabaseSettings, pool: PgPool, metrics: Metrics) -> DbClient {
         let executor_metrics = metrics.clone();
         let queue_timeout = settings.queue_timeout();
+        let alive = Arc::new(());
+        let executors_alive = ExecutorsAlive(Arc::downgrade(&alive));
         let addr = SyncArbiter::start(settings.executor_threads, move || DbExecutor {
             pool: pool.clone(),
             metrics: executor_metrics.clone(),
             queue_timeout,
+            _alive: alive.clone(),
         });
         DbClient {
+            executors_alive,
             addr,
             queued: Arc::new(AtomicUsize::new(0)),
             max_queue: settings.max_queue,
@@ -191,12 +197,41 @@ pub struct DbClient {
     addr: Addr<DbExecutor>,
     queued: Arc<AtomicUsize>,
     max_queue: usize,
+    executors_alive: ExecutorsAlive,
     /// [`DatabaseSettings::answer_deadline`].
     answer_deadline: Duration,
     metrics: Metrics,
 }
 
+/// Tells when every executor thread has ended (and dropped its pool and
+/// connections): `SyncArbiter` threads cannot be joined, and a process that
+/// exits while one of them is still closing a TLS connection can crash in
+/// OpenSSL's exit-time clean-up.
+#[derive(Clone)]
+pub struct ExecutorsAlive(Weak<()>);
+
+impl ExecutorsAlive {
+    /// Waits until no executor is left, or `deadline` passes; returns
+    /// whether they all ended. The executors end once every `DbClient` (the
+    /// `Addr`) is dropped, so call it after the servers have stopped.
+    pub async fn wait_for_exit(&self, deadline: Duration) -> bool {
+        let started = Instant::now();
+        while self.0.strong_count() > 0 {
+            if started.elapsed() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        true
+    }
+}
+
 impl DbClient {
+    /// A handle that outlives this client, to wait for the executors to end.
+    pub fn executors_alive(&self) -> ExecutorsAlive {
+        self.executors_alive.clone()
+    }
+
     /// Sends `message` to an executor and waits for its result. Refuses at
     /// once (503) when `max_queue` messages are already waiting, and answers
     /// 503 when no result came within `answer_deadline` (an executor stuck

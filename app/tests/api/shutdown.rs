@@ -141,6 +141,11 @@ fn the_binary_exits_0_on_sigterm() {
         rest.iter()
             .any(|line| line.contains("stop signal received"))
     );
+    assert!(
+        rest.iter()
+            .any(|line| line.contains("database executors stopped")),
+        "the executors ended before the process exited: {rest:?}"
+    );
     crate::helpers::drop_database(&crate::helpers::admin_database_url(), &name);
     let _ = diesel::PgConnection::establish(&url);
 }
