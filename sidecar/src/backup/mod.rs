@@ -216,19 +216,19 @@ pub async fn refresh_metrics(
     Ok(catalog)
 }
 
-/// The backup component of `run`.
+/// The backup component of `run`. Its store is set up when it runs, so a
+/// store that cannot be set up (a credential file missing from the mounted
+/// Secret) fails this component, which the supervisor reports and retries,
+/// and not the whole sidecar with log shipping and metrics.
 pub struct BackupComponent {
     settings: Settings,
-    store: Store,
     metrics: BackupMetrics,
     schedule: Option<croner::Cron>,
 }
 
 impl BackupComponent {
-    /// Builds the component; fails on a store or schedule that cannot work.
+    /// Builds the component; fails on a schedule that cannot work.
     pub fn new(settings: Settings, metrics: BackupMetrics) -> anyhow::Result<BackupComponent> {
-        let store = Store::from_settings(&settings.backup.store)
-            .context("Failed to set up the backup store")?;
         let schedule = settings
             .backup
             .schedule
@@ -238,7 +238,6 @@ impl BackupComponent {
             .context("Failed to parse backup.schedule")?;
         Ok(BackupComponent {
             settings,
-            store,
             metrics,
             schedule,
         })
@@ -258,8 +257,13 @@ impl BackupComponent {
         ))
     }
 
-    async fn refresh(&self, health: &HealthHandle, last_backup_error: &Option<String>) {
-        match refresh_metrics(&self.store, &self.metrics).await {
+    async fn refresh(
+        &self,
+        store: &Store,
+        health: &HealthHandle,
+        last_backup_error: &Option<String>,
+    ) {
+        match refresh_metrics(store, &self.metrics).await {
             Ok(catalog) => health.set(match last_backup_error {
                 Some(message) => ComponentHealth::Degraded {
                     message: message.clone(),
@@ -296,9 +300,11 @@ impl Component for BackupComponent {
         mut shutdown: Shutdown,
     ) -> BoxFuture<'static, anyhow::Result<()>> {
         Box::pin(async move {
+            let store = Store::from_settings(&self.settings.backup.store)
+                .context("Failed to set up the backup store")?;
             let refresh_every = Duration::from_secs(self.settings.backup.refresh_interval_seconds);
             let mut last_backup_error = None;
-            self.refresh(&health, &last_backup_error).await;
+            self.refresh(&store, &health, &last_backup_error).await;
             let mut next_refresh = tokio::time::Instant::now() + refresh_every;
             // Planned once and kept until that backup has run: planning again
             // on every wake-up could step past an occurrence when a metrics
@@ -313,7 +319,7 @@ impl Component for BackupComponent {
                 if next_backup.is_some_and(|at| at <= tokio::time::Instant::now()) {
                     // A running backup is not interrupted by the select above:
                     // shutdown waits for it (bounded by admin.shutdown_timeout_seconds).
-                    match run_backup(&self.settings, &self.store, &self.metrics).await {
+                    match run_backup(&self.settings, &store, &self.metrics).await {
                         Ok(_) => last_backup_error = None,
                         Err(BackupError::Locked) => {
                             tracing::info!("skipped a scheduled backup: another backup is running");
@@ -322,11 +328,11 @@ impl Component for BackupComponent {
                             last_backup_error = Some(format!("last backup failed: {error:#}"))
                         }
                     }
-                    self.refresh(&health, &last_backup_error).await;
+                    self.refresh(&store, &health, &last_backup_error).await;
                     next_refresh = tokio::time::Instant::now() + refresh_every;
                     next_backup = self.next_scheduled_backup()?;
                 } else if tokio::time::Instant::now() >= next_refresh {
-                    self.refresh(&health, &last_backup_error).await;
+                    self.refresh(&store, &health, &last_backup_error).await;
                     next_refresh = tokio::time::Instant::now() + refresh_every;
                 }
             }

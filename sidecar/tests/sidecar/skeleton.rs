@@ -173,3 +173,48 @@ fn a_failing_scheduled_backup_counts_a_failure_and_the_sidecar_keeps_serving() {
     assert_eq!(metric(running.port, "todo_backup_snapshots"), Some(0.0));
     terminate(running);
 }
+
+#[test]
+fn a_backup_store_that_cannot_be_set_up_fails_only_the_backup_component() {
+    // Arrange: S3 with a credential file missing from the "mounted Secret".
+    let db = TestDb::create();
+    let mut sidecar = Sidecar::local(&db);
+    sidecar
+        .set("SIDECAR__BACKUP__STORE__KIND", "s3")
+        .set("SIDECAR__BACKUP__STORE__BUCKET", "backups")
+        .set(
+            "SIDECAR__BACKUP__STORE__ACCESS_KEY_ID_FILE",
+            "/nonexistent/secret/access-key-id",
+        )
+        .set(
+            "SIDECAR__BACKUP__STORE__SECRET_ACCESS_KEY_FILE",
+            "/nonexistent/secret/secret-access-key",
+        );
+
+    // Act
+    let running = start_run(&sidecar);
+
+    // Assert: the sidecar serves, and says which component failed and why.
+    let body = wait_for(
+        "the backup component to be reported failed",
+        Duration::from_secs(30),
+        || {
+            let (_, body) = http(running.port, "GET", "/health/ready")?;
+            body.contains("\"failed\"").then_some(body)
+        },
+    );
+    let ready: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(ready["components"]["backup"]["status"], "failed", "{body}");
+    assert!(
+        ready["components"]["backup"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("access-key-id"),
+        "{body}"
+    );
+    assert!(
+        metric(running.port, "todo_backup_failures_total").is_some(),
+        "/metrics is still served"
+    );
+    terminate(running);
+}
