@@ -265,6 +265,18 @@ impl LogshipSettings {
                 "max_lines and max_bytes must be at least 1",
             ));
         }
+        if self.retry.request_timeout_ms == 0 {
+            return Err(SettingsError::invalid(
+                "logship.retry.request_timeout_ms",
+                "must be at least 1",
+            ));
+        }
+        if self.dead_letter.max_bytes < 4096 {
+            return Err(SettingsError::invalid(
+                "logship.dead_letter.max_bytes",
+                "must be at least 4096 (smaller keeps no refused line)",
+            ));
+        }
         if self.retry.initial_backoff_ms == 0
             || self.retry.max_backoff_ms < self.retry.initial_backoff_ms
         {
@@ -392,6 +404,30 @@ mod tests {
             .unwrap_err();
             let key = format!("logship.sinks.{}.url", sink.to_lowercase());
             assert!(error.contains(&key), "{error}");
+        }
+    }
+
+    #[test]
+    fn values_that_would_lose_every_line_name_their_key() {
+        for (variable, value, key) in [
+            (
+                "SIDECAR__LOGSHIP__RETRY__REQUEST_TIMEOUT_MS",
+                "0",
+                "logship.retry.request_timeout_ms",
+            ),
+            (
+                "SIDECAR__LOGSHIP__DEAD_LETTER__MAX_BYTES",
+                "0",
+                "logship.dead_letter.max_bytes",
+            ),
+        ] {
+            let error = load(&[
+                ("SIDECAR__LOGSHIP__PATHS", "/logs/app.log"),
+                ("SIDECAR__LOGSHIP__SINKS__STDOUT__ENABLED", "true"),
+                (variable, value),
+            ])
+            .unwrap_err();
+            assert!(error.contains(key), "{error}");
         }
     }
 
