@@ -109,6 +109,19 @@ ensure_system_postgres() {
     return 1
 }
 
+# Installs the Python packages of requirements file $1 that are missing
+# (pip is quick when everything is there already).
+ensure_python_requirements() {
+    local requirements="$1"
+    [ -f "$requirements" ] || return 0
+    if python3 -m pip install --quiet --disable-pip-version-check -r "$requirements" >/dev/null 2>&1; then
+        return 0
+    fi
+    log "installing the Python packages of $requirements"
+    python3 -m pip install --quiet --disable-pip-version-check -r "$requirements" >&2 \
+        || as_root python3 -m pip install --quiet --break-system-packages -r "$requirements" >&2
+}
+
 # Makes sure cargo is on PATH (rustup installs it in ~/.cargo/bin).
 ensure_cargo() {
     if ! command -v cargo >/dev/null 2>&1 && [ -x "$HOME/.cargo/bin/cargo" ]; then

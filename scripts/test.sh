@@ -37,12 +37,30 @@ postgres_reachable "$TEST_DATABASE_URL" || {
 }
 log "tests use PostgreSQL at ${TEST_DATABASE_URL%%\?*}"
 
+status=0
 if cargo nextest --version >/dev/null 2>&1; then
     log "running the workspace tests with cargo nextest"
-    cargo nextest run --workspace --no-fail-fast "$@"
+    cargo nextest run --workspace --no-fail-fast "$@" || status=1
     # nextest does not run doctests.
-    cargo test --workspace --doc --quiet
+    cargo test --workspace --doc --quiet || status=1
 else
     log "running the workspace tests with cargo test"
-    cargo test --workspace --no-fail-fast "$@"
+    cargo test --workspace --no-fail-fast "$@" || status=1
 fi
+
+# The suites outside the Rust crates (tests/<suite>/test_*.py: the chart, the
+# images, dashboards and alerts, the whole-pod drills) run with pytest against
+# the binaries just built. Each suite's Debian packages are installed by
+# tests/<suite>/packages.sh (sourced here, so it can use ensure_packages);
+# Python packages come from tests/requirements.txt.
+if compgen -G "tests/*/test_*.py" >/dev/null; then
+    for packages_script in tests/*/packages.sh; do
+        [ -f "$packages_script" ] && source "$packages_script"
+    done
+    ensure_python_requirements tests/requirements.txt
+    cargo build --workspace --bins --quiet
+    export TODO_BIN_DIR="${CARGO_TARGET_DIR:-$REPO_ROOT/target}/debug"
+    log "running the suites in tests/ with pytest (binaries from $TODO_BIN_DIR)"
+    python3 -m pytest tests -q -p no:cacheprovider || status=1
+fi
+exit "$status"
