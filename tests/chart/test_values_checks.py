@@ -4,7 +4,7 @@ message that says what to change."""
 import helm_python
 import pytest
 
-from chart_support import render, values_for
+from chart_support import one, pod_spec, render, render_objects, values_for
 
 
 def render_error(values) -> str:
@@ -35,3 +35,154 @@ def test_the_schema_rejects_the_latest_tag():
     message = render_error({"image": {"app": {"tag": "latest"}}})
 
     assert "tag" in message
+
+
+def test_the_schema_refuses_a_database_url_or_password_in_env():
+    message = render_error({"env": {"DATABASE_URL": "postgres://u:p@db/todo"}})
+
+    assert "env" in message
+
+
+# (values, the message validateValues gives): each inconsistent combination.
+INCONSISTENT = {
+    "podsecuritypolicy": (
+        {"podSecurityPolicy": {"enabled": True, "name": "restricted"}},
+        "PodSecurityPolicy was removed in Kubernetes 1.25",
+    ),
+    "s3-without-bucket": (
+        {"backup": {"store": {"kind": "s3"}}},
+        "backup.store.s3.bucket: required when backup.store.kind is s3",
+    ),
+    "local-store-without-volume": (
+        {"persistence": {"enabled": False}},
+        "persistence.enabled: the local backup store needs the backup volume",
+    ),
+    "ingress-without-hosts": (
+        {"ingress": {"enabled": True, "hosts": []}},
+        "ingress.hosts: at least one host is required",
+    ),
+    "ingress-tls-without-hosts": (
+        {"ingress": {"enabled": True, "hosts": [{"host": "a.example.com"}], "tls": [{"secretName": "t"}]}},
+        'ingress.tls: the entry with secretName "t" has no hosts',
+    ),
+    "hpa-min-above-max": (
+        {"autoscaling": {"enabled": True, "minReplicas": 5, "maxReplicas": 3}},
+        "autoscaling.minReplicas (5) is above autoscaling.maxReplicas (3)",
+    ),
+    "hpa-without-target": (
+        {"autoscaling": {"enabled": True, "targetCPUUtilizationPercentage": 0, "targetMemoryUtilizationPercentage": 0}},
+        "autoscaling: set targetCPUUtilizationPercentage or targetMemoryUtilizationPercentage",
+    ),
+    "file-without-sink": (
+        {"logging": {"destination": "file"}},
+        "logging.destination is file but no logging.sinks entry is configured",
+    ),
+    "sink-with-stdout-destination": (
+        {"logging": {"destination": "stdout", "sinks": {"loki": {"url": "http://loki:3100"}}}},
+        "the sidecar ships only the log file",
+    ),
+    "sink-without-url": (
+        {"logging": {"sinks": {"elasticsearch": {"tokenSecret": {"name": "es-token"}}}}},
+        "logging.sinks.elasticsearch.url: required when logging.sinks.elasticsearch.tokenSecret.name is set",
+    ),
+    "tracing-without-endpoint": (
+        {"tracing": {"enabled": True}},
+        "tracing.endpoint: required when tracing.enabled is true",
+    ),
+    "tls-without-secret": (
+        {"tls": {"enabled": True}},
+        "tls.secretName: required when tls.enabled is true",
+    ),
+    "certificate-without-issuer": (
+        {"tls": {"enabled": True, "secretName": "x", "certificate": {"create": True}}},
+        "tls.certificate.issuerRef.name: required",
+    ),
+    "grace-period-too-short": (
+        {"terminationGracePeriodSeconds": 30},
+        "terminationGracePeriodSeconds (30) is shorter than the shutdown needs (60 s",
+    ),
+    "chart-owned-app-port": (
+        {"app": {"config": {"server": {"port": 8080}}}},
+        "app.config.server.port is set by the chart",
+    ),
+    "database-url-in-app-config": (
+        {"app": {"config": {"database": {"url": "postgres://u:p@db/todo"}}}},
+        "app.config.database.url: never put the database URL in values",
+    ),
+    "chart-owned-log-file": (
+        {"app": {"config": {"log": {"file": "/tmp/app.log"}}}},
+        "app.config.log.file is set by the chart",
+    ),
+    "chart-owned-backup-store": (
+        {"sidecar": {"config": {"backup": {"store": {"kind": "s3"}}}}},
+        "sidecar.config.backup.store is set by the chart",
+    ),
+    "velero-with-a-single-node-volume": (
+        {"velero": {"enabled": True}},
+        "velero.enabled with the local backup store needs persistence.accessModes [ReadWriteMany]",
+    ),
+}
+
+INCONSISTENT_IN_PRODUCTION = {
+    "no-existing-secret": (
+        {"database": {"existingSecret": ""}},
+        "database.existingSecret: required in production",
+    ),
+    "password-in-values": (
+        {"database": {"password": "hunter2"}},
+        "database.password: not allowed in production",
+    ),
+    "one-replica": (
+        {"autoscaling": {"enabled": False}, "replicaCount": 1},
+        "replicaCount: at least 2 in production",
+    ),
+    "no-disruption-budget": (
+        {"podDisruptionBudget": {"enabled": False}},
+        "podDisruptionBudget.enabled: required in production",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(INCONSISTENT))
+def test_validate_values_refuses_an_inconsistent_combination_with_its_message(case):
+    values, expected = INCONSISTENT[case]
+
+    message = render_error(values)
+
+    assert "todo-backend: invalid values" in message
+    assert expected in message, message
+
+
+@pytest.mark.parametrize("case", sorted(INCONSISTENT_IN_PRODUCTION))
+def test_validate_values_refuses_what_production_must_not_run(case):
+    values, expected = INCONSISTENT_IN_PRODUCTION[case]
+
+    message = render_error(values_for(["values-production.yaml"], values))
+
+    assert expected in message, message
+    assert "hunter2" not in message, "a password is never echoed"
+
+
+def test_every_problem_is_reported_at_once():
+    message = render_error({"backup": {"store": {"kind": "s3"}}, "tracing": {"enabled": True}})
+
+    assert "backup.store.s3.bucket" in message and "tracing.endpoint" in message
+
+
+def test_a_development_password_becomes_a_hook_secret_the_pods_read_through_pgpassword():
+    objects = render_objects({"database": {"password": "dev-only"}})
+
+    secret = one(objects, "Secret")
+    env = {e["name"]: e for e in pod_spec(one(objects, "Deployment"))["containers"][0]["env"]}
+
+    assert secret["metadata"]["annotations"]["helm.sh/hook"] == "pre-install,pre-upgrade"
+    assert env["PGPASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": secret["metadata"]["name"], "key": "password"}
+    assert "dev-only" not in env["DATABASE_URL"]["value"]
+    notes = next(text for path, text in render({"database": {"password": "dev-only"}}).items() if path.endswith("NOTES.txt"))
+    assert "WARNING: DEVELOPMENT ONLY" in notes
+
+
+def test_the_podsecuritypolicy_key_of_the_plan_is_accepted_when_disabled():
+    objects = render_objects({"podSecurityPolicy": {"enabled": False, "name": "restricted"}})
+
+    assert not [o for o in objects if o["kind"] == "PodSecurityPolicy"]

@@ -513,3 +513,131 @@ when configured). (include "todo-backend.sidecarVolumes" .) and
   mountPath: {{ .Values.persistence.mountPath }}
 {{- end }}
 {{- end }}
+
+{{/*
+Egress rules of every NetworkPolicy: DNS, PostgreSQL (by CIDR or selector;
+any address on the database port when neither is given) and networkPolicy.extraEgress.
+*/}}
+{{- define "todo-backend.egressRules" -}}
+{{- $np := .Values.networkPolicy }}
+# DNS.
+- to:
+    - namespaceSelector:
+        {{- toYaml $np.dnsNamespaceSelector | nindent 8 }}
+      podSelector:
+        matchLabels:
+          k8s-app: kube-dns
+  ports:
+    - port: 53
+      protocol: UDP
+    - port: 53
+      protocol: TCP
+# PostgreSQL.
+{{- if or $np.database.cidrs $np.database.podSelector $np.database.namespaceSelector }}
+- to:
+    {{- range $np.database.cidrs }}
+    - ipBlock:
+        cidr: {{ . }}
+    {{- end }}
+    {{- if or $np.database.podSelector $np.database.namespaceSelector }}
+    - {{- with $np.database.namespaceSelector }}
+      namespaceSelector:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+      podSelector:
+        {{- toYaml (default dict $np.database.podSelector) | nindent 8 }}
+    {{- end }}
+  ports:
+    - port: {{ .Values.database.port }}
+      protocol: TCP
+{{- else }}
+- ports:
+    - port: {{ .Values.database.port }}
+      protocol: TCP
+{{- end }}
+{{- with $np.extraEgress }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/*
+The pod spec parts every Job and CronJob pod shares: restricted security
+context, no API token, scheduling. (include "todo-backend.jobPodBase" .)
+*/}}
+{{- define "todo-backend.jobPodBase" -}}
+automountServiceAccountToken: {{ .Values.serviceAccount.automountToken }}
+enableServiceLinks: false
+securityContext:
+  {{- include "todo-backend.podSecurityContext" . | nindent 2 }}
+{{- with include "todo-backend.imagePullSecrets" . }}
+{{ . }}
+{{- end }}
+{{- with include "todo-backend.scheduling" . }}
+{{ . }}
+{{- end }}
+{{- end }}
+
+{{/*
+A CronJob running one todo-sidecar backup command with the pod's store
+configuration: (include "todo-backend.backupCronJob" (dict "root" . "component" "backup" "schedule" "…" "args" (list …))).
+*/}}
+{{- define "todo-backend.backupCronJob" -}}
+{{- $root := .root }}
+{{- $b := $root.Values.backup }}
+apiVersion: batch/v1
+kind: CronJob
+metadata:
+  name: {{ include "todo-backend.child" (list $root .component) }}
+  namespace: {{ $root.Release.Namespace }}
+  labels:
+    {{- include "todo-backend.componentLabels" (list $root .component) | nindent 4 }}
+  {{- with include "todo-backend.annotations" $root }}
+  annotations:
+    {{- . | nindent 4 }}
+  {{- end }}
+spec:
+  schedule: {{ .schedule | quote }}
+  {{- with $b.timeZone }}
+  timeZone: {{ . | quote }}
+  {{- end }}
+  # A run that overlaps the previous one would only find the lock held (exit 4).
+  concurrencyPolicy: Forbid
+  startingDeadlineSeconds: {{ $b.startingDeadlineSeconds }}
+  successfulJobsHistoryLimit: {{ $b.successfulJobsHistoryLimit }}
+  failedJobsHistoryLimit: {{ $b.failedJobsHistoryLimit }}
+  jobTemplate:
+    metadata:
+      labels:
+        {{- include "todo-backend.componentLabels" (list $root .component) | nindent 8 }}
+    spec:
+      backoffLimit: {{ $b.backoffLimit }}
+      activeDeadlineSeconds: {{ $b.activeDeadlineSeconds }}
+      template:
+        metadata:
+          labels:
+            {{- include "todo-backend.selectorLabels" $root | nindent 12 }}
+            app.kubernetes.io/component: {{ .component }}
+          annotations:
+            checksum/sidecar-config: {{ include (print $root.Template.BasePath "/configmap-sidecar.yaml") $root | sha256sum }}
+        spec:
+          serviceAccountName: {{ include "todo-backend.serviceAccountName" $root }}
+          restartPolicy: Never
+          {{- include "todo-backend.jobPodBase" $root | nindent 10 }}
+          containers:
+            - name: todo-sidecar
+              image: {{ include "todo-backend.image" (list $root $root.Values.image.sidecar) }}
+              imagePullPolicy: {{ $root.Values.image.sidecar.pullPolicy }}
+              command: {{ toJson (concat (list "/usr/local/bin/todo-sidecar") .args) }}
+              env:
+                {{- include "todo-backend.sidecarEnv" $root | nindent 16 }}
+              resources:
+                {{- toYaml $b.resources | nindent 16 }}
+              securityContext:
+                {{- include "todo-backend.securityContext" $root | nindent 16 }}
+              volumeMounts:
+                {{- include "todo-backend.sidecarVolumeMounts" $root | nindent 16 }}
+                {{- include "todo-backend.backupVolumeMount" $root | nindent 16 }}
+          volumes:
+            {{- include "todo-backend.sidecarVolumes" $root | nindent 12 }}
+            {{- include "todo-backend.backupVolume" $root | nindent 12 }}
+{{- end }}
