@@ -360,3 +360,30 @@ def test_the_helm_test_pod_checks_readiness_through_the_service():
     assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
     assert pod["spec"]["containers"][0]["command"][-1] == (
         f"http://{service['metadata']['name']}:9000/health/ready")
+
+
+def quantity(text) -> float:
+    """A Kubernetes CPU or memory quantity as a number (cores or bytes)."""
+    text = str(text)
+    units = {"m": 1e-3, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30}
+    for suffix, factor in units.items():
+        if text.endswith(suffix):
+            return float(text[: -len(suffix)]) * factor
+    return float(text)
+
+
+def test_the_quota_admits_the_largest_deployment_with_a_surge_pod_and_the_jobs():
+    values = values_for(VALUES_FILES["velero-and-quotas"], {"autoscaling": {"enabled": True}})
+    objects = render_objects(values)
+    hard = one(objects, "ResourceQuota")["spec"]["hard"]
+    # The chart's default maxReplicas, plus the rolling update's surge pod.
+    pods = values_for(["values.yaml"], values)["autoscaling"]["maxReplicas"] + 1
+    deployment = pod_spec(one(objects, "Deployment"))
+    jobs = [pod_spec(o) for o in of_kind(objects, "CronJob")]
+
+    for field in ("requests", "limits"):
+        for resource in ("cpu", "memory"):
+            need = pods * sum(quantity(c["resources"][field][resource]) for c in containers(deployment))
+            need += sum(quantity(c["resources"][field][resource]) for spec in jobs for c in containers(spec))
+
+            assert need <= quantity(hard[f"{field}.{resource}"]), (field, resource, need)
