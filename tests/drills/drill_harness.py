@@ -906,3 +906,242 @@ def start_stack(pod: Pod, binaries: pathlib.Path, repo_root: pathlib.Path, certi
     if with_sidecar:
         sidecar = Sidecar(pod, binaries, app, database_url, loki_url=logs.url, env=sidecar_env).start()
     return Stack(pod, postgres, database_url, app, sidecar, logs)
+
+
+# --------------------------------------------------------------------------
+# Prometheus and Alertmanager
+
+# How much shorter than in production the drills make every `for:`, range
+# window and Alertmanager timing: 5m becomes 15 s. The rules get it through
+# the chart's `alerting.timeScale` value (tests/monitoring/render_rules.py).
+TIME_SCALE = 0.05
+
+_DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds of a Prometheus duration ("1h30m", "500ms")."""
+    import re
+    parts = re.findall(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w|y)", text)
+    assert parts and "".join(n + u for n, u in parts) == text, f"not a duration: {text!r}"
+    return sum(float(number) * _DURATION_UNITS[unit] for number, unit in parts)
+
+
+def render_rules(values: dict, out_path: pathlib.Path) -> pathlib.Path:
+    """The shipped alert rules (alerts/), rendered through the chart with
+    `values` — the one templating mechanism, never a copy of the rules."""
+    import importlib
+    import sys
+    monitoring = pathlib.Path(__file__).resolve().parents[1] / "monitoring"
+    if str(monitoring) not in sys.path:
+        sys.path.insert(0, str(monitoring))
+    return importlib.import_module("render_rules").render_rule_file(values, out_path)
+
+
+def drill_alertmanager_config(example: dict, webhook_url: str, time_scale: float) -> dict:
+    """alerts/alertmanager.example.yaml as the drill runs it: its routes and
+    inhibitions unchanged, every receiver replaced by a webhook to the
+    drill's recorder at `<webhook_url>/<receiver name>` (so the drill sees
+    which route a notification took), timings scaled by `time_scale`."""
+    import copy
+    config = copy.deepcopy(example)
+    config.setdefault("global", {})
+    config["global"] = {key: value for key, value in config["global"].items()
+                        if key == "resolve_timeout"}
+    config["receivers"] = [{"name": receiver["name"], "webhook_configs": [
+        {"url": f"{webhook_url}/{receiver['name']}", "send_resolved": True}]}
+        for receiver in config.get("receivers", [])]
+    config.pop("templates", None)
+
+    def scale(route: dict) -> None:
+        for key in ("group_wait", "group_interval", "repeat_interval"):
+            if key in route:
+                route[key] = f"{max(1, round(parse_duration(route[key]) * time_scale))}s"
+        for child in route.get("routes", []):
+            scale(child)
+
+    scale(config.get("route", {}))
+    return config
+
+
+class Alertmanager:
+    """A real Alertmanager on a free port, clustering off, routing with the
+    drill's configuration to the webhook receiver."""
+
+    def __init__(self, pod: Pod, config: dict):
+        import yaml
+        self.port = free_port()
+        directory = pod.root / "alertmanager"
+        directory.mkdir(parents=True, exist_ok=True)
+        self.config = config
+        self.config_path = directory / "alertmanager.yml"
+        self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+        self.service = pod.service("alertmanager", [
+            shutil.which("prometheus-alertmanager") or shutil.which("alertmanager") or "alertmanager",
+            f"--config.file={self.config_path}", f"--storage.path={directory / 'data'}",
+            f"--web.listen-address=127.0.0.1:{self.port}", "--cluster.listen-address=",
+            "--log.level=warn"])
+        pod.describe_with(self.report)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> "Alertmanager":
+        self.service.start()
+        wait_until("Alertmanager ready", lambda: requests.get(f"{self.url}/-/ready", timeout=2).ok, 30,
+                   seen=self.service.report)
+        return self
+
+    def alerts(self) -> list[dict]:
+        return requests.get(f"{self.url}/api/v2/alerts", timeout=5).json()
+
+    def describe(self, alertname: str | None = None) -> str:
+        try:
+            alerts = [a for a in self.alerts() if alertname is None or a["labels"].get("alertname") == alertname]
+        except requests.RequestException as error:
+            return f"Alertmanager: no answer ({error})"
+        if not alerts:
+            return f"Alertmanager: no {alertname or ''} alert"
+        return "Alertmanager: " + "; ".join(
+            f"{a['labels'].get('alertname')} {a['status']['state']}"
+            f"{' inhibited by ' + ','.join(a['status']['inhibitedBy']) if a['status'].get('inhibitedBy') else ''}"
+            for a in alerts)
+
+    def report(self) -> str:
+        return self.describe()
+
+
+class Prometheus:
+    """A real Prometheus on a free port: scrapes the pods' metrics endpoints
+    every second with the labels the chart's ServiceMonitor gives them
+    (`namespace`, `pod`, `job`, `instance`), evaluates the rendered rules
+    every second and sends alerts to the drill's Alertmanager."""
+
+    NAMESPACE = "drill"
+    JOB = "todo-backend"
+
+    def __init__(self, pod: Pod, targets: dict[str, str], rule_file: pathlib.Path | None = None,
+                 alertmanager: Alertmanager | None = None):
+        """`targets`: pod name → host:port of its metrics endpoint."""
+        import yaml
+        self.port = free_port()
+        directory = pod.root / "prometheus"
+        directory.mkdir(parents=True, exist_ok=True)
+        config = {
+            "global": {"scrape_interval": "1s", "evaluation_interval": "1s", "scrape_timeout": "1s"},
+            "scrape_configs": [{
+                "job_name": self.JOB,
+                "static_configs": [{"targets": [target], "labels": {"namespace": self.NAMESPACE, "pod": name}}
+                                   for name, target in targets.items()],
+            }],
+        }
+        if rule_file is not None:
+            config["rule_files"] = [str(rule_file)]
+        if alertmanager is not None:
+            config["alerting"] = {"alertmanagers": [{"static_configs": [{"targets": [f"127.0.0.1:{alertmanager.port}"]}]}]}
+        self.config_path = directory / "prometheus.yml"
+        self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+        self.service = pod.service("prometheus", [
+            "prometheus", f"--config.file={self.config_path}", f"--storage.tsdb.path={directory / 'data'}",
+            f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn",
+            # Alerts still firing are sent again this often; resolved ones at once.
+            "--rules.alert.resend-delay=1s"])
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> "Prometheus":
+        self.service.start()
+        wait_until("Prometheus ready", lambda: requests.get(f"{self.url}/-/ready", timeout=2).ok, 30,
+                   seen=self.service.report)
+        return self
+
+    def query(self, expr: str) -> list[dict]:
+        """The instant vector of `expr` now; AssertionError on a query error."""
+        answer = requests.get(f"{self.url}/api/v1/query", params={"query": expr}, timeout=10).json()
+        assert answer["status"] == "success", f"Prometheus refused {expr!r}: {answer.get('error')}"
+        return answer["data"]["result"]
+
+    def value(self, expr: str) -> float | None:
+        result = self.query(expr)
+        return float(result[0]["value"][1]) if result else None
+
+    def rule(self, alertname: str) -> dict:
+        groups = requests.get(f"{self.url}/api/v1/rules", timeout=5).json()["data"]["groups"]
+        for group in groups:
+            for rule in group["rules"]:
+                if rule.get("name") == alertname and rule.get("type") == "alerting":
+                    return rule
+        raise AssertionError(f"Prometheus has no alerting rule {alertname}")
+
+    def describe(self, alertname: str) -> str:
+        """The alert's state and its expression's current value, for a
+        failing drill's message."""
+        try:
+            rule = self.rule(alertname)
+            try:
+                value = [(s["metric"], s["value"][1]) for s in self.query(rule["query"])]
+            except AssertionError as error:
+                value = str(error)
+            states = [a["state"] for a in rule.get("alerts", [])]
+            return (f"Prometheus: {alertname} is {rule['state']} (alerts: {states or 'none'}); "
+                    f"health {rule.get('health')} {rule.get('lastError', '')}; "
+                    f"expression now: {value or 'empty'}\n  {rule['query']}")
+        except Exception as error:
+            return f"Prometheus: could not read {alertname}: {error}"
+
+
+@dataclass
+class Monitoring:
+    """Prometheus and Alertmanager over a set of pods, with the webhook
+    receiver that plays the pager."""
+    prometheus: Prometheus
+    alertmanager: Alertmanager
+    webhook: WebhookReceiver
+    time_scale: float
+
+    def describe(self, alertname: str) -> str:
+        return f"{self.prometheus.describe(alertname)}\n{self.alertmanager.describe(alertname)}"
+
+    def wait_for_notification(self, alertname: str, status: str, timeout: float,
+                              since: float = 0.0) -> Notification:
+        """The first `status` ("firing" or "resolved") notification of
+        `alertname` received after `since` (a time.monotonic())."""
+        def received():
+            found = [n for n, _ in self.webhook.alerts(alertname, status) if n.at >= since]
+            return found[0] if found else None
+        return wait_until(f"{alertname} {status} at the webhook", received, timeout,
+                          seen=lambda: self.describe(alertname))
+
+    def firing_now(self) -> set[str]:
+        return {alert["labels"]["alertname"] for alert in requests.get(
+            f"{self.prometheus.url}/api/v1/alerts", timeout=5).json()["data"]["alerts"]
+            if alert["state"] == "firing"}
+
+
+def start_monitoring(pod: Pod, repo_root: pathlib.Path, targets: dict[str, str],
+                     values: dict | None = None, time_scale: float = TIME_SCALE) -> Monitoring:
+    """The shipped rules rendered with `values` and the time scale, the
+    shipped Alertmanager example routing to the webhook receiver, and
+    Prometheus scraping `targets` (pod name → host:port)."""
+    import yaml
+    webhook = WebhookReceiver(pod).start()
+    example = yaml.safe_load((repo_root / "alerts" / "alertmanager.example.yaml").read_text())
+    alertmanager = Alertmanager(pod, drill_alertmanager_config(example, webhook.url, time_scale)).start()
+    merged = {"alerting": {"timeScale": time_scale}}
+    for key, value in (values or {}).items():
+        merged[key] = {**merged.get(key, {}), **value} if isinstance(value, dict) else value
+    (pod.root / "prometheus").mkdir(parents=True, exist_ok=True)
+    rule_file = render_rules(merged, pod.root / "prometheus" / "rules.yaml")
+    prometheus = Prometheus(pod, targets, rule_file, alertmanager).start()
+    pod.describe_with(lambda: f"--- alerts firing in Prometheus: {sorted(Monitoring(prometheus, alertmanager, webhook, time_scale).firing_now())}")
+    return Monitoring(prometheus, alertmanager, webhook, time_scale)
+
+
+def rules_shipped(repo_root: pathlib.Path) -> bool:
+    """Whether the alert rules and the Alertmanager example are on this
+    branch yet (issue 11); the alert checks of the drills need them."""
+    return ((repo_root / "alerts" / "alertmanager.example.yaml").exists()
+            and (repo_root / "tests" / "monitoring" / "render_rules.py").exists())
