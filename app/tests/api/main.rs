@@ -8,6 +8,7 @@ mod errors;
 mod health;
 mod helpers;
 mod limits;
+mod lookups;
 mod migrations;
 mod observability;
 mod openapi;
