@@ -418,16 +418,8 @@ impl DatabaseSettings {
         )
     }
 
-    /// Longest a request waits for its database operation: the mailbox
-    /// wait, then a pool wait and a statement, twice when a read is retried
-    /// on a fresh connection, and a second of slack. Past it the request is
-    /// answered 503 even if the executor is stuck on a database that stopped
-    /// answering (a frozen host keeps the socket open, and `statement_timeout`
-    /// is enforced by that same server).
-    pub fn answer_deadline(&self) -> Duration {
-        self.queue_timeout()
-            + 2 * (self.pool_wait_timeout() + Duration::from_millis(self.statement_timeout_ms))
-            + Duration::from_secs(1)
+    pub fn statement_timeout(&self) -> Duration {
+        Duration::from_millis(self.statement_timeout_ms)
     }
 }
 

@@ -6,7 +6,9 @@ pub mod api_keys;
 pub mod migrations;
 pub mod todos;
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use diesel::connection::SimpleConnection;
 use diesel::r2d2::{self, ManageConnection, Pool};
@@ -16,8 +18,107 @@ use secrecy::{ExposeSecret, SecretString};
 
 use crate::configuration::DatabaseSettings;
 
-/// The pool the executors take connections from.
-pub type PgPool = Pool<PgConnectionManager>;
+/// How long a failed connection attempt makes requests fail at once. r2d2
+/// retries a pending connection every `pool_wait_timeout_ms / 2` at most
+/// while the database is away, so the memory stays fresh through an outage,
+/// and the first attempt that succeeds clears it.
+const REFUSAL_MEMORY: Duration = Duration::from_secs(5);
+/// How often a request waiting for a connection checks whether the database
+/// has started refusing connections meanwhile.
+const WAIT_SLICE: Duration = Duration::from_millis(20);
+
+/// The pool the executors (and the readiness probe) take connections from:
+/// r2d2, plus failing fast while the database refuses connections.
+///
+/// r2d2 alone makes every request wait the full `pool_wait_timeout_ms` when
+/// no connection can be opened, although a refusal is immediate: with the
+/// database stopped, every request took a second to get its 503. This pool
+/// remembers the outcome of the latest connection attempt: while the latest
+/// one failed and no connection is left to wait for, a request is refused
+/// at once.
+#[derive(Clone)]
+pub struct PgPool {
+    pool: Pool<PgConnectionManager>,
+    attempts: Arc<ConnectAttempts>,
+    wait: Duration,
+}
+
+impl PgPool {
+    /// A connection: an idle one at once, else one that comes free or is
+    /// opened within `pool_wait_timeout_ms`; [`DbError::Unavailable`] at once
+    /// while the database refuses connections.
+    pub fn get(&self) -> Result<PooledPg, DbError> {
+        self.get_within(self.wait)
+    }
+
+    /// [`PgPool::get`] with a wait of its own (the readiness probe's budget).
+    pub fn get_within(&self, wait: Duration) -> Result<PooledPg, DbError> {
+        // The hot path: an idle connection, no clock read, no lock but r2d2's.
+        if let Some(connection) = self.pool.try_get() {
+            return Ok(connection);
+        }
+        let deadline = Instant::now() + wait;
+        loop {
+            if self.attempts.latest_failed_recently() && self.pool.state().connections == 0 {
+                return Err(DbError::Unavailable(
+                    "the database refused the latest connection attempt".to_string(),
+                ));
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(DbError::Unavailable(format!(
+                    "no connection from the pool within {} ms",
+                    wait.as_millis()
+                )));
+            }
+            if let Ok(connection) = self.pool.get_timeout(left.min(WAIT_SLICE)) {
+                return Ok(connection);
+            }
+        }
+    }
+
+    /// Connections open and idle, for `todo_db_pool_connections`.
+    pub fn state(&self) -> r2d2::State {
+        self.pool.state()
+    }
+}
+
+/// The outcome of the pool's latest attempt to open a connection.
+#[derive(Debug)]
+struct ConnectAttempts {
+    /// When the latest attempt failed (microseconds after `epoch`, plus one);
+    /// 0 when it succeeded or none was made.
+    failed_at: AtomicU64,
+    epoch: Instant,
+}
+
+impl ConnectAttempts {
+    fn new() -> ConnectAttempts {
+        ConnectAttempts {
+            failed_at: AtomicU64::new(0),
+            epoch: Instant::now(),
+        }
+    }
+
+    fn record(&self, succeeded: bool) {
+        let value = if succeeded {
+            0
+        } else {
+            self.epoch.elapsed().as_micros() as u64 + 1
+        };
+        self.failed_at.store(value, Ordering::Relaxed);
+    }
+
+    fn latest_failed_recently(&self) -> bool {
+        match self.failed_at.load(Ordering::Relaxed) {
+            0 => false,
+            failed_at => {
+                let age = (self.epoch.elapsed().as_micros() as u64).saturating_sub(failed_at - 1);
+                age < REFUSAL_MEMORY.as_micros() as u64
+            }
+        }
+    }
+}
 
 /// A connection checked out of [`PgPool`].
 pub type PooledPg = r2d2::PooledConnection<PgConnectionManager>;
@@ -101,12 +202,6 @@ impl From<DieselError> for DbError {
     }
 }
 
-impl From<r2d2::PoolError> for DbError {
-    fn from(error: r2d2::PoolError) -> Self {
-        DbError::Unavailable(format!("no connection from the pool: {error}"))
-    }
-}
-
 /// A pooled PostgreSQL connection that remembers whether it was lost.
 ///
 /// diesel's own r2d2 manager only discards connections whose transaction
@@ -130,6 +225,8 @@ impl ManagedPgConnection {
 pub struct PgConnectionManager {
     url: SecretString,
     statement_timeout_ms: u64,
+    /// Set by the pool this manager serves; `None` outside a pool.
+    attempts: Option<Arc<ConnectAttempts>>,
 }
 
 /// Why a connection could not be opened; the message never holds the URL.
@@ -146,14 +243,21 @@ impl PgConnectionManager {
         PgConnectionManager {
             url,
             statement_timeout_ms,
+            attempts: None,
         }
     }
 
     /// Opens a connection outside the pool (CLI commands, migrations).
+    ///
+    /// `enable_seqscan = off`: every query todo-app sends has an index that
+    /// serves it, and a sequential scan is only ever cheaper on a tiny table.
+    /// A plan made then (a new deployment's first todos) stays cached in the
+    /// long-lived connection while the table grows, until autoanalyze
+    /// invalidates it, and a lookup by id would scan the whole table.
     pub fn establish(&self) -> Result<PgConnection, ConnectError> {
         let mut connection = PgConnection::establish(self.url.expose_secret())?;
         connection.batch_execute(&format!(
-            "SET statement_timeout = {}; SET application_name = 'todo-app'",
+            "SET statement_timeout = {}; SET application_name = 'todo-app'; SET enable_seqscan = off",
             self.statement_timeout_ms
         ))?;
         Ok(connection)
@@ -165,8 +269,12 @@ impl ManageConnection for PgConnectionManager {
     type Error = ConnectError;
 
     fn connect(&self) -> Result<ManagedPgConnection, ConnectError> {
+        let connection = self.establish();
+        if let Some(attempts) = &self.attempts {
+            attempts.record(connection.is_ok());
+        }
         Ok(ManagedPgConnection {
-            connection: self.establish()?,
+            connection: connection?,
             lost: false,
         })
     }
@@ -200,9 +308,11 @@ pub fn build_pool(settings: &DatabaseSettings) -> PgPool {
 
 /// A pool of the given size with the settings' timeouts (health checks use one of 1).
 pub fn build_pool_of_size(settings: &DatabaseSettings, size: u32) -> PgPool {
-    let manager =
+    let attempts = Arc::new(ConnectAttempts::new());
+    let mut manager =
         PgConnectionManager::new(settings.connection_url(), settings.statement_timeout_ms);
-    Pool::builder()
+    manager.attempts = Some(Arc::clone(&attempts));
+    let pool = Pool::builder()
         .max_size(size)
         .min_idle(Some(0))
         .connection_timeout(settings.pool_wait_timeout())
@@ -211,7 +321,12 @@ pub fn build_pool_of_size(settings: &DatabaseSettings, size: u32) -> PgPool {
         .test_on_check_out(false)
         .idle_timeout(Some(Duration::from_secs(300)))
         .error_handler(Box::new(LogPoolErrors))
-        .build_unchecked(manager)
+        .build_unchecked(manager);
+    PgPool {
+        pool,
+        attempts,
+        wait: settings.pool_wait_timeout(),
+    }
 }
 
 /// Opens one connection outside the pool, for the CLI and migrations.

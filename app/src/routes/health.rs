@@ -52,7 +52,7 @@ impl Readiness {
         }
         let pool = self.pool.clone();
         let probe = web::block(move || -> bool {
-            match pool.get_timeout(READINESS_BUDGET) {
+            match pool.get_within(READINESS_BUDGET) {
                 Ok(mut conn) => {
                     let ok = conn.connection.batch_execute("SELECT 1").is_ok();
                     if !ok {

@@ -1,10 +1,13 @@
-//! The database stopping while the server runs: fast 503s, readiness 503,
-//! and recovery without a restart once it returns. Runs on a PostgreSQL
+//! The database stopping or freezing while the server runs: fast 503s,
+//! readiness 503, and recovery without a restart once it returns. Runs on a PostgreSQL
 //! cluster of its own so other tests keep their database.
 
 use std::time::{Duration, Instant};
 
 use crate::helpers::{ThrowawayCluster, error_code, eventually, spawn_app_on_server};
+
+/// The slowest 503 allowed while the database refuses connections.
+const FAST_REFUSAL: Duration = Duration::from_millis(100);
 
 #[actix_web::test]
 async fn with_the_database_stopped_requests_get_503_fast_and_recover_when_it_returns() {
@@ -20,24 +23,31 @@ async fn with_the_database_stopped_requests_get_503_fast_and_recover_when_it_ret
     let id = todo["id"].as_str().unwrap().to_string();
 
     cluster.stop_server();
+    // The first request finds the pooled connection dead and learns that
+    // the database refuses new ones.
+    assert_eq!(app.get_todo(&token, &id).await.status(), 503);
 
     // Both with the key cached and after the cache expired (then the key
-    // lookup itself fails): 503, never 401, never a hang.
-    for round in 0..3 {
+    // lookup itself fails): 503 at once, never 401, never a wait for the
+    // pool's timeout.
+    let mut slowest = Duration::ZERO;
+    for round in 0..12 {
         let started = Instant::now();
         let response = app.get_todo(&token, &id).await;
-        let elapsed = started.elapsed();
+        slowest = slowest.max(started.elapsed());
         assert_eq!(
             error_code(response, 503).await,
             "service_unavailable",
             "round {round}"
         );
-        assert!(elapsed < Duration::from_secs(3), "answered in {elapsed:?}");
-        tokio::time::sleep(Duration::from_millis(600)).await;
+        tokio::time::sleep(Duration::from_millis(150)).await;
     }
+    assert!(slowest < FAST_REFUSAL, "the slowest 503 took {slowest:?}");
+    let started = Instant::now();
     let create = app
         .post_todo(&token, &serde_json::json!({"title": "during outage"}))
         .await;
+    assert!(started.elapsed() < FAST_REFUSAL, "{:?}", started.elapsed());
     assert_eq!(create.status(), 503);
     assert!(create.headers().contains_key("retry-after"));
     let started = Instant::now();
@@ -47,6 +57,11 @@ async fn with_the_database_stopped_requests_get_503_fast_and_recover_when_it_ret
         started.elapsed() < Duration::from_millis(1500),
         "readiness answers within a second"
     );
+    // Readiness's own connection finds the refusal as fast as requests do.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let started = Instant::now();
+    assert_eq!(app.admin_get("/health/ready").await.status(), 503);
+    assert!(started.elapsed() < FAST_REFUSAL, "{:?}", started.elapsed());
     assert_eq!(
         app.admin_get("/health/live").await.status(),
         200,
@@ -54,12 +69,20 @@ async fn with_the_database_stopped_requests_get_503_fast_and_recover_when_it_ret
     );
 
     cluster.start_server();
+    let back = Instant::now();
 
     let recovered = eventually(Duration::from_secs(20), || async {
         app.get_todo(&token, &id).await.status() == 200
     })
     .await;
     assert!(recovered, "requests succeed again without a restart");
+    // pg_ctl returns once the server accepts connections; the pool retries
+    // a refused connection every pool_wait_timeout_ms / 2.
+    assert!(
+        back.elapsed() < Duration::from_secs(2),
+        "first 200 {:?} after the database was back",
+        back.elapsed()
+    );
     assert!(
         eventually(Duration::from_secs(5), || async {
             app.admin_get("/health/ready").await.status() == 200
@@ -75,17 +98,22 @@ async fn with_the_database_stopped_requests_get_503_fast_and_recover_when_it_ret
 }
 
 #[actix_web::test]
-async fn with_the_database_frozen_requests_get_503_by_the_deadline_and_recover_when_it_thaws() {
+async fn with_the_database_frozen_a_running_request_gets_503_past_its_statement_timeout_and_a_waiting_one_past_its_queue_timeout()
+ {
     let cluster = ThrowawayCluster::start();
     let app = spawn_app_on_server(&cluster.url(), false, |settings| {
+        // One executor and one connection: the second request must wait
+        // behind the first, which the freeze holds.
+        settings.database.executor_threads = 1;
+        settings.database.pool_size = 1;
         settings.database.pool_wait_timeout_ms = 300;
         settings.database.queue_timeout_ms = 300;
-        settings.database.statement_timeout_ms = 500;
+        settings.database.statement_timeout_ms = 1500;
         settings.auth.key_cache_ttl_seconds = 60;
     })
     .await;
-    // queue 0.3 + 2 × (pool 0.3 + statement 0.5) + 1 s of slack.
-    let deadline = Duration::from_millis(2_900);
+    // The statement timeout plus the 0.5 s margin.
+    let answer_deadline = Duration::from_millis(2_000);
     let token = app.create_key("alice");
     let todo = app.create_todo(&token, "survives the freeze").await;
     let id = todo["id"].as_str().unwrap().to_string();
@@ -93,13 +121,36 @@ async fn with_the_database_frozen_requests_get_503_by_the_deadline_and_recover_w
     // Connections stay open and nobody answers: statement_timeout cannot
     // fire (the frozen server enforces it) and the socket does not fail.
     cluster.freeze();
+    let running = {
+        let request = app
+            .client
+            .get(app.url(&format!("/api/todos/{id}")))
+            .bearer_auth(&token);
+        actix_web::rt::spawn(async move {
+            let started = Instant::now();
+            let response = request.send().await;
+            (response, started.elapsed())
+        })
+    };
+    // The first request now holds the only executor.
+    tokio::time::sleep(Duration::from_millis(300)).await;
     let started = Instant::now();
-    let response = app.get_todo(&token, &id).await;
-    let elapsed = started.elapsed();
-    assert_eq!(error_code(response, 503).await, "service_unavailable");
+    let waiting = app.get_todo(&token, &id).await;
+    let waited = started.elapsed();
+    let (running, ran) = running.await.unwrap();
+
+    assert_eq!(error_code(waiting, 503).await, "service_unavailable");
     assert!(
-        elapsed >= Duration::from_millis(2_000) && elapsed < deadline + Duration::from_secs(2),
-        "answered by the deadline, in {elapsed:?}"
+        waited >= Duration::from_millis(300) && waited < Duration::from_millis(700),
+        "the waiting request was refused by its queue timeout, in {waited:?}"
+    );
+    assert_eq!(
+        error_code(running.unwrap(), 503).await,
+        "service_unavailable"
+    );
+    assert!(
+        ran >= Duration::from_millis(1_500) && ran < answer_deadline + Duration::from_millis(500),
+        "the running request was answered at its statement timeout plus the margin, in {ran:?}"
     );
     let started = Instant::now();
     assert_eq!(app.admin_get("/health/ready").await.status(), 503);
