@@ -8,8 +8,6 @@ without a restart once the database is.
 import collections
 import time
 
-import pytest
-
 from drill_harness import Load, create_todo, start_stack, wait_until
 
 # Drill 3's database settings: small enough for CI, in the same proportions
@@ -17,9 +15,9 @@ from drill_harness import Load, create_todo, start_stack, wait_until
 QUEUE_TIMEOUT_MS = 500
 POOL_WAIT_TIMEOUT_MS = 500
 STATEMENT_TIMEOUT_MS = 2000
-# DatabaseSettings::answer_deadline, as docs/configuration.md documents it:
-# queue_timeout + 2 × (pool_wait + statement_timeout) + 1 s.
-ANSWER_DEADLINE_S = (QUEUE_TIMEOUT_MS + 2 * (POOL_WAIT_TIMEOUT_MS + STATEMENT_TIMEOUT_MS) + 1000) / 1000
+# The worst case docs/configuration.md documents: queue_timeout + statement_timeout
+# + 0.5 s, plus statement_timeout + 0.5 s more for a read retried on a fresh connection.
+ANSWER_DEADLINE_S = (QUEUE_TIMEOUT_MS + 2 * (STATEMENT_TIMEOUT_MS + 500)) / 1000
 FREEZE_SECONDS = ANSWER_DEADLINE_S + 2
 
 
@@ -63,10 +61,9 @@ def test_a_stopped_database_gets_503_fast_and_the_app_recovers_without_a_restart
     slowest = max(outcome.seconds for outcome in outage)
     figures["slowest_503_s"] = slowest
     figures["requests_failed_during_outage"] = len(outage)
-    assert slowest < 5, f"a request waited {slowest:.2f} s for its 503 while the database was down"
-    if slowest >= 1.0:
-        pytest.xfail(f"issue 14 (a database refusing connections is answered 503 in under 100 ms): "
-                     f"the slowest 503 took {slowest:.2f} s, over the drill's 1 s")
+    # Issue 14: a database refusing connections is answered 503 at once (the
+    # crate test holds it to 100 ms; the drill allows for its own client).
+    assert slowest < 1.0, f"a request waited {slowest:.2f} s for its 503 while the database was down"
 
 
 def test_a_frozen_database_gets_503_within_the_answer_deadline_and_everything_recovers(
@@ -120,7 +117,6 @@ def test_a_frozen_database_gets_503_within_the_answer_deadline_and_everything_re
     assert app.service.running(), "todo-app exited instead of recovering"
     # Issue 14's promise: a request not yet started gets 503 within
     # queue_timeout_ms, a running one within the statement timeout plus a
-    # small margin, since a frozen server cannot enforce its own.
-    if slowest > STATEMENT_TIMEOUT_MS / 1000 + 1.0:
-        pytest.xfail(f"issue 14 (a frozen database answers within the statement timeout): the slowest "
-                     f"answer took {slowest:.2f} s, over {STATEMENT_TIMEOUT_MS / 1000 + 1.0} s")
+    # small margin (0.5 s), since a frozen server cannot enforce its own.
+    assert slowest <= STATEMENT_TIMEOUT_MS / 1000 + 1.0, (
+        f"a frozen database held a request {slowest:.2f} s, over {STATEMENT_TIMEOUT_MS / 1000 + 1.0} s")
