@@ -14,7 +14,9 @@
 //! spans are exported over OTLP/HTTP protobuf by a batch processor on its own
 //! thread with a bounded queue; spans that do not fit, or whose export
 //! fails, are dropped and counted (`todo_trace_spans_dropped_total`), never
-//! waited for. W3C `traceparent` is the propagation format.
+//! waited for. W3C `traceparent` is the propagation format. An `https://`
+//! collector is verified with the system's roots, or with the certificates
+//! of `OTEL_EXPORTER_OTLP_CERTIFICATE` (see `otlp_http_client`).
 
 use std::io::{BufWriter, Write};
 use std::sync::Arc;
@@ -22,7 +24,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use opentelemetry::trace::TracerProvider as _;
-use opentelemetry_otlp::{Protocol, WithExportConfig};
+use opentelemetry_otlp::{Protocol, WithExportConfig, WithHttpConfig};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
@@ -215,8 +217,16 @@ fn build_tracer_provider(name: &str) -> Option<SdkTracerProvider> {
         return None;
     }
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+    let client = match otlp_http_client(&|variable| std::env::var(variable).ok()) {
+        Ok(client) => client,
+        Err(error) => {
+            eprintln!("traces disabled: {error}");
+            return None;
+        }
+    };
     let exporter = match opentelemetry_otlp::SpanExporter::builder()
         .with_http()
+        .with_http_client(client)
         .with_protocol(Protocol::HttpBinary)
         .with_timeout(EXPORT_TIMEOUT)
         .build()
@@ -250,6 +260,51 @@ fn build_tracer_provider(name: &str) -> Option<SdkTracerProvider> {
             .with_resource(Resource::builder().with_service_name(service_name).build())
             .build(),
     )
+}
+
+/// The variables naming the PEM file of the certificates that verify the
+/// collector, most specific first (the OpenTelemetry specification's names).
+const CERTIFICATE_VARIABLES: [&str; 2] = [
+    "OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE",
+    "OTEL_EXPORTER_OTLP_CERTIFICATE",
+];
+
+/// The OTLP exporter's HTTP client: reqwest's blocking client over rustls
+/// (with the process's ring crypto provider), so an `https://`
+/// collector works. When `OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE` or
+/// `OTEL_EXPORTER_OTLP_CERTIFICATE` names a PEM file, its certificates are
+/// the only roots that verify the collector, as in the other OpenTelemetry
+/// SDKs; otherwise the system's roots do.
+///
+/// The client is built here rather than by opentelemetry-otlp, which has no
+/// TLS unless a feature asks for it and ignores the certificate variables.
+fn otlp_http_client(
+    var: &dyn Fn(&str) -> Option<String>,
+) -> Result<reqwest::blocking::Client, String> {
+    // reqwest panics without a process-wide rustls provider; `main` installs
+    // ring first, this covers any other caller (a no-op after `main`'s).
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut builder = reqwest::blocking::Client::builder().timeout(EXPORT_TIMEOUT);
+    let configured = CERTIFICATE_VARIABLES.iter().find_map(|variable| {
+        var(variable)
+            .filter(|path| !path.is_empty())
+            .map(|path| (*variable, path))
+    });
+    if let Some((variable, path)) = configured {
+        let pem = std::fs::read(&path)
+            .map_err(|error| format!("{variable}: cannot read {path}: {error}"))?;
+        let certificates = reqwest::Certificate::from_pem_bundle(&pem)
+            .ok()
+            .filter(|certificates| !certificates.is_empty())
+            .ok_or_else(|| format!("{variable}: {path} holds no PEM certificate"))?;
+        builder = builder.tls_certs_only(certificates);
+    }
+    // The blocking client starts a runtime of its own, which cannot be done
+    // from a thread that already runs one: build it on a thread of its own.
+    std::thread::spawn(move || builder.build())
+        .join()
+        .map_err(|_| "building the OTLP HTTP client panicked".to_string())?
+        .map_err(|error| format!("the OTLP HTTP client could not be built: {error}"))
 }
 
 /// Counts spans in and out of the batch processor so that the spans it
@@ -338,6 +393,80 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn variables(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let pairs: Vec<(String, String)> = pairs
+            .iter()
+            .map(|(key, value)| (key.to_string(), value.to_string()))
+            .collect();
+        move |name| {
+            pairs
+                .iter()
+                .find(|(key, _)| key == name)
+                .map(|(_, value)| value.clone())
+        }
+    }
+
+    fn pem_file(contents: &str) -> std::path::PathBuf {
+        let path = std::env::temp_dir().join(format!("todo-otlp-{}.pem", uuid::Uuid::new_v4()));
+        std::fs::write(&path, contents).unwrap();
+        path
+    }
+
+    #[test]
+    fn without_a_certificate_variable_the_client_uses_the_system_roots() {
+        let client = otlp_http_client(&variables(&[]));
+
+        assert!(client.is_ok(), "{:?}", client.err());
+    }
+
+    #[test]
+    fn an_unreadable_certificate_file_is_refused_naming_the_variable_and_the_path() {
+        let error = otlp_http_client(&variables(&[(
+            "OTEL_EXPORTER_OTLP_CERTIFICATE",
+            "/nonexistent/ca.pem",
+        )]))
+        .unwrap_err();
+
+        assert!(
+            error.starts_with("OTEL_EXPORTER_OTLP_CERTIFICATE: cannot read /nonexistent/ca.pem"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn a_certificate_file_without_a_pem_certificate_is_refused() {
+        let path = pem_file("not a certificate\n");
+
+        let error = otlp_http_client(&variables(&[(
+            "OTEL_EXPORTER_OTLP_CERTIFICATE",
+            path.to_str().unwrap(),
+        )]))
+        .unwrap_err();
+
+        assert!(error.ends_with("holds no PEM certificate"), "{error}");
+        std::fs::remove_file(path).unwrap();
+    }
+
+    #[test]
+    fn the_traces_certificate_variable_wins_over_the_general_one() {
+        let general = pem_file("not a certificate either\n");
+
+        let error = otlp_http_client(&variables(&[
+            (
+                "OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE",
+                "/nonexistent/traces.pem",
+            ),
+            ("OTEL_EXPORTER_OTLP_CERTIFICATE", general.to_str().unwrap()),
+        ]))
+        .unwrap_err();
+
+        assert!(
+            error.starts_with("OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE: cannot read"),
+            "{error}"
+        );
+        std::fs::remove_file(general).unwrap();
+    }
 
     #[test]
     fn paced_flush_writes_through_and_pauses_after_each_flush() {

@@ -497,6 +497,8 @@ impl ServerProcess {
             .env_remove("RUST_LOG")
             .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
             .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+            .env_remove("OTEL_EXPORTER_OTLP_CERTIFICATE")
+            .env_remove("OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE")
             .env("LOG_LEVEL", "info")
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::inherit());

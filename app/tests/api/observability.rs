@@ -306,7 +306,30 @@ struct OtlpReceiver {
 }
 
 impl OtlpReceiver {
+    /// A receiver over plain HTTP.
     async fn start() -> OtlpReceiver {
+        Self::start_with(None).await
+    }
+
+    /// A receiver over HTTPS with a new self-signed certificate for
+    /// `localhost`, and that certificate as PEM (what a client must trust).
+    async fn start_tls() -> (OtlpReceiver, String) {
+        let certified = rcgen::generate_simple_self_signed(vec!["localhost".into()])
+            .expect("generates a certificate");
+        let key =
+            rustls::pki_types::PrivateKeyDer::Pkcs8(certified.signing_key.serialize_der().into());
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("TLS 1.2 and 1.3")
+        .with_no_client_auth()
+        .with_single_cert(vec![certified.cert.der().clone()], key)
+        .expect("a valid certificate and key");
+        (Self::start_with(Some(config)).await, certified.cert.pem())
+    }
+
+    async fn start_with(tls: Option<rustls::ServerConfig>) -> OtlpReceiver {
         let spans = Arc::new(Mutex::new(Vec::new()));
         let store = web::Data::new(Arc::clone(&spans));
         let server = HttpServer::new(move || {
@@ -330,8 +353,11 @@ impl OtlpReceiver {
             )
         })
         .workers(1)
-        .disable_signals()
-        .bind(("127.0.0.1", 0))
+        .disable_signals();
+        let server = match tls {
+            Some(config) => server.bind_rustls_0_23(("127.0.0.1", 0), config),
+            None => server.bind(("127.0.0.1", 0)),
+        }
         .unwrap();
         let port = server.addrs()[0].port();
         let server = server.run();
@@ -342,6 +368,12 @@ impl OtlpReceiver {
             spans,
             handle,
         }
+    }
+
+    /// The names of the spans received so far.
+    fn span_names(&self) -> Vec<String> {
+        let spans = self.spans.lock().unwrap();
+        spans.iter().map(|span| span.name.clone()).collect()
     }
 }
 
@@ -495,6 +527,157 @@ async fn with_the_collector_down_requests_succeed_at_normal_latency_and_drops_ar
         "shutdown does not hang on the dead collector"
     );
     drop(untraced);
+    drop_database(&admin_database_url(), &name);
+}
+
+/// A PEM file in a fresh temporary directory, removed on drop.
+struct PemFile(std::path::PathBuf);
+
+impl PemFile {
+    fn new(pem: &str) -> PemFile {
+        let dir = std::env::temp_dir().join(format!("todo-otlp-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("collector-ca.pem");
+        std::fs::write(&path, pem).unwrap();
+        PemFile(path)
+    }
+
+    fn path(&self) -> &str {
+        self.0.to_str().unwrap()
+    }
+}
+
+impl Drop for PemFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(self.0.parent().unwrap());
+    }
+}
+
+/// Makes one traced request to `server` and shuts it down (which exports
+/// the queued spans); returns the exit code.
+async fn one_traced_request(server: ServerProcess, token: &str) -> Option<i32> {
+    let response = http_client()
+        .post(format!("{}/api/todos", server.address))
+        .bearer_auth(token)
+        .json(&json!({"title": "over https"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let (code, _) = tokio::task::spawn_blocking(move || server.terminate())
+        .await
+        .unwrap();
+    code
+}
+
+// The binary under test is built with the features of the packages being
+// tested: with `cargo test -p todo-app` alone this is the image's case, no
+// TLS borrowed from the sidecar's dependencies.
+#[actix_web::test]
+async fn spans_reach_an_https_collector_trusted_through_otel_exporter_otlp_certificate() {
+    let (receiver, certificate) = OtlpReceiver::start_tls().await;
+    let ca_file = PemFile::new(&certificate);
+    let (name, url, token) = prepared_database("alice");
+    let endpoint = format!("https://localhost:{}", receiver.port);
+    let server = ServerProcess::start(
+        &url,
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+            ("OTEL_EXPORTER_OTLP_CERTIFICATE", ca_file.path()),
+        ],
+    );
+
+    let code = one_traced_request(server, &token).await;
+
+    assert_eq!(code, Some(0));
+    assert!(
+        receiver
+            .span_names()
+            .contains(&"POST /api/todos".to_string()),
+        "the server span arrived over TLS: {:?}",
+        receiver.span_names()
+    );
+    receiver.handle.stop(false).await;
+    drop_database(&admin_database_url(), &name);
+}
+
+#[actix_web::test]
+async fn an_https_collector_whose_certificate_is_not_trusted_gets_no_spans_and_drops_are_counted() {
+    let (receiver, _certificate) = OtlpReceiver::start_tls().await;
+    // Another certificate than the collector's: the handshake must fail.
+    let stranger = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let ca_file = PemFile::new(&stranger.cert.pem());
+    let (name, url, token) = prepared_database("alice");
+    let endpoint = format!("https://localhost:{}", receiver.port);
+    let server = ServerProcess::start(
+        &url,
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+            ("OTEL_EXPORTER_OTLP_CERTIFICATE", ca_file.path()),
+        ],
+    );
+    let admin = server.admin_address.clone();
+    http_client()
+        .post(format!("{}/api/todos", server.address))
+        .bearer_auth(&token)
+        .json(&json!({"title": "untrusted"}))
+        .send()
+        .await
+        .unwrap();
+
+    let counted = eventually(Duration::from_secs(15), || {
+        let admin = admin.clone();
+        async move {
+            let metrics = http_client()
+                .get(format!("{admin}/metrics"))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            sample(
+                &metrics,
+                r#"todo_trace_spans_dropped_total{reason="export_failed"}"#,
+            )
+            .is_some_and(|dropped| dropped > 0.0)
+        }
+    })
+    .await;
+
+    assert!(counted, "spans the collector could not take are counted");
+    assert!(receiver.span_names().is_empty(), "nothing got through");
+    let (code, _) = tokio::task::spawn_blocking(move || server.terminate())
+        .await
+        .unwrap();
+    assert_eq!(code, Some(0));
+    receiver.handle.stop(false).await;
+    drop_database(&admin_database_url(), &name);
+}
+
+#[actix_web::test]
+async fn an_unreadable_otel_exporter_otlp_certificate_disables_traces_and_the_server_still_serves()
+{
+    let receiver = OtlpReceiver::start().await;
+    let (name, url, token) = prepared_database("alice");
+    let endpoint = format!("http://127.0.0.1:{}", receiver.port);
+    let missing = std::env::temp_dir().join(format!("no-such-{}.pem", uuid::Uuid::new_v4()));
+    let server = ServerProcess::start(
+        &url,
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+            ("OTEL_EXPORTER_OTLP_CERTIFICATE", missing.to_str().unwrap()),
+        ],
+    );
+
+    let code = one_traced_request(server, &token).await;
+
+    assert_eq!(code, Some(0), "served and shut down normally");
+    assert!(
+        receiver.span_names().is_empty(),
+        "no exporter that ignores the certificate it was given"
+    );
+    receiver.handle.stop(false).await;
     drop_database(&admin_database_url(), &name);
 }
 
