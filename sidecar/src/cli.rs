@@ -170,17 +170,23 @@ async fn run_sidecar(settings: Settings) -> Result<(), BackupError> {
         .collect();
     tracing::info!(admin_port = port, "todo-sidecar started");
 
-    let signal = wait_for_stop_signal()
-        .await
-        .context("Failed to listen for stop signals")?;
+    let signal = stop_signals()
+        .context("Failed to listen for stop signals")?
+        .await;
     tracing::info!(signal, "stop signal received; shutting down");
     shutting_down.store(true, Ordering::SeqCst);
     let _ = stop.send(true);
     let all_stopped = futures_util::future::join_all(supervisors);
-    if tokio::time::timeout(settings.admin.shutdown_timeout(), all_stopped)
-        .await
-        .is_err()
-    {
+    // Log shipping bounds its own drain; the wait must not cut it short.
+    let wait = if settings.logship.enabled() {
+        settings
+            .admin
+            .shutdown_timeout()
+            .max(settings.logship.drain_timeout() + std::time::Duration::from_secs(2))
+    } else {
+        settings.admin.shutdown_timeout()
+    };
+    if tokio::time::timeout(wait, all_stopped).await.is_err() {
         tracing::warn!("components did not stop in time; exiting anyway");
     }
     server_handle.stop(true).await;
@@ -189,14 +195,18 @@ async fn run_sidecar(settings: Settings) -> Result<(), BackupError> {
     Ok(())
 }
 
-/// Resolves on SIGTERM (Kubernetes) or SIGINT (Ctrl-C) with the signal's name.
-async fn wait_for_stop_signal() -> std::io::Result<&'static str> {
+/// Listens for SIGTERM (Kubernetes) and SIGINT (Ctrl-C) from now on (they
+/// no longer end the process by themselves); the future resolves with the
+/// first one's name.
+fn stop_signals() -> std::io::Result<impl Future<Output = &'static str>> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut terminate = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
-    Ok(tokio::select! {
-        _ = terminate.recv() => "SIGTERM",
-        _ = interrupt.recv() => "SIGINT",
+    Ok(async move {
+        tokio::select! {
+            _ = terminate.recv() => "SIGTERM",
+            _ = interrupt.recv() => "SIGINT",
+        }
     })
 }
 
@@ -211,7 +221,11 @@ async fn run_backup_command(
             // Metrics of a one-shot process die with it; the CronJob's
             // failures show as failed Jobs, its successes in the store.
             let metrics = Metrics::new();
-            let manifest = backup::run_backup(settings, &store, &metrics.backup).await?;
+            // Listening before the upload starts: a signal at any point
+            // after it leaves nothing behind.
+            let interrupted = stop_signals().context("Failed to listen for stop signals")?;
+            let manifest =
+                backup::run_backup(settings, &store, &metrics.backup, interrupted).await?;
             eprintln!(
                 "todo-sidecar: snapshot {} published to {} ({} bytes compressed from {}, sha256 {})",
                 manifest.id,

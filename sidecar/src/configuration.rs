@@ -157,10 +157,12 @@ pub struct StoreSettings {
 pub struct RetentionSettings {
     /// The newest N complete snapshots are kept.
     pub keep_last: usize,
-    /// Plus the newest snapshot of each of the last D days (UTC).
+    /// Plus the newest snapshot of each of the last D UTC days that have one.
     pub daily: usize,
-    /// Plus the newest snapshot of each ISO week with one in the last W × 7 days.
+    /// Plus the newest snapshot of each of the last W ISO weeks that have one.
     pub weekly: usize,
+    /// Plus the newest snapshot of each of the last M UTC months that have one.
+    pub monthly: usize,
     /// Incomplete snapshots older than this are deleted by `prune`; younger
     /// ones may belong to a backup still running.
     pub incomplete_grace_seconds: u64,

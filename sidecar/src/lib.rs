@@ -9,5 +9,6 @@ pub mod backup;
 pub mod cli;
 pub mod component;
 pub mod configuration;
+pub mod http;
 pub mod logship;
 pub mod metrics;

@@ -102,6 +102,15 @@ pub struct RemoteWriteSettings {
     /// `job` and `instance`); `job` defaults to `todo-backend` and
     /// `instance` to the host name (the pod name in Kubernetes).
     pub labels: BTreeMap<String, String>,
+    /// `bearer` (token from `token_file`), `basic` (`username` and
+    /// `password_file`), or empty: none (or user and password in the URL).
+    pub auth: Option<crate::http::AuthKind>,
+    /// File holding the bearer token (a mounted Secret), read at start.
+    pub token_file: Option<std::path::PathBuf>,
+    /// User name for basic authentication.
+    pub username: Option<String>,
+    /// File holding the basic-auth password (a mounted Secret), read at start.
+    pub password_file: Option<std::path::PathBuf>,
 }
 
 impl AggregateSettings {
@@ -185,6 +194,23 @@ impl AggregateSettings {
                 "aggregate.remote_write.timeout_ms",
                 "must be at least 1",
             ));
+        }
+        match remote.auth {
+            Some(crate::http::AuthKind::Bearer) if remote.token_file.is_none() => {
+                return Err(SettingsError::invalid(
+                    "aggregate.remote_write.token_file",
+                    "must be set with auth bearer",
+                ));
+            }
+            Some(crate::http::AuthKind::Basic)
+                if remote.username.is_none() || remote.password_file.is_none() =>
+            {
+                return Err(SettingsError::invalid(
+                    "aggregate.remote_write.password_file",
+                    "auth basic needs username and password_file",
+                ));
+            }
+            _ => {}
         }
         for name in remote.labels.keys() {
             if !super::exposition::is_label_name(name) || name.starts_with("__") {

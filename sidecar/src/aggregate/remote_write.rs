@@ -2,7 +2,9 @@
 //! exposed series is queued (bounded: the oldest samples are dropped first),
 //! and a sender pushes the queue in order, as snappy-compressed protobuf
 //! `WriteRequest`s, retrying network errors, 5xx and 429 with an exponential
-//! backoff. Samples sent, failed and dropped are counted.
+//! backoff with jitter that honours `Retry-After`. Credentials come from the
+//! URL or from mounted secret files (`auth`). Samples sent, failed and
+//! dropped are counted.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::future::Future;
@@ -14,10 +16,14 @@ use std::time::Duration;
 use prost::Message;
 use tokio::sync::Notify;
 
+use anyhow::Context;
+use reqwest::header::HeaderValue;
+
 use super::Aggregator;
 use super::config::RemoteWriteSettings;
 use super::exposition::Family;
 use crate::component::Shutdown;
+use crate::http::{Backoff, Credentials};
 
 /// The remote_write 1.0 messages (prometheus/prompb `types.proto` and
 /// `remote.proto`), only the fields version 1.0 needs.
@@ -212,64 +218,118 @@ impl Queue {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PushError {
     /// Worth retrying: a network error, a 5xx, a 429.
-    #[error("{0}")]
-    Retryable(String),
+    #[error("{message}")]
+    Retryable {
+        /// What failed, with every cause.
+        message: String,
+        /// The receiver's `Retry-After`, if it sent one.
+        retry_after: Option<Duration>,
+    },
     /// Retrying would fail the same way (a 4xx: the receiver refuses the data).
     #[error("{0}")]
     Rejected(String),
 }
 
+impl PushError {
+    /// A retryable failure without `Retry-After`.
+    pub fn retryable(message: impl Into<String>) -> PushError {
+        PushError::Retryable {
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+}
+
 /// Runs `attempt` until it succeeds, fails with [`PushError::Rejected`], or
-/// has been retried `max_retries` times; waits `min_backoff` before the
-/// first retry, doubling up to `max_backoff`. Returns the attempts made
-/// with the outcome.
+/// has been retried `max_retries` times, waiting as `backoff` says between
+/// attempts (jittered, or longer when the receiver asked with
+/// `Retry-After`). Returns the attempts made with the outcome.
 pub async fn with_retries<F, Fut>(
     mut attempt: F,
     max_retries: u32,
-    min_backoff: Duration,
-    max_backoff: Duration,
+    mut backoff: Backoff,
 ) -> (u32, Result<(), PushError>)
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<(), PushError>>,
 {
-    let mut delay = min_backoff;
     let mut attempts = 0;
     loop {
         attempts += 1;
         match attempt().await {
             Ok(()) => return (attempts, Ok(())),
-            Err(PushError::Retryable(message)) if attempts <= max_retries => {
+            Err(PushError::Retryable {
+                message,
+                retry_after,
+            }) if attempts <= max_retries => {
                 tracing::debug!(error = %message, attempts, "remote_write push failed; retrying");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(max_backoff);
+                tokio::time::sleep(backoff.next(retry_after)).await;
             }
             Err(error) => return (attempts, Err(error)),
         }
     }
 }
 
+/// `error` and each of its causes, joined by `: ` (reqwest's own message
+/// says only "error sending request"; the cause says why).
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.ends_with(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+/// What an answer other than 2xx means: 5xx and 429 are retried (after
+/// `Retry-After` if given), any other status refuses the data.
+pub fn classify(
+    status: reqwest::StatusCode,
+    retry_after: Option<Duration>,
+    message: String,
+) -> PushError {
+    if status.is_server_error() || status.as_u16() == 429 {
+        PushError::Retryable {
+            message,
+            retry_after,
+        }
+    } else {
+        PushError::Rejected(message)
+    }
+}
+
 /// One POST of an encoded `WriteRequest`.
-async fn push(client: &reqwest::Client, url: &str, body: Vec<u8>) -> Result<(), PushError> {
-    let response = client
+async fn push(
+    client: &reqwest::Client,
+    url: &str,
+    authorization: Option<&HeaderValue>,
+    body: Vec<u8>,
+) -> Result<(), PushError> {
+    let mut request = client
         .post(url)
         .header(reqwest::header::CONTENT_TYPE, "application/x-protobuf")
         .header(reqwest::header::CONTENT_ENCODING, "snappy")
-        .header("X-Prometheus-Remote-Write-Version", "0.1.0")
-        .body(body)
-        .send()
-        .await
-        .map_err(|error| {
-            PushError::Retryable(format!(
-                "cannot reach {}: {}",
-                super::redacted(url),
-                error.without_url()
-            ))
-        })?;
+        .header("X-Prometheus-Remote-Write-Version", "0.1.0");
+    if let Some(authorization) = authorization {
+        request = request.header(reqwest::header::AUTHORIZATION, authorization.clone());
+    }
+    let response = request.body(body).send().await.map_err(|error| {
+        PushError::retryable(format!(
+            "cannot reach {}: {}",
+            super::redacted(url),
+            with_causes(&error.without_url())
+        ))
+    })?;
     let status = response.status();
     if status.is_success() {
         return Ok(());
     }
+    let retry_after = crate::http::retry_after(&response);
     let text: String = response
         .text()
         .await
@@ -282,11 +342,7 @@ async fn push(client: &reqwest::Client, url: &str, body: Vec<u8>) -> Result<(), 
         super::redacted(url),
         text.trim()
     );
-    if status.is_server_error() || status.as_u16() == 429 {
-        Err(PushError::Retryable(message))
-    } else {
-        Err(PushError::Rejected(message))
-    }
+    Err(classify(status, retry_after, message))
 }
 
 /// The job's default labels: `job` and `instance` unless configured.
@@ -318,6 +374,17 @@ pub async fn run(
     mut shutdown: Shutdown,
 ) -> anyhow::Result<()> {
     let metrics = aggregator.metrics.aggregate.clone();
+    // Read now: a missing or unreadable file fails the component, which the
+    // supervisor reports and retries.
+    let authorization = Credentials {
+        auth: settings.auth,
+        token_file: settings.token_file.as_deref(),
+        username: settings.username.as_deref(),
+        password_file: settings.password_file.as_deref(),
+    }
+    .header()
+    .context("aggregate.remote_write credentials")?;
+    crate::http::install_crypto_provider();
     let client = reqwest::Client::builder()
         .timeout(Duration::from_millis(settings.timeout_ms.max(1)))
         .user_agent(concat!("todo-sidecar/", env!("CARGO_PKG_VERSION")))
@@ -394,10 +461,9 @@ pub async fn run(
                 in_flight.store(samples, Ordering::SeqCst);
                 let body = encode(request);
                 let (_, outcome) = with_retries(
-                    || push(&client, &url, body.clone()),
+                    || push(&client, &url, authorization.as_ref(), body.clone()),
                     max_retries,
-                    min_backoff,
-                    max_backoff,
+                    Backoff::new(min_backoff, max_backoff),
                 )
                 .await;
                 in_flight.store(0, Ordering::SeqCst);
@@ -523,38 +589,166 @@ mod tests {
             || {
                 let result = if failures_left > 0 {
                     failures_left -= 1;
-                    Err(PushError::Retryable("503".to_string()))
+                    Err(PushError::retryable("503"))
                 } else {
                     Ok(())
                 };
                 async move { result }
             },
             3,
-            Duration::from_millis(20),
-            Duration::from_millis(30),
+            Backoff::new(Duration::from_millis(20), Duration::from_millis(30)),
         )
         .await;
         assert_eq!((attempts, outcome), (3, Ok(())));
-        // 20 ms, then 40 ms capped at 30 ms.
-        assert!(started.elapsed() >= Duration::from_millis(50));
+        // 20 ms, then 40 ms capped at 30 ms, each jittered down to half at most.
+        assert!(started.elapsed() >= Duration::from_millis(25));
+    }
+
+    #[tokio::test]
+    async fn aggregate_remote_write_waits_as_long_as_retry_after_asks() {
+        let mut failures_left = 1;
+        let started = tokio::time::Instant::now();
+
+        let (attempts, outcome) = with_retries(
+            || {
+                let result = if failures_left > 0 {
+                    failures_left -= 1;
+                    Err(PushError::Retryable {
+                        message: "429".to_string(),
+                        retry_after: Some(Duration::from_millis(300)),
+                    })
+                } else {
+                    Ok(())
+                };
+                async move { result }
+            },
+            3,
+            Backoff::new(Duration::from_millis(1), Duration::from_millis(100)),
+        )
+        .await;
+
+        assert_eq!((attempts, outcome), (2, Ok(())));
+        assert!(started.elapsed() >= Duration::from_millis(300));
+    }
+
+    #[test]
+    fn aggregate_remote_write_retries_5xx_and_429_and_gives_up_on_other_4xx() {
+        let wait = Some(Duration::from_secs(2));
+        let message = || "answered".to_string();
+
+        for status in [400, 401, 403, 404, 409, 413] {
+            let status = reqwest::StatusCode::from_u16(status).unwrap();
+            assert_eq!(
+                classify(status, None, message()),
+                PushError::Rejected(message()),
+                "{status}"
+            );
+        }
+        for status in [500, 502, 503] {
+            let status = reqwest::StatusCode::from_u16(status).unwrap();
+            assert_eq!(
+                classify(status, None, message()),
+                PushError::retryable(message())
+            );
+        }
+        assert_eq!(
+            classify(reqwest::StatusCode::TOO_MANY_REQUESTS, wait, message()),
+            PushError::Retryable {
+                message: message(),
+                retry_after: wait
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn aggregate_remote_write_sends_the_token_from_its_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let token_file = dir.path().join("token");
+        std::fs::write(&token_file, "s3cret-token\n").unwrap();
+        let authorization = Credentials {
+            auth: Some(crate::http::AuthKind::Bearer),
+            token_file: Some(&token_file),
+            username: None,
+            password_file: None,
+        }
+        .header()
+        .unwrap();
+        // A receiver that records the request's head and answers 204.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/api/v1/write", listener.local_addr().unwrap());
+        let received = tokio::spawn(async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let mut head = Vec::new();
+            let mut buffer = [0u8; 4096];
+            while !head.windows(4).any(|window| window == b"\r\n\r\n") {
+                let read = stream.read(&mut buffer).await.unwrap();
+                head.extend_from_slice(&buffer[..read]);
+            }
+            stream
+                .write_all(b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n")
+                .await
+                .unwrap();
+            String::from_utf8_lossy(&head).to_lowercase()
+        });
+
+        crate::http::install_crypto_provider();
+        push(
+            &reqwest::Client::new(),
+            &url,
+            authorization.as_ref(),
+            vec![],
+        )
+        .await
+        .unwrap();
+
+        let head = received.await.unwrap();
+        assert!(
+            head.contains("authorization: bearer s3cret-token"),
+            "{head}"
+        );
+    }
+
+    #[tokio::test]
+    async fn aggregate_remote_write_connection_errors_keep_their_cause() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        crate::http::install_crypto_provider();
+        let client = reqwest::Client::new();
+
+        let error = push(
+            &client,
+            &format!("http://127.0.0.1:{port}/api/v1/write"),
+            None,
+            vec![],
+        )
+        .await
+        .unwrap_err();
+
+        let PushError::Retryable { message, .. } = error else {
+            panic!("a refused connection is retried");
+        };
+        assert!(message.contains("error sending request"), "{message}");
+        assert!(
+            message.to_lowercase().contains("connection refused"),
+            "the cause is kept: {message}"
+        );
     }
 
     #[tokio::test]
     async fn aggregate_remote_write_gives_up_after_max_retries_and_at_once_on_rejection() {
-        let (attempts, outcome) = with_retries(
-            || async { Err(PushError::Retryable("down".to_string())) },
-            2,
-            Duration::from_millis(1),
-            Duration::from_millis(1),
-        )
-        .await;
+        let quick = || Backoff::new(Duration::from_millis(1), Duration::from_millis(1));
+        let (attempts, outcome) =
+            with_retries(|| async { Err(PushError::retryable("down")) }, 2, quick()).await;
         assert_eq!(attempts, 3);
-        assert_eq!(outcome, Err(PushError::Retryable("down".to_string())));
+        assert_eq!(outcome, Err(PushError::retryable("down")));
         let (attempts, outcome) = with_retries(
             || async { Err(PushError::Rejected("400".to_string())) },
             5,
-            Duration::from_millis(1),
-            Duration::from_millis(1),
+            quick(),
         )
         .await;
         assert_eq!(attempts, 1);

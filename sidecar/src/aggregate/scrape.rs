@@ -117,3 +117,109 @@ fn describe(error: reqwest::Error) -> String {
     }
     text
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A server answering every connection with `response` (raw HTTP); its URL.
+    async fn answering(response: Vec<u8>) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/metrics", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let response = response.clone();
+                tokio::spawn(async move {
+                    let mut head = Vec::new();
+                    let mut buffer = [0u8; 1024];
+                    while !head.windows(4).any(|window| window == b"\r\n\r\n") {
+                        match stream.read(&mut buffer).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(read) => head.extend_from_slice(&buffer[..read]),
+                        }
+                    }
+                    let _ = stream.write_all(&response).await;
+                });
+            }
+        });
+        url
+    }
+
+    fn ok(headers: &str, body: &[u8]) -> Vec<u8> {
+        let mut response = format!("HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\n{headers}Connection: close\r\n\r\n").into_bytes();
+        response.extend_from_slice(body);
+        response
+    }
+
+    async fn scrape(response: Vec<u8>, max_bytes: usize) -> Result<(String, Format), ScrapeError> {
+        let url = answering(response).await;
+        crate::http::install_crypto_provider();
+        fetch(
+            &reqwest::Client::new(),
+            &url,
+            Duration::from_secs(5),
+            max_bytes,
+        )
+        .await
+    }
+
+    #[tokio::test]
+    async fn an_error_status_is_a_status_failure() {
+        let response =
+            b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                .to_vec();
+
+        let error = scrape(response, 1024).await.unwrap_err();
+
+        assert!(matches!(error, ScrapeError::Status(503)), "{error}");
+        assert_eq!(error.reason(), "status");
+    }
+
+    #[tokio::test]
+    async fn a_body_over_the_bound_is_refused_whether_announced_or_not() {
+        let body = vec![b'#'; 2000];
+        let announced = ok(&format!("Content-Length: {}\r\n", body.len()), &body);
+        // Without a length: read until the bound is crossed.
+        let unannounced = ok("", &body);
+
+        let first = scrape(announced, 1000).await.unwrap_err();
+        let second = scrape(unannounced, 1000).await.unwrap_err();
+
+        assert!(matches!(first, ScrapeError::TooLarge(1000)), "{first}");
+        assert!(matches!(second, ScrapeError::TooLarge(1000)), "{second}");
+        assert_eq!(first.reason(), "too_large");
+    }
+
+    #[tokio::test]
+    async fn a_body_that_is_not_utf8_is_a_body_failure() {
+        let body = b"todo_up 1\n\xff\xfe\n";
+
+        let error = scrape(
+            ok(&format!("Content-Length: {}\r\n", body.len()), body),
+            1024,
+        )
+        .await
+        .unwrap_err();
+
+        assert!(
+            matches!(&error, ScrapeError::Body(message) if message.contains("not UTF-8")),
+            "{error}"
+        );
+        assert_eq!(error.reason(), "body");
+    }
+
+    #[tokio::test]
+    async fn a_valid_answer_is_returned_with_its_format() {
+        let body = b"todo_up 1\n";
+
+        let (text, _) = scrape(
+            ok(&format!("Content-Length: {}\r\n", body.len()), body),
+            1024,
+        )
+        .await
+        .unwrap();
+
+        assert_eq!(text, "todo_up 1\n");
+    }
+}

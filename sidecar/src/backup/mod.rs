@@ -36,6 +36,8 @@ pub enum BackupError {
     TargetNotEmpty { database: String, relations: i64 },
     #[error("{0}")]
     Tools(String),
+    #[error("interrupted by {signal}; the partial snapshot was removed and nothing was published")]
+    Interrupted { signal: &'static str },
     #[error(transparent)]
     Other(#[from] anyhow::Error),
 }
@@ -67,7 +69,7 @@ impl BackupError {
             BackupError::Damaged(_) => exit_code::DAMAGED,
             BackupError::TargetNotEmpty { .. } => exit_code::TARGET_NOT_EMPTY,
             BackupError::Tools(_) => exit_code::TOOLS,
-            BackupError::Other(_) => exit_code::FAILURE,
+            BackupError::Interrupted { .. } | BackupError::Other(_) => exit_code::FAILURE,
         }
     }
 }
@@ -88,12 +90,16 @@ pub struct PruneReport {
 /// Takes a snapshot, then applies retention: what `backup run` and each
 /// scheduled backup do. A failure counts in `todo_backup_failures_total`; a
 /// lost race for the lock does not (the other backup is the one that counts).
+/// When `interrupted` resolves (with the signal's name) while the database
+/// is being dumped, the upload is aborted (temporary file removed, multipart
+/// upload aborted) and [`BackupError::Interrupted`] returned.
 pub async fn run_backup(
     settings: &Settings,
     store: &Store,
     metrics: &BackupMetrics,
+    interrupted: impl Future<Output = &'static str>,
 ) -> Result<Manifest, BackupError> {
-    let outcome = snapshot::take_snapshot(settings, store).await;
+    let outcome = snapshot::take_snapshot(settings, store, interrupted).await;
     if outcome.is_ok() {
         // Retention only after a success: a failing backup never deletes.
         // The snapshot is published by now, so a retention failure is not a
@@ -140,7 +146,7 @@ pub async fn prune(
         .iter()
         .map(|manifest| (manifest.id.clone(), manifest.finished_at))
         .collect();
-    let plan = retention::plan(&finished, retention, now);
+    let plan = retention::plan(&finished, retention);
     let mut report = PruneReport {
         kept: plan.keep.len(),
         damaged: catalog.damaged.iter().map(|(id, _)| id.clone()).collect(),
@@ -319,7 +325,10 @@ impl Component for BackupComponent {
                 if next_backup.is_some_and(|at| at <= tokio::time::Instant::now()) {
                     // A running backup is not interrupted by the select above:
                     // shutdown waits for it (bounded by admin.shutdown_timeout_seconds).
-                    match run_backup(&self.settings, &store, &self.metrics).await {
+                    // A scheduled backup is not interrupted: on SIGTERM it
+                    // has admin.shutdown_timeout_seconds to finish.
+                    let never = std::future::pending();
+                    match run_backup(&self.settings, &store, &self.metrics, never).await {
                         Ok(_) => last_backup_error = None,
                         Err(BackupError::Locked) => {
                             tracing::info!("skipped a scheduled backup: another backup is running");

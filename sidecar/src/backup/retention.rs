@@ -1,14 +1,18 @@
-//! The retention policy: which complete snapshots `prune` keeps.
+//! The retention policy: which complete snapshots `prune` keeps
+//! (grandfather-father-son, as restic and borg count it).
 //!
-//! Kept: the newest `keep_last`; plus the newest snapshot of each of the
-//! last `daily` UTC days that have one; plus the newest of each ISO week
-//! with a snapshot in the last `weekly` × 7 days (so up to `weekly` + 1
-//! weeks, the oldest one partly). The newest snapshot is always kept,
-//! whatever the settings.
+//! Each tier keeps, for each of its last N periods **that have a snapshot**,
+//! the newest snapshot of that period; periods are UTC calendar days, ISO
+//! weeks (Monday to Sunday, UTC) and UTC calendar months. Counting periods
+//! with a snapshot rather than calendar time means that a stretch without
+//! backups (an outage, a paused CronJob) does not make the tiers forget the
+//! older restore points. The tiers add up (a snapshot kept by several is
+//! kept once), with the newest `keep_last`; the newest snapshot is always
+//! kept, whatever the settings.
 
 use std::collections::BTreeSet;
 
-use chrono::{DateTime, Datelike, Duration, Utc};
+use chrono::{DateTime, Datelike, Utc};
 
 use crate::configuration::RetentionSettings;
 
@@ -21,12 +25,8 @@ pub struct Plan {
     pub delete: Vec<String>,
 }
 
-/// Decides which of `snapshots` (id, finish time) to keep at `now`.
-pub fn plan(
-    snapshots: &[(String, DateTime<Utc>)],
-    policy: &RetentionSettings,
-    now: DateTime<Utc>,
-) -> Plan {
+/// Decides which of `snapshots` (id, finish time) to keep.
+pub fn plan(snapshots: &[(String, DateTime<Utc>)], policy: &RetentionSettings) -> Plan {
     let mut sorted: Vec<&(String, DateTime<Utc>)> = snapshots.iter().collect();
     sorted.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| b.0.cmp(&a.0)));
     let mut keep = BTreeSet::new();
@@ -35,19 +35,16 @@ pub fn plan(
     for (id, _) in sorted.iter().take(policy.keep_last.max(1)) {
         keep.insert(id.clone());
     }
-    let day_cutoff = (now - Duration::days(policy.daily as i64)).date_naive();
-    let mut days_seen = BTreeSet::new();
-    let week_cutoff = now - Duration::weeks(policy.weekly as i64);
-    let mut weeks_seen = BTreeSet::new();
-    for (id, at) in &sorted {
-        if policy.daily > 0 && at.date_naive() > day_cutoff && days_seen.insert(at.date_naive()) {
-            keep.insert(id.clone());
-        }
+    keep.extend(newest_per_period(&sorted, policy.daily, |at| {
+        at.date_naive().num_days_from_ce()
+    }));
+    keep.extend(newest_per_period(&sorted, policy.weekly, |at| {
         let week = at.iso_week();
-        if policy.weekly > 0 && *at > week_cutoff && weeks_seen.insert((week.year(), week.week())) {
-            keep.insert(id.clone());
-        }
-    }
+        week.year() * 100 + week.week() as i32
+    }));
+    keep.extend(newest_per_period(&sorted, policy.monthly, |at| {
+        at.year() * 100 + at.month() as i32
+    }));
     let (kept, deleted): (Vec<String>, Vec<String>) = sorted
         .iter()
         .map(|(id, _)| id.clone())
@@ -58,82 +55,200 @@ pub fn plan(
     }
 }
 
+/// The newest snapshot of each of the newest `count` periods that have one;
+/// `sorted` is newest first, so the first snapshot met in a period is its
+/// newest.
+fn newest_per_period(
+    sorted: &[&(String, DateTime<Utc>)],
+    count: usize,
+    period: impl Fn(&DateTime<Utc>) -> i32,
+) -> Vec<String> {
+    let mut seen = BTreeSet::new();
+    let mut kept = Vec::new();
+    for (id, at) in sorted {
+        if seen.len() == count {
+            break;
+        }
+        if seen.insert(period(at)) {
+            kept.push(id.clone());
+        }
+    }
+    kept
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chrono::TimeZone;
+    use chrono::{Duration, NaiveDate, TimeZone};
 
-    fn policy(keep_last: usize, daily: usize, weekly: usize) -> RetentionSettings {
+    fn policy(keep_last: usize, daily: usize, weekly: usize, monthly: usize) -> RetentionSettings {
         RetentionSettings {
             keep_last,
             daily,
             weekly,
+            monthly,
             incomplete_grace_seconds: 0,
         }
     }
 
-    /// One snapshot every 6 hours for 60 days, ending at `now`.
-    fn history(now: DateTime<Utc>) -> Vec<(String, DateTime<Utc>)> {
-        (0..240)
-            .map(|step| {
-                let at = now - Duration::hours(6 * step);
-                (at.format("%Y%m%dT%H%M%SZ").to_string(), at)
+    fn id(at: DateTime<Utc>) -> String {
+        at.format("%Y%m%dT%H%M%SZ").to_string()
+    }
+
+    /// Two snapshots a day (03:00 and 15:00 UTC) for a year, from Thursday
+    /// 27 November 2025 to Thursday 26 November 2026, except on `skipped` days.
+    fn year(skipped: &[NaiveDate]) -> Vec<(String, DateTime<Utc>)> {
+        let first = Utc.with_ymd_and_hms(2025, 11, 27, 3, 0, 0).unwrap();
+        (0..365)
+            .flat_map(|day| {
+                [
+                    first + Duration::days(day),
+                    first + Duration::days(day) + Duration::hours(12),
+                ]
             })
+            .filter(|at| !skipped.contains(&at.date_naive()))
+            .map(|at| (id(at), at))
             .collect()
     }
 
-    #[test]
-    fn keep_last_alone_keeps_the_newest_n() {
-        let now = Utc.with_ymd_and_hms(2026, 11, 26, 12, 0, 0).unwrap();
-        let snapshots = history(now);
-        let plan = plan(&snapshots, &policy(3, 0, 0), now);
-        assert_eq!(
-            plan.keep,
-            vec![
-                snapshots[0].0.clone(),
-                snapshots[1].0.clone(),
-                snapshots[2].0.clone()
-            ]
-        );
-        assert_eq!(plan.delete.len(), 237);
+    /// `"2026-11-26 15"` as a snapshot id.
+    fn at(text: &str) -> String {
+        let (date, hour) = text.split_once(' ').unwrap();
+        let date: NaiveDate = date.parse().unwrap();
+        id(Utc.from_utc_datetime(&date.and_hms_opt(hour.parse().unwrap(), 0, 0).unwrap()))
     }
 
     #[test]
-    fn daily_and_weekly_keep_one_per_period() {
-        // A Thursday; snapshots at 00, 06, 12 and 18 h UTC.
-        let now = Utc.with_ymd_and_hms(2026, 11, 26, 12, 0, 0).unwrap();
-        let snapshots = history(now);
-        let plan = plan(&snapshots, &policy(1, 7, 4), now);
-        assert_eq!(
-            plan.keep,
-            [
-                // keep_last, and today's newest.
-                "20261126T120000Z",
-                // The newest of each of the 6 days before.
-                "20261125T180000Z",
-                "20261124T180000Z",
-                "20261123T180000Z",
-                // Also the newest of ISO week 47.
-                "20261122T180000Z",
-                "20261121T180000Z",
-                "20261120T180000Z",
-                // The newest of weeks 46, 45 and 44 (its newest, Sunday
-                // 1 November, is within the last 4 × 7 days).
-                "20261115T180000Z",
-                "20261108T180000Z",
-                "20261101T180000Z",
-            ]
-        );
-        assert_eq!(plan.delete.len(), snapshots.len() - plan.keep.len());
+    fn each_tier_keeps_the_newest_snapshot_of_its_last_periods_over_a_year() {
+        let nov = |day: u32| NaiveDate::from_ymd_opt(2026, 11, day).unwrap();
+        // Backups failed from Sunday 22 to Tuesday 24 November.
+        let gap = [nov(22), nov(23), nov(24)];
+        let table: Vec<(&str, RetentionSettings, &[NaiveDate], Vec<&str>)> = vec![
+            (
+                "keep_last counts snapshots, not days",
+                policy(3, 0, 0, 0),
+                &[],
+                vec!["2026-11-26 15", "2026-11-26 03", "2026-11-25 15"],
+            ),
+            (
+                "daily: the newest of each of the last 7 days",
+                policy(0, 7, 0, 0),
+                &[],
+                vec![
+                    "2026-11-26 15",
+                    "2026-11-25 15",
+                    "2026-11-24 15",
+                    "2026-11-23 15",
+                    "2026-11-22 15",
+                    "2026-11-21 15",
+                    "2026-11-20 15",
+                ],
+            ),
+            (
+                "daily: days without a snapshot do not count",
+                policy(0, 7, 0, 0),
+                &gap,
+                vec![
+                    "2026-11-26 15",
+                    "2026-11-25 15",
+                    "2026-11-21 15",
+                    "2026-11-20 15",
+                    "2026-11-19 15",
+                    "2026-11-18 15",
+                    "2026-11-17 15",
+                ],
+            ),
+            (
+                "weekly: the newest of each ISO week, the current one first",
+                policy(0, 0, 4, 0),
+                &[],
+                vec![
+                    "2026-11-26 15",
+                    "2026-11-22 15",
+                    "2026-11-15 15",
+                    "2026-11-08 15",
+                ],
+            ),
+            (
+                "weekly: a week whose Sunday failed keeps its last good day",
+                policy(0, 0, 2, 0),
+                &gap,
+                vec!["2026-11-26 15", "2026-11-21 15"],
+            ),
+            (
+                "monthly: the newest of each calendar month",
+                policy(0, 0, 0, 12),
+                &[],
+                vec![
+                    "2026-11-26 15",
+                    "2026-10-31 15",
+                    "2026-09-30 15",
+                    "2026-08-31 15",
+                    "2026-07-31 15",
+                    "2026-06-30 15",
+                    "2026-05-31 15",
+                    "2026-04-30 15",
+                    "2026-03-31 15",
+                    "2026-02-28 15",
+                    "2026-01-31 15",
+                    "2025-12-31 15",
+                ],
+            ),
+            (
+                "monthly: more months than the store holds keeps one of each",
+                policy(0, 0, 0, 24),
+                &[],
+                vec![
+                    "2026-11-26 15",
+                    "2026-10-31 15",
+                    "2026-09-30 15",
+                    "2026-08-31 15",
+                    "2026-07-31 15",
+                    "2026-06-30 15",
+                    "2026-05-31 15",
+                    "2026-04-30 15",
+                    "2026-03-31 15",
+                    "2026-02-28 15",
+                    "2026-01-31 15",
+                    "2025-12-31 15",
+                    "2025-11-30 15",
+                ],
+            ),
+            (
+                "the tiers add up, each snapshot kept once",
+                policy(2, 3, 2, 3),
+                &[],
+                vec![
+                    "2026-11-26 15",
+                    "2026-11-26 03",
+                    "2026-11-25 15",
+                    "2026-11-24 15",
+                    "2026-11-22 15",
+                    "2026-10-31 15",
+                    "2026-09-30 15",
+                ],
+            ),
+        ];
+        for (case, policy, skipped, expected) in table {
+            let snapshots = year(skipped);
+
+            let plan = plan(&snapshots, &policy);
+
+            let expected: Vec<String> = expected.into_iter().map(at).collect();
+            assert_eq!(plan.keep, expected, "{case}");
+            assert_eq!(
+                plan.keep.len() + plan.delete.len(),
+                snapshots.len(),
+                "{case}"
+            );
+        }
     }
 
     #[test]
     fn the_newest_snapshot_is_never_deleted() {
-        let now = Utc.with_ymd_and_hms(2026, 11, 26, 12, 0, 0).unwrap();
-        // The only snapshot is a year old: outside every window.
-        let old = now - Duration::days(365);
+        let old = Utc.with_ymd_and_hms(2025, 11, 26, 12, 0, 0).unwrap();
         let snapshots = vec![("old".to_string(), old)];
-        let plan = plan(&snapshots, &policy(0, 1, 1), now);
+        let plan = plan(&snapshots, &policy(0, 0, 0, 0));
         assert_eq!(plan.keep, vec!["old".to_string()]);
         assert!(plan.delete.is_empty());
     }

@@ -193,8 +193,14 @@ pub async fn catalog(store: &Store) -> Result<Catalog, BackupError> {
     Ok(catalog)
 }
 
-/// Takes one snapshot and publishes it; on any failure nothing is published.
-pub async fn take_snapshot(settings: &Settings, store: &Store) -> Result<Manifest, BackupError> {
+/// Takes one snapshot and publishes it; on any failure nothing is published,
+/// and nothing is left behind. `interrupted` resolving while the database is
+/// dumped aborts the upload (see [`super::run_backup`]).
+pub async fn take_snapshot(
+    settings: &Settings,
+    store: &Store,
+    interrupted: impl Future<Output = &'static str>,
+) -> Result<Manifest, BackupError> {
     let started_at = Utc::now();
     let clock = Instant::now();
     let database = &settings.database;
@@ -221,7 +227,14 @@ pub async fn take_snapshot(settings: &Settings, store: &Store) -> Result<Manifes
             store.describe()
         )
     })?;
-    let streamed = stream_dump(settings, &mut session, &pg_dump, &mut upload).await;
+    let streamed = tokio::select! {
+        streamed = stream_dump(settings, &mut session, &pg_dump, &mut upload) => streamed,
+        // Dropping the dump closes its channel, which kills pg_dump.
+        signal = interrupted => {
+            tracing::warn!(snapshot = %id, signal, "backup interrupted; removing the partial snapshot");
+            Err(BackupError::Interrupted { signal })
+        }
+    };
     let (tables, outcome) = match streamed {
         Ok(streamed) => streamed,
         Err(error) => {
@@ -300,7 +313,12 @@ async fn stream_dump(
     let command = pg_dump_command(settings, pg_dump, &exported)?;
     let level = settings.backup.compression_level;
     let (sender, mut receiver) = mpsc::channel::<Bytes>(CHANNEL_DEPTH);
-    let producer = tokio::task::spawn_blocking(move || dump_and_compress(command, level, sender));
+    let process = DumpProcess::default();
+    // Dropped with this future (a backup interrupted): pg_dump is killed
+    // even while it writes nothing (waiting for a lock).
+    let _kill_on_drop = process.clone();
+    let producer =
+        tokio::task::spawn_blocking(move || dump_and_compress(command, level, sender, &process));
     let mut upload_error = None;
     while let Some(chunk) = receiver.recv().await {
         if let Err(error) = upload.write(chunk).await {
@@ -399,16 +417,33 @@ impl Write for ChunkSender {
     }
 }
 
+/// The running pg_dump, shared between the thread that reads it and the task
+/// that may abandon it: a clone dropped kills it if it still runs. Both are
+/// dropped only after the wait in the normal course, and once waited for,
+/// `Child::kill` signals nothing, so no reused pid is ever hit.
+#[derive(Clone, Default)]
+struct DumpProcess(std::sync::Arc<std::sync::Mutex<Option<std::process::Child>>>);
+
+impl Drop for DumpProcess {
+    fn drop(&mut self) {
+        if let Some(child) = self.0.lock().expect("never poisoned").as_mut() {
+            let _ = child.kill();
+        }
+    }
+}
+
 /// Runs pg_dump and compresses its output into `sender` (on a blocking thread).
 fn dump_and_compress(
     mut command: Command,
     level: i32,
     sender: mpsc::Sender<Bytes>,
+    process: &DumpProcess,
 ) -> anyhow::Result<DumpOutcome> {
     let mut child = command.spawn().context("Failed to start pg_dump")?;
     let stderr = child.stderr.take().expect("stderr is piped");
     let stderr_reader = std::thread::spawn(move || read_limited(stderr));
     let mut stdout = child.stdout.take().expect("stdout is piped");
+    *process.0.lock().expect("never poisoned") = Some(child);
     let sink = ChunkSender {
         sender,
         buffer: Vec::with_capacity(CHUNK_BYTES),
@@ -436,12 +471,16 @@ fn dump_and_compress(
         sink.send_buffer()?;
         Ok(sink)
     })();
-    if piped.is_err() {
-        // The store failed or the pipe broke: pg_dump must not run on alone.
-        let _ = child.kill();
-    }
     drop(stdout);
-    let status = child.wait().context("Failed to wait for pg_dump")?;
+    let status = {
+        let mut child = process.0.lock().expect("never poisoned");
+        let child = child.as_mut().expect("stored above");
+        if piped.is_err() {
+            // The store failed or the pipe broke: pg_dump must not run on alone.
+            let _ = child.kill();
+        }
+        child.wait().context("Failed to wait for pg_dump")?
+    };
     let messages = stderr_reader.join().unwrap_or_default();
     let sink = piped.context("Failed to compress the dump")?;
     if !status.success() {

@@ -281,16 +281,39 @@ impl Store {
                     });
                 Ok(stream.boxed())
             }
-            Store::S3 { client, prefix, .. } => {
-                let result = client
-                    .get(&Self::object_path(prefix, name))
+            Store::S3 {
+                client,
+                prefix,
+                part_size,
+                ..
+            } => {
+                // Ranged GETs of one part each: a request's timeout covers
+                // its body, so one GET of the whole object would fail for a
+                // snapshot that takes longer than request_timeout_seconds
+                // to read, and that one could never be restored.
+                let path = Self::object_path(prefix, name);
+                let size = client
+                    .head(&path)
                     .await
-                    .map_err(|source| s3_read_error(name, source))?;
-                let name = name.to_string();
-                Ok(result
-                    .into_stream()
-                    .map(move |chunk| chunk.map_err(|source| s3_read_error(&name, source)))
-                    .boxed())
+                    .map_err(|source| s3_read_error(name, source))?
+                    .size;
+                let range = (*part_size as u64).max(1);
+                let (client, name) = (client.clone(), name.to_string());
+                let ranges = futures_util::stream::try_unfold(0u64, move |offset| {
+                    let (client, path, name) = (client.clone(), path.clone(), name.clone());
+                    async move {
+                        if offset >= size {
+                            return Ok(None);
+                        }
+                        let end = (offset + range).min(size);
+                        let bytes = client
+                            .get_range(&path, offset..end)
+                            .await
+                            .map_err(|source| s3_read_error(&name, source))?;
+                        Ok(Some((bytes, end)))
+                    }
+                });
+                Ok(ranges.boxed())
             }
         }
     }

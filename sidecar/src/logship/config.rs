@@ -43,6 +43,11 @@ pub struct LogshipSettings {
     pub retry: RetrySettings,
     /// Where batches refused by a sink (other 4xx) go.
     pub dead_letter: DeadLetterSettings,
+    /// On SIGTERM, how long shipping goes on draining: every file is read
+    /// to its end (the last unterminated line too), sinks are retried, the
+    /// checkpoint is written. What is not shipped by then is counted and
+    /// logged. 0: stop at once. The pod's grace period must cover it.
+    pub drain_timeout_seconds: u64,
     /// The sinks; each one that is configured gets every line.
     pub sinks: SinksSettings,
 }
@@ -182,15 +187,7 @@ pub struct HttpSettings {
     pub ca_file: Option<PathBuf>,
 }
 
-/// How a sink authenticates.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum AuthKind {
-    /// `Authorization: Bearer <token>`.
-    Bearer,
-    /// `Authorization: Basic …`.
-    Basic,
-}
+pub use crate::http::AuthKind;
 
 /// Label names that would make one stream per request: refused for Loki.
 const HIGH_CARDINALITY_LABELS: &[&str] = &[
@@ -210,6 +207,11 @@ impl LogshipSettings {
     /// Whether `run` starts the log shipper.
     pub fn enabled(&self) -> bool {
         !self.paths.is_empty()
+    }
+
+    /// How long draining goes on after SIGTERM.
+    pub fn drain_timeout(&self) -> Duration {
+        Duration::from_secs(self.drain_timeout_seconds)
     }
 
     /// Poll interval.

@@ -7,7 +7,7 @@ use std::borrow::Cow;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
-use super::source::Line;
+use super::source::{FileId, Line};
 
 /// One line ready for the sinks.
 #[derive(Debug, Clone, PartialEq)]
@@ -32,6 +32,8 @@ pub struct Event {
     pub msg: Option<String>,
     /// Offset after the line in its file (part of the Elasticsearch `_id`).
     pub end_offset: u64,
+    /// The file it came from (part of the Elasticsearch `_id`).
+    pub file_id: FileId,
 }
 
 /// Appended to a line cut to `max_line_bytes`.
@@ -83,6 +85,7 @@ impl Event {
                 span_id: None,
                 msg: None,
                 end_offset: line.end_offset,
+                file_id: line.file_id,
             };
         };
         Event {
@@ -98,6 +101,7 @@ impl Event {
             span_id: head.span_id.map(Cow::into_owned),
             msg: head.msg.map(Cow::into_owned),
             end_offset: line.end_offset,
+            file_id: line.file_id,
         }
     }
 
@@ -125,6 +129,7 @@ mod tests {
             bytes: text.as_bytes().to_vec(),
             original_len,
             end_offset: 0,
+            file_id: [0; 16],
         }
     }
 

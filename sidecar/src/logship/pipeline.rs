@@ -32,8 +32,9 @@ struct Batch {
     bytes: u64,
 }
 
-/// Runs the pipeline until shutdown. I/O errors on the log files end it
-/// with an error (the supervisor restarts it from the checkpoint).
+/// Runs the pipeline until shutdown, then drains (see [`Drain`]). I/O
+/// errors on the log files end it with an error (the supervisor restarts it
+/// from the checkpoint).
 pub async fn run(
     settings: LogshipSettings,
     sinks: &[Sink],
@@ -62,13 +63,14 @@ pub async fn run(
     let mut saved = checkpoint.unwrap_or_default();
     let paths = tailer.paths();
     let dead_letter = DeadLetter::new(&settings.dead_letter);
+    let drain = Drain::start(shutdown, settings.drain_timeout());
     // Bytes read and handed over but not acknowledged yet (part of the lag).
     let unacknowledged = Arc::new(AtomicU64::new(0));
     let (sender, mut batches) = mpsc::channel::<std::io::Result<Batch>>(1);
     let reader = {
         let settings = settings.clone();
         let metrics = metrics.clone();
-        let shutdown = shutdown.clone();
+        let drain = drain.clone();
         let unacknowledged = unacknowledged.clone();
         // To wait on the channel with a timeout from the blocking thread.
         let runtime = tokio::runtime::Handle::current();
@@ -77,14 +79,15 @@ pub async fn run(
                 tailer,
                 &settings,
                 &metrics,
-                &shutdown,
+                &drain,
                 &unacknowledged,
                 (&sender, &runtime),
             )
         })
     };
     health.set(ComponentHealth::Ok);
-    let outcome = async {
+    let mut undelivered = Undelivered::default();
+    let outcome: std::io::Result<()> = async {
         while let Some(batch) = batches.recv().await {
             let batch = batch?;
             if !batch.events.is_empty() {
@@ -92,7 +95,8 @@ pub async fn run(
                     metrics: &metrics,
                     retry: &settings.retry,
                     dead_letter: &dead_letter,
-                    shutdown: shutdown.clone(),
+                    shutdown: drain.shutdown.clone(),
+                    give_up: drain.give_up.clone(),
                     health: &health,
                 };
                 let results = futures_util::future::join_all(
@@ -102,10 +106,13 @@ pub async fn run(
                 )
                 .await;
                 if results.iter().any(Result::is_err) {
-                    tracing::info!(
-                        lines = batch.events.len(),
-                        "stopped with a batch not delivered; it is sent again after the restart"
-                    );
+                    undelivered.lines += batch.events.len();
+                    undelivered.sinks = sinks
+                        .iter()
+                        .zip(&results)
+                        .filter(|(_, result)| result.is_err())
+                        .map(|(sink, _)| sink.name())
+                        .collect();
                     return Ok(());
                 }
             }
@@ -124,28 +131,117 @@ pub async fn run(
         Ok(())
     }
     .await;
-    // The reader stops once it sees shutdown or the closed channel.
-    drop(batches);
-    if let Err(error) = reader.await {
-        // A bug; the supervisor restarts the component from the checkpoint.
-        anyhow::bail!("the log reader thread failed: {error}");
+    // The reader stops once it sees the end of the drain or the closed
+    // channel; a batch it read ahead is counted as not shipped.
+    batches.close();
+    while let Some(batch) = batches.recv().await {
+        if let Ok(batch) = batch {
+            undelivered.lines += batch.events.len();
+        }
     }
-    outcome
+    let unread = match reader.await {
+        Ok(unread) => unread,
+        // A bug; the supervisor restarts the component from the checkpoint.
+        Err(error) => anyhow::bail!("the log reader thread failed: {error}"),
+    };
+    outcome?;
+    let not_acknowledged = unread + unacknowledged.load(Ordering::SeqCst);
+    metrics.lag_bytes.set(not_acknowledged as i64);
+    if undelivered.sinks.is_empty() && not_acknowledged > 0 {
+        // Stopped while reading: no sink has what was left unread.
+        undelivered.sinks = sinks.iter().map(Sink::name).collect();
+    }
+    report_drain(&undelivered, not_acknowledged, &metrics);
+    Ok(())
 }
 
-/// The reader thread: fills batches and hands them over until shutdown (the
-/// last, partial batch is handed over too) or until the pipeline is gone.
+/// The shutdown of log shipping: on SIGTERM (`shutdown`) the files are read
+/// to their end and the sinks retried, until everything read is shipped or
+/// `give_up` fires, `logship.drain_timeout_seconds` later. In a cluster the
+/// sidecar gets SIGTERM once the app has exited, and the files go with the
+/// pod: what is not shipped during the drain is lost.
+#[derive(Clone)]
+struct Drain {
+    shutdown: Shutdown,
+    give_up: Shutdown,
+}
+
+impl Drain {
+    /// Arms the deadline: `give_up` fires `timeout` after `shutdown`.
+    fn start(shutdown: Shutdown, timeout: Duration) -> Drain {
+        let (fire, give_up) = Shutdown::new();
+        let mut requested = shutdown.clone();
+        tokio::spawn(async move {
+            let deadline = async {
+                requested.requested().await;
+                tokio::time::sleep(timeout).await;
+            };
+            tokio::select! {
+                _ = deadline => {
+                    let _ = fire.send(true);
+                }
+                // The pipeline ended (or failed) before the deadline.
+                _ = fire.closed() => {}
+            }
+        });
+        Drain { shutdown, give_up }
+    }
+
+    fn draining(&self) -> bool {
+        self.shutdown.is_requested()
+    }
+
+    fn gave_up(&self) -> bool {
+        self.give_up.is_requested()
+    }
+}
+
+/// What the drain could not ship.
+#[derive(Default)]
+struct Undelivered {
+    /// Lines read but not accepted by every sink.
+    lines: usize,
+    /// The sinks that had not accepted them.
+    sinks: Vec<&'static str>,
+}
+
+/// Logs how the drain ended; what was not shipped is counted as
+/// `todo_logship_failures_total{reason="drain_timeout"}` for each sink
+/// that still held lines.
+fn report_drain(undelivered: &Undelivered, not_acknowledged: u64, metrics: &LogshipMetrics) {
+    if not_acknowledged == 0 && undelivered.lines == 0 {
+        tracing::info!("log shipping drained: every line written was shipped");
+        return;
+    }
+    for sink in &undelivered.sinks {
+        metrics
+            .failures_total
+            .with_label_values(&[sink, "drain_timeout"])
+            .inc();
+    }
+    tracing::error!(
+        lines_read_not_shipped = undelivered.lines,
+        bytes_not_shipped = not_acknowledged,
+        sinks = ?undelivered.sinks,
+        "log shipping stopped at the drain deadline with lines not shipped; they are shipped after a restart if the log files remain, and lost if they go with the pod (raise logship.drain_timeout_seconds and the pod's grace period)"
+    );
+}
+
+/// The reader thread: fills batches and hands them over; on shutdown reads
+/// every file to its end (the unterminated last lines too), hands the rest
+/// over and returns, or returns at the end of the drain or once the
+/// pipeline is gone. Returns the bytes left unread.
 fn read_batches(
     mut tailer: Tailer,
     settings: &LogshipSettings,
     metrics: &LogshipMetrics,
-    shutdown: &Shutdown,
+    drain: &Drain,
     unacknowledged: &AtomicU64,
     (sender, runtime): (
         &mpsc::Sender<std::io::Result<Batch>>,
         &tokio::runtime::Handle,
     ),
-) {
+) -> u64 {
     let limits = &settings.batch;
     let timeout = Duration::from_millis(limits.timeout_ms);
     loop {
@@ -153,10 +249,13 @@ fn read_batches(
         // batch being sent, at most two batches exist (the backpressure).
         // The lag is refreshed while waiting, as the sink may be down.
         let permit = loop {
+            if drain.gave_up() {
+                return tailer.unread_bytes();
+            }
             let reserve = tokio::time::timeout(settings.poll_interval(), sender.reserve());
             match runtime.block_on(reserve) {
                 Ok(Ok(permit)) => break permit,
-                Ok(Err(_closed)) => return,
+                Ok(Err(_closed)) => return tailer.unread_bytes(),
                 Err(_waited) => set_lag(metrics, &tailer, 0, unacknowledged),
             }
         };
@@ -164,7 +263,9 @@ fn read_batches(
         let mut positions: BTreeMap<usize, Position> = BTreeMap::new();
         let mut bytes = 0usize;
         let mut first_line_at: Option<Instant> = None;
+        let mut at_end = false;
         loop {
+            let draining = drain.draining();
             let before = lines.len();
             let consumed = match tailer.read(
                 limits.max_lines.saturating_sub(lines.len()),
@@ -175,9 +276,15 @@ fn read_batches(
                 Ok(consumed) => consumed,
                 Err(error) => {
                     permit.send(Err(error));
-                    return;
+                    return tailer.unread_bytes();
                 }
             };
+            if draining && !consumed {
+                // Every file read to its end, and its writer gone: the
+                // unterminated last lines will not be finished.
+                tailer.take_unterminated(&mut lines);
+                at_end = true;
+            }
             bytes += lines[before..]
                 .iter()
                 .map(|line| line.bytes.len())
@@ -195,7 +302,8 @@ fn read_batches(
             // Only empty lines or a move to a newer file: nothing to send,
             // but the position is worth keeping.
             let position_only = !consumed && lines.is_empty() && !positions.is_empty();
-            if full || old || position_only || shutdown.is_requested() {
+            // Draining, each read is handed over at once.
+            if full || old || position_only || draining || drain.gave_up() {
                 break;
             }
             if !consumed {
@@ -205,7 +313,6 @@ fn read_batches(
                 });
             }
         }
-        let stopping = shutdown.is_requested();
         if !lines.is_empty() || !positions.is_empty() {
             unacknowledged.fetch_add(bytes as u64, Ordering::SeqCst);
             permit.send(Ok(Batch {
@@ -214,8 +321,8 @@ fn read_batches(
                 bytes: bytes as u64,
             }));
         }
-        if stopping {
-            return;
+        if at_end || drain.gave_up() {
+            return tailer.unread_bytes();
         }
     }
 }

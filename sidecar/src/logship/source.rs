@@ -64,7 +64,16 @@ pub struct Line {
     /// Offset just after the line's newline (or its end, for a last line
     /// shipped without one) in the file it came from.
     pub end_offset: u64,
+    /// The identity of the file it came from (see [`FileId`]).
+    pub file_id: FileId,
 }
+
+/// What tells two files apart for the sinks (the Elasticsearch `_id`):
+/// a hash of the file's first line (or of its first `fingerprint_bytes`
+/// when that line is longer). Unlike the [`Fingerprint`], which grows with a
+/// short file, it never changes once the first line is written, so a line
+/// read again after a restart gets the same identity.
+pub type FileId = [u8; 16];
 
 impl Line {
     /// Whether the line was cut to `max_line_bytes`.
@@ -128,6 +137,8 @@ struct OpenFile {
     overflow: u64,
     /// The configured fingerprint size.
     fingerprint_target: usize,
+    /// Known once the first line is complete.
+    identity: Option<FileId>,
 }
 
 impl OpenFile {
@@ -143,6 +154,7 @@ impl OpenFile {
             partial: Vec::new(),
             overflow: 0,
             fingerprint_target: fingerprint_bytes,
+            identity: None,
         })
     }
 
@@ -153,6 +165,39 @@ impl OpenFile {
     /// Offset of the first byte of the line being read.
     fn line_start(&self) -> u64 {
         self.read_offset - self.partial.len() as u64 - self.overflow
+    }
+
+    /// The file's [`FileId`]; before its first line is complete (only for
+    /// a fragment shipped at rotation or shutdown), a hash of what is there.
+    fn identity(&mut self) -> io::Result<FileId> {
+        if let Some(identity) = self.identity {
+            return Ok(identity);
+        }
+        let head = read_head(&self.file, self.fingerprint_target)?;
+        let first_line = match head.iter().position(|&byte| byte == b'\n') {
+            Some(newline) => Some(&head[..=newline]),
+            None if head.len() == self.fingerprint_target => Some(&head[..]),
+            None => None,
+        };
+        let hash = |bytes: &[u8]| -> FileId {
+            Sha256::digest(bytes)[..16]
+                .try_into()
+                .expect("16 of 32 bytes")
+        };
+        Ok(match first_line {
+            Some(bytes) => *self.identity.insert(hash(bytes)),
+            None => hash(&head),
+        })
+    }
+
+    /// [`OpenFile::identity`], or, when the file cannot be read any more,
+    /// part of its fingerprint (which still tells it apart).
+    fn identity_or_fingerprint(&mut self) -> FileId {
+        self.identity().unwrap_or_else(|_| {
+            self.fingerprint.sha256[..16]
+                .try_into()
+                .expect("16 of 32 bytes")
+        })
     }
 }
 
@@ -445,6 +490,35 @@ impl Tailer {
             .sum()
     }
 
+    /// Hands over the unterminated last line of every current file, for the
+    /// drain at shutdown: its writer is gone, so it will not be completed.
+    /// No position moves past it: if the writer does come back and finishes
+    /// the line, the whole line is shipped after the restart (at least once).
+    /// Returns how many lines were added.
+    pub fn take_unterminated(&mut self, lines: &mut Vec<Line>) -> usize {
+        let mut taken = 0;
+        for (index, state) in self.paths.iter_mut().enumerate() {
+            let Some(file) = state.current.as_mut() else {
+                continue;
+            };
+            if file.partial.is_empty() && file.overflow == 0 {
+                continue;
+            }
+            let original_len = file.partial.len() + file.overflow as usize;
+            let file_id = file.identity_or_fingerprint();
+            file.overflow = 0;
+            lines.push(Line {
+                path_index: index,
+                bytes: std::mem::take(&mut file.partial),
+                original_len,
+                end_offset: file.read_offset,
+                file_id,
+            });
+            taken += 1;
+        }
+        taken
+    }
+
     /// The configured paths, by index.
     pub fn paths(&self) -> Vec<PathBuf> {
         self.paths.iter().map(|state| state.path.clone()).collect()
@@ -606,9 +680,11 @@ fn read_chunk(
         match chunk[at..].iter().position(|&byte| byte == b'\n') {
             Some(newline) => {
                 let segment = &chunk[at..at + newline];
+                let file_id = file.identity()?;
                 let line_bytes = take_line(file, segment, max_line_bytes);
                 let end_offset = chunk_start + (at + newline + 1) as u64;
-                push_line(line_bytes, path_index, end_offset, budget, lines);
+                let at_line = (path_index, end_offset, file_id);
+                push_line(line_bytes, at_line, budget, lines);
                 last_end = Some(end_offset);
                 at += newline + 1;
             }
@@ -657,8 +733,7 @@ fn append_partial(file: &mut OpenFile, bytes: &[u8], max_line_bytes: usize) {
 
 fn push_line(
     (bytes, original_len): (Vec<u8>, usize),
-    path_index: usize,
-    end_offset: u64,
+    (path_index, end_offset, file_id): (usize, u64, FileId),
     budget: &mut Budget,
     lines: &mut Vec<Line>,
 ) {
@@ -672,6 +747,7 @@ fn push_line(
         bytes,
         original_len,
         end_offset,
+        file_id,
     });
 }
 
@@ -699,12 +775,14 @@ fn flush_partial(
     }
     debug_assert!(file.line_start() <= file.read_offset);
     let original_len = file.partial.len() + file.overflow as usize;
+    let file_id = file.identity_or_fingerprint();
     file.overflow = 0;
     lines.push(Line {
         path_index,
         bytes: std::mem::take(&mut file.partial),
         original_len,
         end_offset: file.read_offset,
+        file_id,
     });
     positions.insert(
         path_index,

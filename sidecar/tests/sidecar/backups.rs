@@ -219,3 +219,44 @@ fn a_second_concurrent_backup_exits_with_the_lock_code_and_does_nothing() {
     drop(holder);
     sidecar.run(&["backup", "run"]).assert_code(0);
 }
+
+#[test]
+fn a_listing_larger_than_a_pipe_holds_is_read_whole() {
+    // Arrange: 1500 complete snapshots (manifests only, as `list` reads),
+    // about 400 KiB of JSON, far more than the 64 KiB a pipe buffers.
+    let db = TestDb::create();
+    let sidecar = Sidecar::local(&db);
+    let directory = sidecar.store_dir.join("snapshots");
+    std::fs::create_dir_all(&directory).expect("creates the store");
+    let started = chrono::Utc::now() - chrono::Duration::days(1);
+    for number in 0..1500 {
+        let id = format!("20261126T120000Z-{number:06}");
+        let manifest = todo_sidecar::backup::snapshot::Manifest {
+            format_version: 1,
+            id: id.clone(),
+            database: "todo".to_string(),
+            server_version: "15.14".to_string(),
+            pg_dump_version: "15.14".to_string(),
+            started_at: started,
+            finished_at: started + chrono::Duration::seconds(number),
+            compressed_bytes: 1,
+            raw_bytes: 1,
+            sha256: "0".repeat(64),
+            format: "pg_dump custom archive, zstd".to_string(),
+            tables: std::collections::BTreeMap::new(),
+        };
+        std::fs::write(
+            directory.join(format!("{id}.manifest.json")),
+            serde_json::to_vec(&manifest).expect("encodes"),
+        )
+        .expect("writes the manifest");
+    }
+
+    // Act
+    let outcome = sidecar.run(&["backup", "list", "--json"]);
+
+    // Assert
+    outcome.assert_code(0);
+    assert!(outcome.stdout.len() > 64 * 1024);
+    assert_eq!(outcome.stdout.lines().count(), 1500);
+}

@@ -20,7 +20,12 @@ fn failing_backup_in_process(sidecar: &Sidecar) -> (BackupError, u64) {
     let store = Store::from_settings(&settings.backup.store).expect("store");
     let outcome = tokio::runtime::Runtime::new()
         .expect("runtime")
-        .block_on(run_backup(&settings, &store, &metrics.backup));
+        .block_on(run_backup(
+            &settings,
+            &store,
+            &metrics.backup,
+            std::future::pending(),
+        ));
     let error = outcome.expect_err("the backup fails");
     (error, metrics.backup.failures_total.get())
 }

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -148,14 +148,6 @@ pub struct Outcome {
 }
 
 impl Outcome {
-    fn from(output: Output) -> Outcome {
-        Outcome {
-            code: output.status.code(),
-            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-        }
-    }
-
     /// Asserts the exit code, showing the output when it differs.
     pub fn assert_code(&self, expected: i32) -> &Outcome {
         assert_eq!(
@@ -252,7 +244,9 @@ impl Sidecar {
         command
     }
 
-    /// Runs a command to completion (bounded: a hang fails the test).
+    /// Runs a command to completion (bounded: a hang fails the test). Its
+    /// output is read while it runs, so a child writing more than a pipe
+    /// holds (64 KiB) never blocks on it.
     pub fn run(&self, args: &[&str]) -> Outcome {
         let mut child = self
             .command(args)
@@ -260,20 +254,34 @@ impl Sidecar {
             .stderr(Stdio::piped())
             .spawn()
             .expect("starts todo-sidecar");
+        let drain = |mut pipe: Box<dyn Read + Send>| {
+            std::thread::spawn(move || {
+                let mut bytes = Vec::new();
+                let _ = pipe.read_to_end(&mut bytes);
+                String::from_utf8_lossy(&bytes).into_owned()
+            })
+        };
+        let stdout = drain(Box::new(child.stdout.take().expect("stdout is piped")));
+        let stderr = drain(Box::new(child.stderr.take().expect("stderr is piped")));
         let deadline = Instant::now() + Duration::from_secs(180);
-        loop {
-            if child.try_wait().expect("waits").is_some() {
-                return Outcome::from(child.wait_with_output().expect("collects output"));
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("waits") {
+                break status;
             }
             if Instant::now() > deadline {
                 let _ = child.kill();
-                let output = child.wait_with_output().expect("collects output");
+                let _ = child.wait();
                 panic!(
                     "todo-sidecar {args:?} did not finish in 180 s\n{}",
-                    String::from_utf8_lossy(&output.stderr)
+                    stderr.join().unwrap_or_default()
                 );
             }
             std::thread::sleep(Duration::from_millis(20));
+        };
+        Outcome {
+            code: status.code(),
+            stdout: stdout.join().expect("the stdout reader ends"),
+            stderr: stderr.join().expect("the stderr reader ends"),
         }
     }
 
@@ -440,7 +448,8 @@ impl Moto {
 
 /// A transparent HTTP proxy in front of moto that answers 500 to every
 /// UploadPart whose part number is `fail_from_part` or more (everything else
-/// is forwarded, one request per connection).
+/// is forwarded, one request per connection), or that sends answers at a
+/// bounded rate (a slow link).
 pub struct FaultyProxy {
     pub port: u16,
     pub injected: Arc<AtomicUsize>,
@@ -448,6 +457,15 @@ pub struct FaultyProxy {
 
 impl FaultyProxy {
     pub fn start(upstream_port: u16, fail_from_part: u32) -> FaultyProxy {
+        FaultyProxy::spawn(upstream_port, fail_from_part, None)
+    }
+
+    /// Forwards everything, sending answers at `bytes_per_second`.
+    pub fn throttled(upstream_port: u16, bytes_per_second: usize) -> FaultyProxy {
+        FaultyProxy::spawn(upstream_port, u32::MAX, Some(bytes_per_second))
+    }
+
+    fn spawn(upstream_port: u16, fail_from_part: u32, rate: Option<usize>) -> FaultyProxy {
         let listener = TcpListener::bind("127.0.0.1:0").expect("binds the proxy");
         let port = listener.local_addr().expect("has an address").port();
         let injected = Arc::new(AtomicUsize::new(0));
@@ -456,7 +474,7 @@ impl FaultyProxy {
             for client in listener.incoming().flatten() {
                 let counter = counter.clone();
                 std::thread::spawn(move || {
-                    let _ = proxy_one(client, upstream_port, fail_from_part, &counter);
+                    let _ = proxy_one(client, upstream_port, (fail_from_part, rate), &counter);
                 });
             }
         });
@@ -471,7 +489,7 @@ impl FaultyProxy {
 fn proxy_one(
     client: TcpStream,
     upstream_port: u16,
-    fail_from_part: u32,
+    (fail_from_part, rate): (u32, Option<usize>),
     injected: &AtomicUsize,
 ) -> std::io::Result<()> {
     client.set_read_timeout(Some(Duration::from_secs(60)))?;
@@ -536,7 +554,18 @@ fn proxy_one(
     client.write_all(rewritten.as_bytes())?;
     // response[split..] is "\r\n\r\n" + body: one CRLF ended the last
     // header line above already.
-    client.write_all(&response[(split + 2).min(response.len())..])?;
+    let rest = &response[(split + 2).min(response.len())..];
+    match rate {
+        None => client.write_all(rest)?,
+        Some(rate) => {
+            let chunk = (rate / 20).max(1);
+            for piece in rest.chunks(chunk) {
+                client.write_all(piece)?;
+                client.flush()?;
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
     client.flush()
 }
 

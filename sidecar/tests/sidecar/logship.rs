@@ -623,7 +623,7 @@ fn malformed_and_oversized_lines_are_shipped_raw_and_marked() {
 }
 
 #[test]
-fn a_partial_last_line_at_shutdown_is_shipped_once_complete_after_the_restart() {
+fn an_unterminated_last_line_is_shipped_at_shutdown_and_whole_if_its_writer_finishes_it() {
     let receiver = Receiver::start();
     let mut shipper = loki_shipper(&receiver);
     shipper.start();
@@ -635,15 +635,121 @@ fn a_partial_last_line_at_shutdown_is_shipped_once_complete_after_the_restart() 
     let last = record(10);
     append(&path, &last[..40]);
     wait_for_all(&receiver, &shipper, 10);
-    std::thread::sleep(Duration::from_millis(300));
 
+    // On SIGTERM the writer is gone (a native sidecar outlives the app), so
+    // the fragment is shipped; the checkpoint stays before it.
     shipper.stop();
+    assert_eq!(
+        receiver.loki_lines().last().map(String::as_str),
+        Some(&last[..40])
+    );
     append(&path, &format!("{}\n", &last[40..]));
     shipper.start();
 
     assert_eq!(wait_for_all(&receiver, &shipper, 11), 0);
     assert_eq!(receiver.loki_lines().last(), Some(&last));
-    assert_eq!(receiver.loki_lines().len(), 11, "no fragment was shipped");
+    assert_eq!(
+        receiver.loki_lines().len(),
+        12,
+        "the fragment, then the whole line"
+    );
+}
+
+/// The pod is deleted: the app writes, the sink fails, the app exits, the
+/// sink comes back as the sidecar gets SIGTERM (a Loki restarted in the same
+/// rollout). The drain ships everything before the files go with the pod.
+#[test]
+fn on_sigterm_every_line_is_shipped_before_exit_even_after_a_sink_outage() {
+    let mut receiver = Receiver::start();
+    let mut shipper = loki_shipper(&receiver);
+    // Without the drain, the next retry would come long after the exit.
+    shipper.set("SIDECAR__LOGSHIP__RETRY__INITIAL_BACKOFF_MS", "20000");
+    shipper.set("SIDECAR__LOGSHIP__RETRY__MAX_BACKOFF_MS", "30000");
+    shipper.set("SIDECAR__LOGSHIP__MAX_ROTATED_FILES", "50");
+    shipper.start();
+    // todo-app's own writer, rotating every 64 KiB.
+    let mut app = RotatingFile::open(shipper.log_path(), 64 * 1024, 50).expect("opens app.log");
+    app.write_all(
+        (0..500u64)
+            .map(|n| record(n) + "\n")
+            .collect::<String>()
+            .as_bytes(),
+    )
+    .unwrap();
+    app.flush().unwrap();
+    wait_for_all(&receiver, &shipper, 500);
+
+    receiver.stop();
+    for n in 500..3000u64 {
+        app.write_all((record(n) + "\n").as_bytes()).unwrap();
+        if n % 100 == 0 {
+            app.flush().unwrap();
+        }
+    }
+    let last = record(3000);
+    app.write_all(last.as_bytes()).unwrap();
+    app.flush().unwrap();
+    drop(app);
+    wait_for("the sink failing", DELIVERY, || {
+        (shipper.metric("todo_logship_failures_total{reason=\"connection\",sink=\"loki\"}") >= 1.0)
+            .then_some(())
+    });
+    receiver.resume();
+    shipper.stop();
+
+    let (missing, _) = tally(&receiver.loki_lines(), 3001);
+    assert_eq!(missing, Vec::<u64>::new(), "{}", shipper.output());
+    assert!(
+        shipper
+            .output()
+            .contains("log shipping drained: every line written was shipped")
+    );
+}
+
+#[test]
+fn at_the_drain_deadline_the_sidecar_exits_counting_what_it_could_not_ship() {
+    let mut receiver = Receiver::down();
+    let mut shipper = loki_shipper(&receiver);
+    shipper.set("SIDECAR__LOGSHIP__DRAIN_TIMEOUT_SECONDS", "2");
+    shipper.start();
+    append(
+        &shipper.log_path(),
+        &(0..300u64).map(|n| record(n) + "\n").collect::<String>(),
+    );
+    wait_for("the sink failing", DELIVERY, || {
+        (shipper.metric("todo_logship_failures_total{reason=\"connection\",sink=\"loki\"}") >= 1.0)
+            .then_some(())
+    });
+
+    let stopping = Instant::now();
+    shipper.stop();
+
+    assert!(
+        stopping.elapsed() < Duration::from_secs(8),
+        "bounded by the drain deadline"
+    );
+    let report: serde_json::Value = fs::read_to_string(shipper.dir.path().join("sidecar.stdout"))
+        .unwrap()
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .find(|record| {
+            record["msg"]
+                .as_str()
+                .is_some_and(|msg| msg.starts_with("log shipping stopped at the drain deadline"))
+        })
+        .unwrap_or_else(|| panic!("the drain reports what it left\n{}", shipper.output()));
+    // Read in two 200-line batches: one being retried, one read ahead.
+    assert_eq!(report["lines_read_not_shipped"], 300);
+    let written = fs::metadata(shipper.log_path()).unwrap().len();
+    assert_eq!(
+        report["bytes_not_shipped"],
+        written - 300,
+        "the lines without their newlines"
+    );
+    // Nothing was acknowledged: after a restart (the files are still here) all arrive.
+    receiver.resume();
+    shipper.start();
+    assert_eq!(wait_for_all(&receiver, &shipper, 300), 0);
 }
 
 #[test]

@@ -245,6 +245,60 @@ fn a_partial_last_line_is_held_until_complete_and_shipped_once() {
 }
 
 #[test]
+fn at_shutdown_the_unterminated_last_line_is_handed_over_without_moving_the_checkpoint() {
+    let mut harness = Harness::new(64 * 1024);
+    write_lines(&harness, 0..2);
+    harness.append("{\"msg\":\"half");
+    harness.drain();
+    let acknowledged = harness.checkpoint.position(&harness.path());
+
+    let mut lines = Vec::new();
+    let taken = harness.tailer.take_unterminated(&mut lines);
+
+    assert_eq!(taken, 1);
+    assert_eq!(lines[0].bytes, b"{\"msg\":\"half");
+    assert_eq!(harness.checkpoint.position(&harness.path()), acknowledged);
+    // Handed over once: a second call has nothing.
+    assert_eq!(harness.tailer.take_unterminated(&mut lines), 0);
+}
+
+#[test]
+fn identical_lines_of_two_files_carry_different_file_ids_that_survive_a_restart() {
+    let mut first = Harness::new(64 * 1024);
+    let mut second = Harness::new(64 * 1024);
+    // Two replicas: different first lines, then the same line at the same offset.
+    first.append("{\"msg\":\"started\",\"hostname\":\"pod-a\"}\n");
+    second.append("{\"msg\":\"started\",\"hostname\":\"pod-b\"}\n");
+    for harness in [&first, &second] {
+        harness.append("{\"msg\":\"same\"}\n");
+    }
+    let read_all = |harness: &mut Harness| {
+        let mut lines = Vec::new();
+        let mut positions = BTreeMap::new();
+        harness
+            .tailer
+            .read(100, 1 << 20, &mut lines, &mut positions)
+            .expect("reads");
+        lines
+    };
+
+    let in_first = read_all(&mut first);
+    let in_second = read_all(&mut second);
+    // The first file grows past the fingerprint size, and the shipper restarts
+    // before acknowledging: the line read again keeps its file id.
+    first.append(&"x".repeat(2048));
+    first.append("\n");
+    first.restart();
+    let again = read_all(&mut first);
+
+    assert_eq!(in_first[1].bytes, in_second[1].bytes);
+    assert_eq!(in_first[1].end_offset, in_second[1].end_offset);
+    assert_ne!(in_first[1].file_id, in_second[1].file_id);
+    assert_eq!(again[1].bytes, in_first[1].bytes);
+    assert_eq!(again[1].file_id, in_first[1].file_id);
+}
+
+#[test]
 fn a_partial_last_line_of_a_rotated_file_is_shipped_as_is() {
     let mut harness = Harness::new(64 * 1024);
     write_lines(&harness, 0..2);

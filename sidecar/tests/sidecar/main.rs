@@ -6,6 +6,7 @@ mod aggregate_remote_write;
 mod backups;
 mod faults;
 mod helpers;
+mod interrupted;
 mod logship;
 mod logship_receiver;
 mod logship_tailer;

@@ -144,3 +144,33 @@ fn credentials_come_from_mounted_files_and_an_unreadable_file_is_named() {
         .assert_message("backup.store.secret_access_key_file");
     assert!(!outcome.stderr.contains("file-secret-value"));
 }
+
+#[test]
+fn a_snapshot_that_takes_longer_than_the_request_timeout_to_read_still_verifies() {
+    // Arrange: a snapshot of about 20 MiB, read back through a 1.5 MiB/s
+    // link with 5 s allowed per request. One GET (and object_store's one
+    // resumed retry) would need more than twice that.
+    let moto = Moto::start();
+    moto.create_bucket("backups");
+    let db = TestDb::create();
+    db.add_random_rows(600_000);
+    let sidecar = Sidecar::s3(&db, &moto.endpoint(), "backups");
+    sidecar.run(&["backup", "run"]).assert_code(0);
+    let size = sidecar.list()[0]["compressed_bytes"]
+        .as_u64()
+        .expect("size");
+    let rate = 3 * 512 * 1024;
+    assert!(
+        size as f64 / rate as f64 > 2.0 * 5.0 * 1.2,
+        "one GET of {size} bytes takes far longer than the timeout"
+    );
+    let proxy = FaultyProxy::throttled(moto.port, rate);
+    let mut slow = Sidecar::s3(&db, &proxy.endpoint(), "backups");
+    slow.set("SIDECAR__BACKUP__STORE__REQUEST_TIMEOUT_SECONDS", "5");
+
+    // Act
+    let outcome = slow.run(&["backup", "verify", "--latest"]);
+
+    // Assert: read in ranges of one part (5 MiB, 3.3 s each).
+    outcome.assert_code(0).assert_message("is intact");
+}

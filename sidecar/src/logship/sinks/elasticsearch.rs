@@ -3,7 +3,8 @@
 //!
 //! `_bulk` answers 200 even when items fail, so each item's status is read:
 //! 409 on `create` means the document is already there (a batch sent again
-//! after a restart: its `_id` is derived from the line and its offset), 429
+//! after a restart: its `_id` is derived from the pod, the file's identity,
+//! the line and its offset), 429
 //! and 5xx items are sent again, anything else is dead-lettered.
 
 use anyhow::Context;
@@ -20,6 +21,8 @@ use crate::logship::event::Event;
 pub struct ElasticsearchSink {
     url: String,
     index: String,
+    /// The pod (`HOSTNAME`), part of every `_id`.
+    pod: String,
 }
 
 #[derive(Deserialize)]
@@ -40,6 +43,8 @@ impl ElasticsearchSink {
         Ok(ElasticsearchSink {
             url: format!("{}/_bulk", base.trim_end_matches('/')),
             index: settings.index.clone(),
+            // Kubernetes sets HOSTNAME to the pod's name in every container.
+            pod: std::env::var("HOSTNAME").unwrap_or_default(),
         })
     }
 }
@@ -57,11 +62,17 @@ pub fn validate_index(pattern: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A stable id for a line: the same line sent again gets the same `_id`.
-fn document_id(event: &Event) -> String {
+/// A stable id for a line: the same line sent again gets the same `_id`,
+/// and identical lines at the same offset of two files (two replicas, or
+/// two paths) get two.
+fn document_id(pod: &str, event: &Event) -> String {
     let mut hasher = Sha256::new();
-    hasher.update(event.text.as_bytes());
+    // Lengths first, so that no two (pod, text) pairs hash the same bytes.
+    hasher.update((pod.len() as u64).to_be_bytes());
+    hasher.update(pod.as_bytes());
+    hasher.update(event.file_id);
     hasher.update(event.end_offset.to_be_bytes());
+    hasher.update(event.text.as_bytes());
     hex::encode(&hasher.finalize()[..16])
 }
 
@@ -84,7 +95,7 @@ impl HttpSink for ElasticsearchSink {
                 .unwrap_or(now);
             let action = serde_json::json!({"create": {
                 "_index": time.format(&self.index).to_string(),
-                "_id": document_id(event),
+                "_id": document_id(&self.pod, event),
             }});
             serde_json::to_writer(&mut body, &action)?;
             body.push(b'\n');
@@ -171,6 +182,7 @@ mod tests {
             bytes: text.as_bytes().to_vec(),
             original_len: text.len(),
             end_offset: 7,
+            file_id: [1; 16],
         })
     }
 
@@ -178,7 +190,25 @@ mod tests {
         ElasticsearchSink {
             url: String::new(),
             index: "todo-logs-%Y.%m.%d".to_string(),
+            pod: "todo-app-7f9c6d5b8-x2k4q".to_string(),
         }
+    }
+
+    #[test]
+    fn the_same_line_at_the_same_offset_gets_one_id_per_file_and_pod() {
+        let line = r#"{"level":30,"msg":"started"}"#;
+        let in_one_file = event(line);
+        let again = event(line);
+        let in_another_file = Event {
+            file_id: [2; 16],
+            ..event(line)
+        };
+
+        let id = document_id("pod-a", &in_one_file);
+
+        assert_eq!(id, document_id("pod-a", &again), "sent again: the same id");
+        assert_ne!(id, document_id("pod-a", &in_another_file));
+        assert_ne!(id, document_id("pod-b", &in_one_file));
     }
 
     #[test]

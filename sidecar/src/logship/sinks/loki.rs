@@ -3,10 +3,11 @@
 //!
 //! Labels come only from the configured static set plus, optionally, the
 //! bunyan level: never from request or trace ids, which would make one
-//! stream per request. Entries keep file order within each stream, and
-//! their timestamps never go backwards within a stream (Loki refuses
-//! out-of-order entries): a record older than its predecessor gets the
-//! predecessor's timestamp.
+//! stream per request. Entries keep file order within each stream and carry
+//! their record's own time (the read time for lines without one), even when
+//! it is older than the previous entry's: Loki accepts out-of-order writes
+//! within its window (`unordered_writes`, the default since 2.4), and
+//! rewriting the time would misplace the event.
 
 use std::collections::BTreeMap;
 
@@ -78,8 +79,8 @@ impl HttpSink for LokiSink {
         let now = chrono::Utc::now()
             .timestamp_nanos_opt()
             .context("the clock is beyond 2262")?;
-        // Streams in order of first appearance, each with its last timestamp.
-        let mut streams: Vec<(Stream<'_>, i64)> = Vec::new();
+        // Streams in order of first appearance.
+        let mut streams: Vec<Stream<'_>> = Vec::new();
         let mut index_of: BTreeMap<&'static str, usize> = BTreeMap::new();
         for event in events {
             let level = if self.level_label {
@@ -96,25 +97,18 @@ impl HttpSink for LokiSink {
                 if self.level_label {
                     stream.insert("level", level);
                 }
-                streams.push((
-                    Stream {
-                        stream,
-                        values: Vec::new(),
-                    },
-                    i64::MIN,
-                ));
+                streams.push(Stream {
+                    stream,
+                    values: Vec::new(),
+                });
                 streams.len() - 1
             });
-            let (stream, last) = &mut streams[at];
-            let timestamp = event.time_unix_nano.unwrap_or(now).max(*last);
-            *last = timestamp;
-            stream
+            let timestamp = event.time_unix_nano.unwrap_or(now);
+            streams[at]
                 .values
                 .push((timestamp.to_string(), event.text.as_str()));
         }
-        let push = Push {
-            streams: streams.into_iter().map(|(stream, _)| stream).collect(),
-        };
+        let push = Push { streams };
         Ok(Body {
             content_type: "application/json",
             bytes: serde_json::to_vec(&push).context("Failed to encode the Loki push")?,
@@ -133,11 +127,12 @@ mod tests {
             bytes: text.as_bytes().to_vec(),
             original_len: text.len(),
             end_offset: 0,
+            file_id: [0; 16],
         })
     }
 
     #[test]
-    fn streams_are_split_by_level_and_keep_order_with_monotonic_timestamps() {
+    fn streams_are_split_by_level_and_keep_file_order_and_each_record_s_own_time() {
         let sink = LokiSink {
             url: String::new(),
             labels: BTreeMap::from([("app".to_string(), "todo-app".to_string())]),
@@ -160,9 +155,9 @@ mod tests {
         let values = streams[0]["values"].as_array().unwrap();
         assert_eq!(values[0][1], a.text.as_str());
         assert_eq!(values[1][1], c.text.as_str());
-        // c is older than a in the same stream: it takes a's timestamp.
+        // c is older than a in the same stream: it keeps its own time.
         assert_eq!(values[0][0], "1767225602000000000");
-        assert_eq!(values[1][0], "1767225602000000000");
+        assert_eq!(values[1][0], "1767225601000000000");
         assert_eq!(streams[1]["stream"]["level"], "error");
     }
 }

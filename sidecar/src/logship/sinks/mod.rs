@@ -15,7 +15,7 @@ pub mod stdout;
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -23,11 +23,11 @@ use anyhow::Context;
 use flate2::Compression;
 use flate2::write::GzEncoder;
 use reqwest::header::{HeaderMap, HeaderValue};
-use secrecy::{ExposeSecret, SecretString};
 
-use super::config::{AuthKind, DeadLetterSettings, HttpSettings, RetrySettings};
+use super::config::{DeadLetterSettings, HttpSettings, RetrySettings};
 use super::event::Event;
 use crate::component::{ComponentHealth, HealthHandle, Shutdown};
+use crate::http::{Backoff, Credentials};
 use crate::metrics::LogshipMetrics;
 
 /// A configured sink.
@@ -48,7 +48,8 @@ impl Sink {
     }
 
     /// Delivers `events`: returns once every event was accepted or
-    /// dead-lettered, retrying meanwhile; `Err(Stopped)` on shutdown.
+    /// dead-lettered, retrying meanwhile; `Err(Stopped)` at the end of the
+    /// drain.
     pub async fn deliver(
         &self,
         events: &[Event],
@@ -73,8 +74,8 @@ impl Sink {
     }
 }
 
-/// Shutdown was asked for while a batch was still being retried: it is left
-/// unacknowledged and is sent again after the restart.
+/// The drain ended while a batch was still being retried: it is left
+/// unacknowledged and is sent again after a restart (if the files remain).
 #[derive(Debug, thiserror::Error)]
 #[error("stopped before the batch was delivered")]
 pub struct Stopped;
@@ -87,8 +88,13 @@ pub struct DeliveryContext<'a> {
     pub retry: &'a RetrySettings,
     /// Where refused events go.
     pub dead_letter: &'a DeadLetter,
-    /// Interrupts waits between retries.
+    /// SIGTERM: the wait before the next retry is cut short once (the sink
+    /// is often back by then: it restarted in the same rollout), and
+    /// delivery goes on, draining, until `give_up`.
     pub shutdown: Shutdown,
+    /// The end of the drain (`logship.drain_timeout_seconds` after
+    /// SIGTERM): delivery stops, even in the middle of a request.
+    pub give_up: Shutdown,
     /// The component's health: `degraded` (with the sink and reason) while
     /// a batch is being retried, so `/health/ready` says why shipping stalls.
     pub health: &'a HealthHandle,
@@ -115,6 +121,14 @@ pub enum Verdict {
     /// Nothing was accepted and trying again cannot help.
     Reject {
         /// Why, for the dead-letter file.
+        reason: String,
+    },
+    /// Some events were refused, but the answer does not say which (OTLP
+    /// `partial_success`): the whole batch is dead-lettered.
+    PartiallyRejected {
+        /// How many were refused.
+        rejected: usize,
+        /// Why, for the log and the dead-letter file.
         reason: String,
     },
     /// Per-event outcome (Elasticsearch `_bulk`): events not listed were accepted.
@@ -159,9 +173,7 @@ impl HttpDelivery {
         http: &HttpSettings,
         retry: &RetrySettings,
     ) -> anyhow::Result<HttpDelivery> {
-        // reqwest is built without a default crypto provider (one provider in
-        // the process: ring, as in todo-app); installing twice is harmless.
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        crate::http::install_crypto_provider();
         let mut builder = reqwest::Client::builder()
             .timeout(Duration::from_millis(retry.request_timeout_ms.max(1)))
             .connect_timeout(Duration::from_millis(retry.request_timeout_ms.max(1)))
@@ -174,24 +186,13 @@ impl HttpDelivery {
             builder = builder.tls_certs_merge(certificates);
         }
         let client = builder.build().context("Failed to build the HTTP client")?;
-        let authorization = match http.auth {
-            None => None,
-            Some(AuthKind::Bearer) => {
-                let token = read_secret(http.token_file.as_deref(), "token_file")?;
-                Some(sensitive_header(&format!(
-                    "Bearer {}",
-                    token.expose_secret()
-                ))?)
-            }
-            Some(AuthKind::Basic) => {
-                use base64::Engine;
-                let password = read_secret(http.password_file.as_deref(), "password_file")?;
-                let user = http.username.as_deref().unwrap_or_default();
-                let encoded = base64::engine::general_purpose::STANDARD
-                    .encode(format!("{user}:{}", password.expose_secret()));
-                Some(sensitive_header(&format!("Basic {encoded}"))?)
-            }
-        };
+        let authorization = Credentials {
+            auth: http.auth,
+            token_file: http.token_file.as_deref(),
+            username: http.username.as_deref(),
+            password_file: http.password_file.as_deref(),
+        }
+        .header()?;
         Ok(HttpDelivery {
             sink,
             client,
@@ -207,9 +208,20 @@ impl HttpDelivery {
     ) -> Result<(), Stopped> {
         let name = self.sink.name();
         let mut pending: Vec<&Event> = events.iter().collect();
-        let mut backoff = Backoff::new(context.retry);
+        let mut backoff = Backoff::new(
+            Duration::from_millis(context.retry.initial_backoff_ms),
+            Duration::from_millis(context.retry.max_backoff_ms),
+        );
         loop {
-            let (reason, retry_after) = match self.attempt(&pending).await {
+            let attempt = {
+                let mut give_up = context.give_up.clone();
+                tokio::select! {
+                    biased;
+                    _ = give_up.requested() => return Err(Stopped),
+                    verdict = self.attempt(&pending) => verdict,
+                }
+            };
+            let (reason, retry_after) = match attempt {
                 Ok(Verdict::Delivered) => {
                     count_shipped(context, name, pending.len());
                     return Ok(());
@@ -217,6 +229,15 @@ impl HttpDelivery {
                 Ok(Verdict::Reject { reason }) => {
                     tracing::warn!(sink = name, lines = pending.len(), reason = %reason, "the sink refused a batch; dead-lettering it");
                     context.failures(name, "rejected");
+                    context
+                        .dead_letter
+                        .write(name, &reason, &pending, context.metrics);
+                    return Ok(());
+                }
+                Ok(Verdict::PartiallyRejected { rejected, reason }) => {
+                    tracing::warn!(sink = name, lines = pending.len(), rejected, reason = %reason, "the sink refused part of a batch without saying which lines; dead-lettering the batch");
+                    count_shipped(context, name, pending.len() - rejected);
+                    context.failures(name, "partial_success");
                     context
                         .dead_letter
                         .write(name, &reason, &pending, context.metrics);
@@ -257,12 +278,15 @@ impl HttpDelivery {
                 message: format!("{name}: {reason}; retrying"),
             });
             let wait = backoff.next(retry_after);
+            let mut give_up = context.give_up.clone();
             let mut shutdown = context.shutdown.clone();
-            if shutdown.is_requested() {
-                return Err(Stopped);
-            }
+            let draining = shutdown.is_requested();
             tokio::select! {
-                _ = shutdown.requested() => return Err(Stopped),
+                biased;
+                _ = give_up.requested() => return Err(Stopped),
+                // SIGTERM ends this wait: the drain is short, and the sink
+                // may be back already (restarted in the same rollout).
+                _ = shutdown.requested(), if !draining => {}
                 _ = tokio::time::sleep(wait) => {}
             }
         }
@@ -299,11 +323,7 @@ impl HttpDelivery {
             message: error.to_string(),
         })?;
         let status = response.status();
-        let retry_after = response
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|value| value.to_str().ok())
-            .and_then(parse_retry_after);
+        let retry_after = crate::http::retry_after(&response);
         let answer = response.bytes().await.map_err(|error| Failure {
             reason: "connection",
             retry_after: None,
@@ -374,71 +394,12 @@ struct Failure {
     message: String,
 }
 
-/// `Retry-After`: delay-seconds, or an HTTP date.
-fn parse_retry_after(value: &str) -> Option<Duration> {
-    let value = value.trim();
-    if let Ok(seconds) = value.parse::<u64>() {
-        return Some(Duration::from_secs(seconds));
-    }
-    let when = chrono::DateTime::parse_from_rfc2822(value).ok()?;
-    let wait = when.with_timezone(&chrono::Utc) - chrono::Utc::now();
-    Some(wait.to_std().unwrap_or(Duration::ZERO))
-}
-
-/// Exponential backoff with jitter: each wait is drawn between half and all
-/// of the current step, so that many sidecars do not retry in step.
-struct Backoff {
-    step: Duration,
-    max: Duration,
-}
-
-impl Backoff {
-    fn new(retry: &RetrySettings) -> Backoff {
-        Backoff {
-            step: Duration::from_millis(retry.initial_backoff_ms.max(1)),
-            max: Duration::from_millis(retry.max_backoff_ms.max(1)),
-        }
-    }
-
-    fn next(&mut self, retry_after: Option<Duration>) -> Duration {
-        let half = self.step / 2;
-        let jittered = half + half.mul_f64(jitter());
-        self.step = (self.step * 2).min(self.max);
-        match retry_after {
-            // The server knows best, within reason.
-            Some(asked) => asked.min(self.max * 10).max(jittered),
-            None => jittered,
-        }
-    }
-}
-
-/// A number in [0, 1) that differs between calls and processes.
-fn jitter() -> f64 {
-    use std::hash::{BuildHasher, RandomState};
-    let random = RandomState::new().hash_one(Instant::now());
-    (random >> 11) as f64 / (1u64 << 53) as f64
-}
-
 fn gzip(bytes: &[u8]) -> Vec<u8> {
     let mut encoder = GzEncoder::new(Vec::with_capacity(bytes.len() / 4), Compression::fast());
     encoder
         .write_all(bytes)
         .expect("writing into a Vec cannot fail");
     encoder.finish().expect("writing into a Vec cannot fail")
-}
-
-fn read_secret(path: Option<&Path>, key: &str) -> anyhow::Result<SecretString> {
-    let path = path.with_context(|| format!("`{key}` is not set"))?;
-    let text = fs::read_to_string(path)
-        .with_context(|| format!("Failed to read the secret file {} ({key})", path.display()))?;
-    Ok(SecretString::from(text.trim().to_string()))
-}
-
-fn sensitive_header(value: &str) -> anyhow::Result<HeaderValue> {
-    let mut header = HeaderValue::from_str(value)
-        .map_err(|_| anyhow::anyhow!("the credential is not a valid header value"))?;
-    header.set_sensitive(true);
-    Ok(header)
 }
 
 /// The dead-letter file: one JSON object per refused line
@@ -555,6 +516,7 @@ mod tests {
             bytes: text.as_bytes().to_vec(),
             original_len: text.len(),
             end_offset: 0,
+            file_id: [0; 16],
         })
     }
 
@@ -633,41 +595,6 @@ mod tests {
                 .with_label_values(&["loki", "dead_letter_overflow"])
                 .get(),
             1
-        );
-    }
-
-    #[test]
-    fn retry_after_takes_seconds_or_a_date() {
-        assert_eq!(parse_retry_after("3"), Some(Duration::from_secs(3)));
-        let soon = (chrono::Utc::now() + chrono::Duration::seconds(30)).to_rfc2822();
-        let wait = parse_retry_after(&soon).unwrap();
-        assert!(wait > Duration::from_secs(25) && wait <= Duration::from_secs(30));
-        assert_eq!(parse_retry_after("soon"), None);
-    }
-
-    #[test]
-    fn backoff_doubles_with_jitter_up_to_the_maximum() {
-        let mut backoff = Backoff::new(&RetrySettings {
-            initial_backoff_ms: 100,
-            max_backoff_ms: 400,
-            request_timeout_ms: 1000,
-        });
-        let waits: Vec<Duration> = (0..5).map(|_| backoff.next(None)).collect();
-        for (wait, step) in waits.iter().zip([100, 200, 400, 400, 400]) {
-            let step = Duration::from_millis(step);
-            assert!(
-                *wait >= step / 2 && *wait <= step,
-                "{wait:?} for step {step:?}"
-            );
-        }
-        // A server's Retry-After wins over a shorter backoff, within ten times the maximum.
-        assert_eq!(
-            backoff.next(Some(Duration::from_secs(2))),
-            Duration::from_secs(2)
-        );
-        assert_eq!(
-            backoff.next(Some(Duration::from_secs(60))),
-            Duration::from_secs(4)
         );
     }
 }

@@ -285,19 +285,80 @@ impl HttpSink for OtlpSink {
         })
     }
 
-    fn classify_success(&self, body: &[u8], _sent: usize) -> Verdict {
-        // A partial success names no records: nothing can be retried or
-        // dead-lettered by name, so it is logged and the batch acknowledged.
+    fn classify_success(&self, body: &[u8], sent: usize) -> Verdict {
+        // A partial success says how many records were refused, not which:
+        // the whole batch goes to the dead-letter file, so that none of
+        // the refused lines is lost (the accepted ones are there too).
         if let Ok(response) = ExportLogsServiceResponse::decode(body)
             && let Some(partial) = response.partial_success
             && partial.rejected_log_records > 0
         {
-            tracing::warn!(
-                rejected = partial.rejected_log_records,
-                message = %partial.error_message,
-                "the OTLP collector rejected some log records"
-            );
+            return Verdict::PartiallyRejected {
+                rejected: usize::try_from(partial.rejected_log_records)
+                    .unwrap_or(sent)
+                    .min(sent),
+                reason: format!(
+                    "partial success: {} of {sent} records rejected: {}",
+                    partial.rejected_log_records, partial.error_message
+                ),
+            };
         }
         Verdict::Delivered
+    }
+}
+
+#[cfg(test)]
+mod partial_success_tests {
+    use super::*;
+
+    fn sink() -> OtlpSink {
+        OtlpSink::new(&OtlpSettings {
+            url: Some("http://collector:4318".to_string()),
+            service_name: "todo-app".to_string(),
+            http: crate::logship::config::HttpSettings {
+                gzip: false,
+                auth: None,
+                token_file: None,
+                username: None,
+                password_file: None,
+                ca_file: None,
+            },
+        })
+        .expect("a valid sink")
+    }
+
+    #[test]
+    fn a_partial_success_names_how_many_records_were_rejected() {
+        let answer = ExportLogsServiceResponse {
+            partial_success: Some(ExportLogsPartialSuccess {
+                rejected_log_records: 2,
+                error_message: "too old".to_string(),
+            }),
+        }
+        .encode_to_vec();
+
+        let verdict = sink().classify_success(&answer, 5);
+
+        assert_eq!(
+            verdict,
+            Verdict::PartiallyRejected {
+                rejected: 2,
+                reason: "partial success: 2 of 5 records rejected: too old".to_string(),
+            }
+        );
+    }
+
+    #[test]
+    fn an_empty_answer_or_zero_rejected_is_a_full_delivery() {
+        let zero = ExportLogsServiceResponse {
+            partial_success: Some(ExportLogsPartialSuccess {
+                rejected_log_records: 0,
+                error_message: String::new(),
+            }),
+        }
+        .encode_to_vec();
+
+        assert_eq!(sink().classify_success(&[], 5), Verdict::Delivered);
+        assert_eq!(sink().classify_success(&zero, 5), Verdict::Delivered);
     }
 }

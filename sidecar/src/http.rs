@@ -1,0 +1,219 @@
+//! Outbound HTTP, shared by the sidecar's clients (the log shipping sinks
+//! and remote_write): the rustls provider installed once, the
+//! `Authorization` header built from mounted secret files, `Retry-After`,
+//! and one exponential backoff with jitter that honours it.
+
+use std::fs;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use reqwest::header::HeaderValue;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+/// How a client authenticates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthKind {
+    /// `Authorization: Bearer <token>`.
+    Bearer,
+    /// `Authorization: Basic …`.
+    Basic,
+}
+
+/// Installs ring as the process's rustls provider (reqwest is built without
+/// one; todo-app uses ring too). Installing twice is harmless.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// Where a client's credentials come from (each a key of its section).
+pub struct Credentials<'a> {
+    /// `bearer`, `basic`, or none.
+    pub auth: Option<AuthKind>,
+    /// The bearer token's file.
+    pub token_file: Option<&'a Path>,
+    /// The basic-auth user.
+    pub username: Option<&'a str>,
+    /// The basic-auth password's file.
+    pub password_file: Option<&'a Path>,
+}
+
+impl Credentials<'_> {
+    /// The `Authorization` header (marked sensitive, so never logged), the
+    /// secret files read now; `None` without `auth`.
+    pub fn header(&self) -> anyhow::Result<Option<HeaderValue>> {
+        match self.auth {
+            None => Ok(None),
+            Some(AuthKind::Bearer) => {
+                let token = read_secret(self.token_file, "token_file")?;
+                Ok(Some(sensitive_header(&format!(
+                    "Bearer {}",
+                    token.expose_secret()
+                ))?))
+            }
+            Some(AuthKind::Basic) => {
+                use base64::Engine;
+                let password = read_secret(self.password_file, "password_file")?;
+                let user = self.username.unwrap_or_default();
+                let encoded = base64::engine::general_purpose::STANDARD
+                    .encode(format!("{user}:{}", password.expose_secret()));
+                Ok(Some(sensitive_header(&format!("Basic {encoded}"))?))
+            }
+        }
+    }
+}
+
+/// A secret from a mounted file, trimmed; the error names the key and the
+/// file, never the content.
+pub fn read_secret(path: Option<&Path>, key: &str) -> anyhow::Result<SecretString> {
+    let path = path.with_context(|| format!("`{key}` is not set"))?;
+    let text = fs::read_to_string(path)
+        .with_context(|| format!("Failed to read the secret file {} ({key})", path.display()))?;
+    Ok(SecretString::from(text.trim().to_string()))
+}
+
+fn sensitive_header(value: &str) -> anyhow::Result<HeaderValue> {
+    let mut header = HeaderValue::from_str(value)
+        .map_err(|_| anyhow::anyhow!("the credential is not a valid header value"))?;
+    header.set_sensitive(true);
+    Ok(header)
+}
+
+/// `Retry-After` of a response, if it has a valid one.
+pub fn retry_after(response: &reqwest::Response) -> Option<Duration> {
+    response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|value| value.to_str().ok())
+        .and_then(parse_retry_after)
+}
+
+/// `Retry-After`: delay-seconds, or an HTTP date.
+pub fn parse_retry_after(value: &str) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let when = chrono::DateTime::parse_from_rfc2822(value).ok()?;
+    let wait = when.with_timezone(&chrono::Utc) - chrono::Utc::now();
+    Some(wait.to_std().unwrap_or(Duration::ZERO))
+}
+
+/// Exponential backoff with jitter: each wait is drawn between half and all
+/// of the current step, so that many sidecars do not retry in step; a
+/// server's `Retry-After` wins over a shorter wait, up to ten times the
+/// maximum step.
+pub struct Backoff {
+    step: Duration,
+    max: Duration,
+}
+
+impl Backoff {
+    /// Steps from `initial`, doubling up to `max`.
+    pub fn new(initial: Duration, max: Duration) -> Backoff {
+        let initial = initial.max(Duration::from_millis(1));
+        Backoff {
+            step: initial,
+            max: max.max(initial),
+        }
+    }
+
+    /// The next wait.
+    pub fn next(&mut self, retry_after: Option<Duration>) -> Duration {
+        let half = self.step / 2;
+        let jittered = half + half.mul_f64(jitter());
+        self.step = (self.step * 2).min(self.max);
+        match retry_after {
+            // The server knows best, within reason.
+            Some(asked) => asked.min(self.max * 10).max(jittered),
+            None => jittered,
+        }
+    }
+}
+
+/// A number in [0, 1) that differs between calls and processes.
+fn jitter() -> f64 {
+    use std::hash::{BuildHasher, RandomState};
+    let random = RandomState::new().hash_one(Instant::now());
+    (random >> 11) as f64 / (1u64 << 53) as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_takes_seconds_or_a_date() {
+        assert_eq!(parse_retry_after("3"), Some(Duration::from_secs(3)));
+        let soon = (chrono::Utc::now() + chrono::Duration::seconds(30)).to_rfc2822();
+        let wait = parse_retry_after(&soon).unwrap();
+        assert!(wait > Duration::from_secs(25) && wait <= Duration::from_secs(30));
+        assert_eq!(parse_retry_after("soon"), None);
+    }
+
+    #[test]
+    fn backoff_doubles_with_jitter_up_to_the_maximum() {
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_millis(400));
+        let waits: Vec<Duration> = (0..5).map(|_| backoff.next(None)).collect();
+        for (wait, step) in waits.iter().zip([100, 200, 400, 400, 400]) {
+            let step = Duration::from_millis(step);
+            assert!(
+                *wait >= step / 2 && *wait <= step,
+                "{wait:?} for step {step:?}"
+            );
+        }
+        // A server's Retry-After wins over a shorter backoff, within ten times the maximum.
+        assert_eq!(
+            backoff.next(Some(Duration::from_secs(2))),
+            Duration::from_secs(2)
+        );
+        assert_eq!(
+            backoff.next(Some(Duration::from_secs(60))),
+            Duration::from_secs(4)
+        );
+    }
+
+    #[test]
+    fn credentials_come_from_the_files_and_a_missing_file_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let token = dir.path().join("token");
+        fs::write(&token, "t0ken\n").unwrap();
+        let password = dir.path().join("password");
+        fs::write(&password, "pa55").unwrap();
+
+        let bearer = Credentials {
+            auth: Some(AuthKind::Bearer),
+            token_file: Some(&token),
+            username: None,
+            password_file: None,
+        };
+        let basic = Credentials {
+            auth: Some(AuthKind::Basic),
+            token_file: None,
+            username: Some("shipper"),
+            password_file: Some(&password),
+        };
+        let missing = Credentials {
+            auth: Some(AuthKind::Bearer),
+            token_file: Some(&dir.path().join("absent")),
+            username: None,
+            password_file: None,
+        };
+
+        let bearer = bearer.header().unwrap().unwrap();
+        assert_eq!(bearer.to_str().unwrap(), "Bearer t0ken");
+        assert!(bearer.is_sensitive());
+        // base64("shipper:pa55")
+        assert_eq!(
+            basic.header().unwrap().unwrap().to_str().unwrap(),
+            "Basic c2hpcHBlcjpwYTU1"
+        );
+        let error = format!("{:#}", missing.header().unwrap_err());
+        assert!(
+            error.contains("absent") && error.contains("token_file"),
+            "{error}"
+        );
+    }
+}
