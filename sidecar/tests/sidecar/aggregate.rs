@@ -623,6 +623,35 @@ fn aggregate_scrapers_within_the_cache_ttl_share_one_scrape_of_the_app() {
 }
 
 #[test]
+fn aggregate_simultaneous_scrapers_after_the_cache_expired_share_one_new_scrape() {
+    // Arrange: a short TTL, and an app slow enough (500 ms) that four
+    // scrapers arriving together all find the cache expired.
+    let db = TestDb::create();
+    let app = AppFixture::start(APP_EXPOSITION);
+    let mut sidecar = sidecar_for(&db, &app.url());
+    sidecar.set("SIDECAR__AGGREGATE__CACHE_TTL_MS", "1000");
+    let running = start_run(&sidecar);
+    let before = app.requests.load(Ordering::SeqCst);
+    app.set(|answer| answer.delay = Duration::from_millis(500));
+    std::thread::sleep(Duration::from_millis(1200));
+
+    // Act
+    let port = running.port;
+    let bodies: Vec<String> = (0..4)
+        .map(|_| std::thread::spawn(move || scrape(port)))
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|scraper| scraper.join().expect("scraper thread"))
+        .collect();
+
+    // Assert: one new scrape of the app, whose result every scraper got.
+    assert_eq!(app.requests.load(Ordering::SeqCst), before + 1);
+    for body in &bodies {
+        assert_eq!(sample_lines(body, "todo_http_requests_total").len(), 5);
+    }
+}
+
+#[test]
 fn aggregate_the_real_apps_exposition_is_parsed_aggregated_and_valid() {
     // Arrange: todo-app's own metrics module, with known traffic.
     let app_metrics = todo_app::metrics::Metrics::new();

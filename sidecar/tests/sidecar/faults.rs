@@ -370,3 +370,34 @@ fn a_manifest_that_does_not_parse_is_reported_and_never_restored() {
         .assert_message("1 damaged left in place");
     assert_eq!(sidecar.snapshot_files().len(), 4);
 }
+
+#[test]
+fn a_pg_dump_that_exits_non_zero_fails_the_backup_with_its_message_and_leaves_nothing() {
+    // Arrange: a pg_dump that reports the real version, writes a little and fails.
+    let db = TestDb::create();
+    db.seed_small();
+    let mut sidecar = Sidecar::local(&db);
+    let tools = tempfile::tempdir().expect("a temporary directory");
+    let script = tools.path().join("failing-pg_dump");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\nif [ \"$1\" = --version ]; then exec pg_dump --version; fi\nprintf PGDMP\necho 'pg_dump: error: query failed: simulated failure' >&2\nexit 1\n",
+    )
+    .expect("writes the script");
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("makes it executable");
+    sidecar.set(
+        "SIDECAR__BACKUP__PG_DUMP_PATH",
+        script.to_str().expect("UTF-8"),
+    );
+
+    // Act
+    let outcome = sidecar.run(&["backup", "run"]);
+
+    // Assert
+    outcome
+        .assert_code(1)
+        .assert_message("pg_dump failed")
+        .assert_message("simulated failure");
+    assert_eq!(sidecar.snapshot_files(), Vec::<String>::new());
+}

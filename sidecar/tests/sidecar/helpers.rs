@@ -446,26 +446,45 @@ impl Moto {
     }
 }
 
-/// A transparent HTTP proxy in front of moto that answers 500 to every
-/// UploadPart whose part number is `fail_from_part` or more (everything else
-/// is forwarded, one request per connection), or that sends answers at a
-/// bounded rate (a slow link).
+/// A transparent HTTP proxy in front of moto that answers 500 to the
+/// requests a rule picks (everything else is forwarded, one request per
+/// connection), or that sends answers at a bounded rate (a slow link).
 pub struct FaultyProxy {
     pub port: u16,
     pub injected: Arc<AtomicUsize>,
 }
 
 impl FaultyProxy {
+    /// Fails every UploadPart whose part number is `fail_from_part` or more.
     pub fn start(upstream_port: u16, fail_from_part: u32) -> FaultyProxy {
-        FaultyProxy::spawn(upstream_port, fail_from_part, None)
+        FaultyProxy::failing(upstream_port, move |request_line| {
+            let part = request_line
+                .split(['?', '&', ' '])
+                .find_map(|field| field.strip_prefix("partNumber="))
+                .and_then(|number| number.parse::<u32>().ok());
+            request_line.starts_with("PUT ") && part.is_some_and(|number| number >= fail_from_part)
+        })
+    }
+
+    /// Fails every request whose request line (`PUT /bucket/key?… HTTP/1.1`)
+    /// `fails` picks.
+    pub fn failing(
+        upstream_port: u16,
+        fails: impl Fn(&str) -> bool + Send + Sync + 'static,
+    ) -> FaultyProxy {
+        FaultyProxy::spawn(upstream_port, Arc::new(fails), None)
     }
 
     /// Forwards everything, sending answers at `bytes_per_second`.
     pub fn throttled(upstream_port: u16, bytes_per_second: usize) -> FaultyProxy {
-        FaultyProxy::spawn(upstream_port, u32::MAX, Some(bytes_per_second))
+        FaultyProxy::spawn(
+            upstream_port,
+            Arc::new(|_: &str| false),
+            Some(bytes_per_second),
+        )
     }
 
-    fn spawn(upstream_port: u16, fail_from_part: u32, rate: Option<usize>) -> FaultyProxy {
+    fn spawn(upstream_port: u16, fails: Arc<FailRule>, rate: Option<usize>) -> FaultyProxy {
         let listener = TcpListener::bind("127.0.0.1:0").expect("binds the proxy");
         let port = listener.local_addr().expect("has an address").port();
         let injected = Arc::new(AtomicUsize::new(0));
@@ -473,8 +492,9 @@ impl FaultyProxy {
         std::thread::spawn(move || {
             for client in listener.incoming().flatten() {
                 let counter = counter.clone();
+                let fails = fails.clone();
                 std::thread::spawn(move || {
-                    let _ = proxy_one(client, upstream_port, (fail_from_part, rate), &counter);
+                    let _ = proxy_one(client, upstream_port, (&*fails, rate), &counter);
                 });
             }
         });
@@ -486,10 +506,13 @@ impl FaultyProxy {
     }
 }
 
+/// Which requests a [`FaultyProxy`] fails.
+type FailRule = dyn Fn(&str) -> bool + Send + Sync;
+
 fn proxy_one(
     client: TcpStream,
     upstream_port: u16,
-    (fail_from_part, rate): (u32, Option<usize>),
+    (fails, rate): (&FailRule, Option<usize>),
     injected: &AtomicUsize,
 ) -> std::io::Result<()> {
     client.set_read_timeout(Some(Duration::from_secs(60)))?;
@@ -521,11 +544,7 @@ fn proxy_one(
     let mut body = vec![0u8; content_length];
     reader.read_exact(&mut body)?;
     let mut client = client;
-    let part = request_line
-        .split(['?', '&', ' '])
-        .find_map(|field| field.strip_prefix("partNumber="))
-        .and_then(|number| number.parse::<u32>().ok());
-    if request_line.starts_with("PUT ") && part.is_some_and(|number| number >= fail_from_part) {
+    if fails(&request_line) {
         injected.fetch_add(1, Ordering::SeqCst);
         let body = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>InternalError</Code><Message>injected by the test proxy</Message></Error>";
         write!(

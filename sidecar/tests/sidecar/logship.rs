@@ -1000,3 +1000,49 @@ fn every_configured_path_is_shipped() {
         fs::metadata(&other).unwrap().len()
     );
 }
+
+/// The chosen trade-off (docs/logship.md, "One checkpoint for all sinks"):
+/// one checkpoint, so a sink that is down holds back the others after the
+/// batch in flight, and nothing is lost or repeated for either once it is back.
+#[test]
+fn a_sink_that_is_down_holds_back_the_healthy_one_and_both_get_everything_once() {
+    let loki = Receiver::start();
+    let mut elasticsearch = Receiver::down();
+    let mut shipper = loki_shipper(&loki);
+    shipper.set(
+        "SIDECAR__LOGSHIP__SINKS__ELASTICSEARCH__URL",
+        &elasticsearch.url(),
+    );
+    shipper.start();
+    append(
+        &shipper.log_path(),
+        &(0..1000u64).map(|n| record(n) + "\n").collect::<String>(),
+    );
+
+    wait_for("Elasticsearch failing", DELIVERY, || {
+        (shipper
+            .metric("todo_logship_failures_total{reason=\"connection\",sink=\"elasticsearch\"}")
+            >= 2.0)
+            .then_some(())
+    });
+    // Loki took the batch in flight (200 lines) and waits with the rest.
+    assert_eq!(loki.loki_lines().len(), 200);
+    assert_eq!(
+        shipper.metric("todo_logship_lines_shipped_total{sink=\"loki\"}"),
+        200.0
+    );
+    elasticsearch.resume();
+
+    assert_eq!(wait_for_all(&loki, &shipper, 1000), 0);
+    wait_for("every line in Elasticsearch", DELIVERY, || {
+        let recorded = elasticsearch.recorded.lock().unwrap();
+        let lines: Vec<String> = recorded
+            .elasticsearch
+            .iter()
+            .map(|(_, _, document)| document.to_string())
+            .collect();
+        let (missing, duplicates) = tally(&lines, 1000);
+        (missing.is_empty()).then_some(duplicates)
+    });
+    assert_eq!(loki.loki_lines().len(), 1000, "nothing sent twice to Loki");
+}

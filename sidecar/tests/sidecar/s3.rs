@@ -174,3 +174,68 @@ fn a_snapshot_that_takes_longer_than_the_request_timeout_to_read_still_verifies(
     // Assert: read in ranges of one part (5 MiB, 3.3 s each).
     outcome.assert_code(0).assert_message("is intact");
 }
+
+#[test]
+fn a_failed_manifest_put_publishes_nothing_and_prune_removes_the_orphaned_data() {
+    // Arrange: every manifest PUT answers 500.
+    let moto = Moto::start();
+    moto.create_bucket("backups");
+    let proxy = FaultyProxy::failing(moto.port, |request| {
+        request.starts_with("PUT ") && request.contains(".manifest.json")
+    });
+    let db = TestDb::create();
+    db.seed_small();
+    let mut sidecar = Sidecar::s3(&db, &proxy.endpoint(), "backups");
+    sidecar.set("SIDECAR__BACKUP__RETENTION__INCOMPLETE_GRACE_SECONDS", "0");
+
+    // Act
+    let outcome = sidecar.run(&["backup", "run"]);
+
+    // Assert: nothing listed; the data object alone is incomplete, and prune
+    // (through the proxy too: only manifest PUTs fail) removes it.
+    outcome
+        .assert_code(1)
+        .assert_message("Failed to write the manifest of snapshot");
+    assert!(proxy.injected.load(Ordering::SeqCst) >= 1);
+    assert_eq!(sidecar.list(), Vec::<serde_json::Value>::new());
+    let keys = moto.keys("backups");
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    assert!(keys[0].ends_with(".dump.zst"));
+    sidecar
+        .run(&["backup", "prune"])
+        .assert_code(0)
+        .assert_message("removed 1 incomplete objects");
+    assert_eq!(moto.keys("backups"), Vec::<String>::new());
+}
+
+#[test]
+fn retention_that_cannot_delete_keeps_the_new_snapshot_and_prune_says_why() {
+    // Arrange: keep one snapshot; every delete (DeleteObject, or the
+    // DeleteObjects POST object_store may use) answers 500.
+    let moto = Moto::start();
+    moto.create_bucket("backups");
+    let proxy = FaultyProxy::failing(moto.port, |request| {
+        request.starts_with("DELETE ") || request.contains("?delete")
+    });
+    let db = TestDb::create();
+    db.seed_small();
+    let mut sidecar = Sidecar::s3(&db, &proxy.endpoint(), "backups");
+    for (key, value) in [("KEEP_LAST", "1"), ("DAILY", "0"), ("WEEKLY", "0")] {
+        sidecar.set(&format!("SIDECAR__BACKUP__RETENTION__{key}"), value);
+    }
+    sidecar.run(&["backup", "run"]).assert_code(0);
+
+    // Act: the second backup publishes, then its retention fails.
+    let second = sidecar.run(&["backup", "run"]);
+    let prune = sidecar.run(&["backup", "prune"]);
+
+    // Assert: a published snapshot is a successful backup; prune fails, naming the cause.
+    second.assert_code(0).assert_message("published");
+    assert!(
+        second.stderr.contains("retention failed"),
+        "{}",
+        second.stderr
+    );
+    assert_eq!(sidecar.list().len(), 2, "nothing was deleted");
+    prune.assert_code(1).assert_message("500");
+}
