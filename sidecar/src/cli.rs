@@ -142,7 +142,7 @@ async fn run_sidecar(settings: Settings) -> Result<(), BackupError> {
         components.push(Arc::new(LogshipComponent::new(
             settings.logship.clone(),
             metrics.logship.clone(),
-        )?));
+        )));
     }
     let aggregator = if settings.aggregate.enabled {
         let aggregator = Aggregator::new(&settings, metrics.clone())?;

@@ -412,8 +412,11 @@ impl Component for AggregateComponent {
         Box::pin(async move {
             *self.aggregator.health.lock().expect("never poisoned") = Some(health);
             // A first collection, so readiness says at once whether the app
-            // and the database can be read.
-            self.aggregator.snapshot().await;
+            // and the database can be read. Reported even when it comes from
+            // the cache (a restart by the supervisor within the cache's TTL),
+            // which would otherwise leave the component shown as failed.
+            let snapshot = self.aggregator.snapshot().await;
+            self.aggregator.report_health(&snapshot.problems);
             match self.aggregator.settings.remote_write.url.clone() {
                 Some(url) => {
                     remote_write::run(

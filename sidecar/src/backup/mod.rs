@@ -325,8 +325,6 @@ impl Component for BackupComponent {
                 if next_backup.is_some_and(|at| at <= tokio::time::Instant::now()) {
                     // A running backup is not interrupted by the select above:
                     // shutdown waits for it (bounded by admin.shutdown_timeout_seconds).
-                    // A scheduled backup is not interrupted: on SIGTERM it
-                    // has admin.shutdown_timeout_seconds to finish.
                     let never = std::future::pending();
                     match run_backup(&self.settings, &store, &self.metrics, never).await {
                         Ok(_) => last_backup_error = None,

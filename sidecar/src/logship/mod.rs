@@ -20,6 +20,7 @@ pub mod source;
 
 use std::sync::Arc;
 
+use anyhow::Context;
 use futures_util::future::BoxFuture;
 
 use crate::component::{Component, HealthHandle, Shutdown};
@@ -34,23 +35,17 @@ use sinks::{HttpDelivery, Sink};
 /// The log shipper as a component of `todo-sidecar run`.
 pub struct LogshipComponent {
     settings: LogshipSettings,
-    sinks: Arc<Vec<Sink>>,
     metrics: LogshipMetrics,
 }
 
 impl LogshipComponent {
-    /// Builds the sinks now (reading the secret and CA files), so that a
-    /// broken sink configuration stops start-up with its reason.
-    pub fn new(
-        settings: LogshipSettings,
-        metrics: LogshipMetrics,
-    ) -> anyhow::Result<LogshipComponent> {
-        let sinks = build_sinks(&settings)?;
-        Ok(LogshipComponent {
-            settings,
-            sinks: Arc::new(sinks),
-            metrics,
-        })
+    /// The component of validated settings. The sinks are built when it
+    /// runs: a secret or CA file that cannot be read fails the component
+    /// (reported by the supervisor and `/health/ready`, and retried, so a
+    /// Secret mounted late is picked up), not the whole sidecar — the same
+    /// policy as the backup and aggregation components.
+    pub fn new(settings: LogshipSettings, metrics: LogshipMetrics) -> LogshipComponent {
+        LogshipComponent { settings, metrics }
     }
 }
 
@@ -96,9 +91,10 @@ impl Component for LogshipComponent {
         shutdown: Shutdown,
     ) -> BoxFuture<'static, anyhow::Result<()>> {
         Box::pin(async move {
+            let sinks = build_sinks(&self.settings).context("Failed to set up the log sinks")?;
             pipeline::run(
                 self.settings.clone(),
-                &self.sinks,
+                &sinks,
                 self.metrics.clone(),
                 health,
                 shutdown,

@@ -218,3 +218,104 @@ fn a_backup_store_that_cannot_be_set_up_fails_only_the_backup_component() {
     );
     terminate(running);
 }
+
+/// The status and message of `component` in `/health/ready`.
+fn component_health(port: u16, component: &str) -> Option<(String, String)> {
+    let (_, body) = http(port, "GET", "/health/ready")?;
+    let ready: serde_json::Value = serde_json::from_str(&body).ok()?;
+    let health = &ready["components"][component];
+    Some((
+        health["status"].as_str()?.to_string(),
+        health["message"].as_str().unwrap_or_default().to_string(),
+    ))
+}
+
+/// One policy for every component: a secret file that cannot be read fails
+/// that component only (reported with the file named, and retried until the
+/// Secret is there); the sidecar and the other components go on.
+#[test]
+fn a_secret_file_that_cannot_be_read_fails_only_its_component_until_it_appears() {
+    let secrets = tempfile::tempdir().expect("a temporary directory");
+    let logs = tempfile::tempdir().expect("a temporary directory");
+    let cases = [
+        (
+            "logship",
+            "loki-token",
+            vec![
+                (
+                    "SIDECAR__LOGSHIP__PATHS",
+                    logs.path().join("app.log").display().to_string(),
+                ),
+                (
+                    "SIDECAR__LOGSHIP__CHECKPOINT_PATH",
+                    logs.path().join("checkpoint.json").display().to_string(),
+                ),
+                (
+                    "SIDECAR__LOGSHIP__SINKS__LOKI__URL",
+                    "http://127.0.0.1:9/".to_string(),
+                ),
+                (
+                    "SIDECAR__LOGSHIP__SINKS__LOKI__HTTP__AUTH",
+                    "bearer".to_string(),
+                ),
+                (
+                    "SIDECAR__LOGSHIP__SINKS__LOKI__HTTP__TOKEN_FILE",
+                    secrets.path().join("loki-token").display().to_string(),
+                ),
+            ],
+        ),
+        (
+            "aggregate",
+            "remote-write-token",
+            vec![
+                (
+                    "SIDECAR__AGGREGATE__REMOTE_WRITE__URL",
+                    "http://127.0.0.1:9/api/v1/write".to_string(),
+                ),
+                (
+                    "SIDECAR__AGGREGATE__REMOTE_WRITE__AUTH",
+                    "bearer".to_string(),
+                ),
+                (
+                    "SIDECAR__AGGREGATE__REMOTE_WRITE__TOKEN_FILE",
+                    secrets
+                        .path()
+                        .join("remote-write-token")
+                        .display()
+                        .to_string(),
+                ),
+            ],
+        ),
+    ];
+    for (component, file, vars) in cases {
+        // Arrange
+        let db = TestDb::create();
+        let mut sidecar = Sidecar::local(&db);
+        for (name, value) in &vars {
+            sidecar.set(name, value);
+        }
+
+        // Act
+        let running = start_run(&sidecar);
+
+        // Assert: failed with the file named; the backup component is fine.
+        let (_, message) = wait_for(
+            &format!("the {component} component to be reported failed"),
+            Duration::from_secs(30),
+            || component_health(running.port, component).filter(|(status, _)| status == "failed"),
+        );
+        assert!(message.contains(file), "{component}: {message}");
+        assert_ne!(
+            component_health(running.port, "backup").map(|(status, _)| status),
+            Some("failed".to_string())
+        );
+        // The Secret appears: the next restart of the component takes it.
+        std::fs::write(secrets.path().join(file), "t0ken\n").expect("writes the secret");
+        wait_for(
+            &format!("the {component} component to run again"),
+            Duration::from_secs(30),
+            || component_health(running.port, component).filter(|(status, _)| status != "failed"),
+        );
+        terminate(running);
+    }
+}
