@@ -8,9 +8,10 @@
 use std::time::Instant;
 
 use todo_sidecar::aggregate::config::RuleSettings;
+use todo_sidecar::aggregate::exposition::MetricType;
 use todo_sidecar::aggregate::exposition::{encode_to_string, series_count};
 use todo_sidecar::aggregate::parse::{Format, parse};
-use todo_sidecar::aggregate::rules::{RuleSet, limit_series};
+use todo_sidecar::aggregate::rules::{Function, RuleSet, limit_series};
 
 const ROUTES: [&str; 8] = [
     "/api/todos",
@@ -116,11 +117,16 @@ fn rule(
 ) -> RuleSettings {
     RuleSettings {
         metric: metric.to_string(),
-        kind: Some(kind.to_string()),
+        kind: Some(MetricType::from_name(kind).expect("a metric type")),
         drop: false,
         by: Some(by.iter().map(|label| label.to_string()).collect()),
         collapse_status: collapse,
-        function: function.map(str::to_string),
+        function: function.map(|name| match name {
+            "min" => Function::Min,
+            "max" => Function::Max,
+            "avg" => Function::Avg,
+            _ => Function::Sum,
+        }),
     }
 }
 

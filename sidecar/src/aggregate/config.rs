@@ -11,6 +11,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::rules::RuleSet;
+pub use super::rules::RuleSettings;
 use crate::configuration::SettingsError;
 
 /// Metric aggregation (`aggregate.*`).
@@ -41,39 +42,11 @@ pub struct AggregateSettings {
     pub database_statement_timeout_ms: u64,
     /// Aggregation rules, applied in order of the metric they name (one rule
     /// per metric); see docs/aggregation.md for the syntax.
-    pub rules: Vec<RuleSettings>,
+    /// Parsed and compiled when the settings load: a rule that cannot give a
+    /// correct result stops start-up, naming the rule and the field.
+    pub rules: RuleSet,
     /// Optional push of the exposed series to a Prometheus remote_write endpoint.
     pub remote_write: RemoteWriteSettings,
-}
-
-/// One aggregation rule (`aggregate.rules[]`).
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct RuleSettings {
-    /// The metric family the rule applies to: an exact name (as exposed, so
-    /// `todo_http_requests_total`), or a prefix ending in `*` (drop rules only).
-    pub metric: String,
-    /// The family's type as the app declares it (`counter`, `gauge`,
-    /// `histogram`, `summary`, `untyped`): required to aggregate, so a rule
-    /// that would produce an invalid result is rejected before any scrape.
-    #[serde(rename = "type", default)]
-    pub kind: Option<String>,
-    /// Remove the family entirely.
-    #[serde(default)]
-    pub drop: bool,
-    /// Keep only these labels and aggregate the series that then coincide
-    /// (PromQL's `sum by (...)`); a histogram must keep `le`.
-    #[serde(default)]
-    pub by: Option<Vec<String>>,
-    /// Replace the `status` label (an HTTP status code) by `status_class`
-    /// (`2xx`, `4xx`…) and aggregate the series that then coincide.
-    #[serde(default)]
-    pub collapse_status: bool,
-    /// How coinciding series combine: `sum` (the only choice, and the
-    /// default, for counters and histograms), or `sum`, `min`, `max`, `avg`
-    /// for gauges and untyped metrics, which must declare one.
-    #[serde(default)]
-    pub function: Option<String>,
 }
 
 /// Prometheus remote_write (`aggregate.remote_write.*`).
@@ -148,8 +121,6 @@ impl AggregateSettings {
                 "must be at least 1 (0 would mean no timeout)",
             ));
         }
-        RuleSet::compile(&self.rules)
-            .map_err(|error| SettingsError::invalid("aggregate.rules", error.to_string()))?;
         let remote = &self.remote_write;
         if let Some(url) = &remote.url
             && !crate::configuration::is_http_url(url)

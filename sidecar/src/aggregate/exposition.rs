@@ -6,7 +6,8 @@ use std::fmt::Write;
 
 /// A metric family's type, after OpenMetrics-only types have been mapped to
 /// the text format's (see `parse`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Deserialize)]
+#[serde(try_from = "String")]
 pub enum MetricType {
     /// Only goes up (resets on restart); summed when aggregated.
     Counter,
@@ -18,6 +19,17 @@ pub enum MetricType {
     Summary,
     /// No `# TYPE` (or OpenMetrics `unknown`); treated like a gauge.
     Untyped,
+}
+
+/// A rule's `type` (the configuration names the key).
+impl TryFrom<String> for MetricType {
+    type Error = String;
+
+    fn try_from(name: String) -> Result<MetricType, String> {
+        MetricType::from_name(&name).ok_or_else(|| {
+            format!("`{name}` is not a metric type (counter, gauge, histogram, summary or untyped)")
+        })
+    }
 }
 
 impl MetricType {

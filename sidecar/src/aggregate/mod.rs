@@ -68,7 +68,8 @@ impl Aggregator {
     /// Builds the aggregator; call it inside the sidecar's Tokio runtime.
     pub fn new(settings: &Settings, metrics: Metrics) -> anyhow::Result<Arc<Aggregator>> {
         let aggregate = settings.aggregate.clone();
-        let rules = Arc::new(RuleSet::compile(&aggregate.rules)?);
+        // Compiled once, when the settings loaded.
+        let rules = Arc::new(aggregate.rules.clone());
         // reqwest is built without a default crypto provider (one provider in
         // the process: ring, as in todo-app); installing twice is harmless.
         let _ = rustls::crypto::ring::default_provider().install_default();

@@ -11,8 +11,41 @@ use std::cmp::Ordering;
 use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 
-use super::config::RuleSettings;
+use serde::Deserialize;
+
 use super::exposition::{Family, MetricType, Sample, Suffix, is_label_name, is_metric_name};
+
+/// One aggregation rule (`aggregate.rules[]`) as written; its type and
+/// function are parsed into enums by serde, the rest is checked by
+/// [`RuleSet::compile`] when the settings load.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RuleSettings {
+    /// The metric family the rule applies to: an exact name (as exposed, so
+    /// `todo_http_requests_total`), or a prefix ending in `*` (drop rules only).
+    pub metric: String,
+    /// The family's type as the app declares it (`counter`, `gauge`,
+    /// `histogram`, `summary`, `untyped`): required to aggregate, so a rule
+    /// that would produce an invalid result is rejected before any scrape.
+    #[serde(rename = "type", default)]
+    pub kind: Option<MetricType>,
+    /// Remove the family entirely.
+    #[serde(default)]
+    pub drop: bool,
+    /// Keep only these labels and aggregate the series that then coincide
+    /// (PromQL's `sum by (...)`); a histogram must keep `le`.
+    #[serde(default)]
+    pub by: Option<Vec<String>>,
+    /// Replace the `status` label (an HTTP status code) by `status_class`
+    /// (`2xx`, `4xx`…) and aggregate the series that then coincide.
+    #[serde(default)]
+    pub collapse_status: bool,
+    /// How coinciding series combine: `sum` (the only choice, and the
+    /// default, for counters and histograms), or `sum`, `min`, `max`, `avg`
+    /// for gauges and untyped metrics, which must declare one.
+    #[serde(default)]
+    pub function: Option<Function>,
+}
 
 /// A rule that cannot give a correct result, or that makes no sense.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -27,7 +60,8 @@ pub struct RuleError {
 }
 
 /// How coinciding series are combined.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
 pub enum Function {
     /// The sum (counters and histograms: always).
     Sum,
@@ -37,6 +71,21 @@ pub enum Function {
     Max,
     /// The mean of the values.
     Avg,
+}
+
+/// A rule's `function` (the configuration names the key).
+impl TryFrom<String> for Function {
+    type Error = String;
+
+    fn try_from(name: String) -> Result<Function, String> {
+        Ok(match name.as_str() {
+            "sum" => Function::Sum,
+            "min" => Function::Min,
+            "max" => Function::Max,
+            "avg" => Function::Avg,
+            _ => return Err(format!("`{name}` is not a function (sum, min, max or avg)")),
+        })
+    }
 }
 
 /// What a rule does to its family.
@@ -54,8 +103,11 @@ pub enum Action {
     },
 }
 
-/// The compiled rules.
-#[derive(Debug, Clone, Default)]
+/// The compiled rules. Deserialized from the list of [`RuleSettings`] and
+/// compiled at once, so the settings hold only rules that can work (parse,
+/// don't validate); the error names the rule and what is wrong with it.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(try_from = "Vec<RuleSettings>")]
 pub struct RuleSet {
     exact: HashMap<String, Action>,
     /// Prefixes of the rules ending in `*` (drop only).
@@ -68,6 +120,14 @@ pub struct Outcome {
     /// Families passed through unaggregated, with the reason (a type that
     /// differs from the rule's, histogram series whose buckets differ).
     pub skipped: Vec<String>,
+}
+
+impl TryFrom<Vec<RuleSettings>> for RuleSet {
+    type Error = RuleError;
+
+    fn try_from(rules: Vec<RuleSettings>) -> Result<RuleSet, RuleError> {
+        RuleSet::compile(&rules)
+    }
 }
 
 impl RuleSet {
@@ -113,24 +173,12 @@ impl RuleSet {
                     "does nothing: give `drop: true`, `by: [labels]` or `collapse_status: true`",
                 ));
             }
-            let kind = match rule.kind.as_deref() {
-                None => {
-                    return Err(fail(
-                        "`type` is required to aggregate (counter, gauge, histogram, summary or untyped)",
-                    ));
-                }
-                Some(name) => MetricType::from_name(name).ok_or_else(|| {
-                    fail("`type` must be counter, gauge, histogram, summary or untyped")
-                })?,
-            };
-            let function = match rule.function.as_deref() {
-                None => None,
-                Some("sum") => Some(Function::Sum),
-                Some("min") => Some(Function::Min),
-                Some("max") => Some(Function::Max),
-                Some("avg") => Some(Function::Avg),
-                Some(_) => return Err(fail("`function` must be sum, min, max or avg")),
-            };
+            let kind = rule.kind.ok_or_else(|| {
+                fail(
+                    "`type` is required to aggregate (counter, gauge, histogram, summary or untyped)",
+                )
+            })?;
+            let function = rule.function;
             let function = match kind {
                 MetricType::Summary => {
                     return Err(fail(
@@ -186,6 +234,11 @@ impl RuleSet {
             );
         }
         Ok(set)
+    }
+
+    /// Whether there is no rule (the app's metrics pass through).
+    pub fn is_empty(&self) -> bool {
+        self.exact.is_empty() && self.prefixes.is_empty()
     }
 
     /// The action for a family, if a rule names it.
@@ -473,7 +526,7 @@ mod tests {
     fn rule(metric: &str, kind: Option<&str>) -> RuleSettings {
         RuleSettings {
             metric: metric.to_string(),
-            kind: kind.map(str::to_string),
+            kind: kind.map(|name| MetricType::from_name(name).expect("a type name")),
             drop: false,
             by: None,
             collapse_status: false,
@@ -600,7 +653,12 @@ mod tests {
         ] {
             let mut pool = rule("pool", Some("gauge"));
             pool.by = by(&["state"]);
-            pool.function = Some(function.to_string());
+            pool.function = Some(match function {
+                "max" => Function::Max,
+                "avg" => Function::Avg,
+                "min" => Function::Min,
+                _ => Function::Sum,
+            });
             let mut go = rule("go_*", None);
             go.drop = true;
             let (text, _) = apply(&[pool, go], input);
@@ -618,7 +676,7 @@ mod tests {
     fn a_rule_whose_type_differs_from_the_scrape_is_not_applied() {
         let mut wrong = rule("todo_http_requests_total", Some("gauge"));
         wrong.by = by(&["route"]);
-        wrong.function = Some("sum".to_string());
+        wrong.function = Some(Function::Sum);
         let (text, outcome) = apply(&[wrong], REQUESTS);
         assert_eq!(text, REQUESTS);
         assert!(
@@ -637,12 +695,12 @@ mod tests {
         summary.by = by(&["route"]);
         let mut max_counter = rule("c_total", Some("counter"));
         max_counter.by = by(&["route"]);
-        max_counter.function = Some("max".to_string());
+        max_counter.function = Some(Function::Max);
         let mut untyped_type = rule("c_total", None);
         untyped_type.by = by(&["route"]);
         let mut prefix = rule("go_*", Some("gauge"));
         prefix.by = by(&["x"]);
-        prefix.function = Some("sum".to_string());
+        prefix.function = Some(Function::Sum);
         let mut keeps_status = rule("c_total", Some("counter"));
         keeps_status.collapse_status = true;
         keeps_status.by = by(&["status"]);

@@ -578,6 +578,14 @@ fn aggregate_invalid_rules_stop_start_up_with_the_reason() {
             "aggregate:\n  rules:\n    - metric: todo_http_request_duration_seconds\n      type: histogram\n      by: [route]\n",
             "rule 1 (`todo_http_request_duration_seconds`): `by` must keep `le` for a histogram",
         ),
+        (
+            "aggregate:\n  rules:\n    - metric: pool\n      type: gauge\n      by: [state]\n      function: median\n",
+            "`median` is not a function (sum, min, max or avg) for key `aggregate.rules[0]function`",
+        ),
+        (
+            "aggregate:\n  rules:\n    - metric: a_total\n      drop: true\n    - metric: pool\n      type: guage\n      by: [state]\n",
+            "`guage` is not a metric type (counter, gauge, histogram, summary or untyped) for key `aggregate.rules[1]type`",
+        ),
     ] {
         let mut sidecar = sidecar_for(&db, "http://127.0.0.1:9/metrics");
         with_config_file(&mut sidecar, &dir, rules);
@@ -586,7 +594,7 @@ fn aggregate_invalid_rules_stop_start_up_with_the_reason() {
 
         outcome
             .assert_code(2)
-            .assert_message("`aggregate.rules`")
+            .assert_message("`aggregate.rules")
             .assert_message(expected);
     }
 }
