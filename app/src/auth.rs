@@ -17,14 +17,22 @@
 //! (`auth.unknown_key_lookups_per_second`); beyond the limit such requests
 //! get 429 without a lookup. Keys already in the cache, fresh or due for a
 //! refresh, never wait behind that limit.
+//!
+//! Each key may have at most `auth.max_in_flight_per_key` requests in flight
+//! (counted in its cache entry, so the count costs two atomic operations per
+//! request): a leaked key opening thousands of slow requests gets 429
+//! instead of holding the server's connections and memory.
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
-use std::sync::RwLock;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::Method;
+use actix_web::http::header::{self, HeaderMap, HeaderValue};
 use actix_web::middleware::Next;
 use actix_web::{HttpMessage, web};
 use base64::Engine;
@@ -106,6 +114,18 @@ struct CachedKey {
     secret_hash: [u8; 32],
     fetched_at: Instant,
     last_touched: Instant,
+    /// The key's requests in flight; carried over when the entry is refreshed.
+    in_flight: Arc<AtomicU32>,
+}
+
+/// One of a key's requests in flight; the count goes down when it is dropped,
+/// however the request ends.
+pub struct InFlightPermit(Arc<AtomicU32>);
+
+impl Drop for InFlightPermit {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// Why a request was refused with 401; the `reason` label of `todo_auth_failures_total`.
@@ -134,6 +154,7 @@ pub struct Authenticator {
     cache: RwLock<HashMap<Uuid, CachedKey>>,
     limiter: Option<DefaultKeyedRateLimiter<Uuid>>,
     unknown_key_lookups: Option<DefaultDirectRateLimiter>,
+    max_in_flight_per_key: Option<NonZeroU32>,
 }
 
 impl Authenticator {
@@ -155,13 +176,18 @@ impl Authenticator {
             cache: RwLock::new(HashMap::new()),
             limiter,
             unknown_key_lookups,
+            max_in_flight_per_key: NonZeroU32::new(settings.max_in_flight_per_key),
         }
     }
 
-    /// Checks the `Authorization` header and the rate limit.
-    pub async fn authenticate(&self, authorization: Option<&str>) -> Result<Caller, ApiError> {
-        let caller = match self.verify(authorization).await {
-            Ok(caller) => caller,
+    /// Checks the `Authorization` header, the rate limit and the key's
+    /// requests in flight; the permit must live as long as the request.
+    pub async fn authenticate(
+        &self,
+        headers: &HeaderMap,
+    ) -> Result<(Caller, InFlightPermit), ApiError> {
+        let (caller, in_flight) = match self.verify(headers).await {
+            Ok(verified) => verified,
             Err(Rejection::Unauthorized(failure)) => {
                 self.metrics
                     .auth_failures
@@ -177,16 +203,19 @@ impl Authenticator {
             self.metrics.rate_limited.inc();
             return Err(rate_limited_until(&not_until));
         }
-        Ok(caller)
+        let previous = in_flight.fetch_add(1, Ordering::AcqRel);
+        let permit = InFlightPermit(in_flight);
+        if let Some(limit) = self.max_in_flight_per_key
+            && previous >= limit.get()
+        {
+            self.metrics.in_flight_limited.inc();
+            return Err(ApiError::TooManyInFlight { limit: limit.get() });
+        }
+        Ok((caller, permit))
     }
 
-    async fn verify(&self, authorization: Option<&str>) -> Result<Caller, Rejection> {
-        let header = authorization.ok_or(Rejection::Unauthorized(AuthFailure::Missing))?;
-        let token = header
-            .strip_prefix("Bearer ")
-            .or_else(|| header.strip_prefix("bearer "))
-            .map(str::trim)
-            .ok_or(Rejection::Unauthorized(AuthFailure::Malformed))?;
+    async fn verify(&self, headers: &HeaderMap) -> Result<(Caller, Arc<AtomicU32>), Rejection> {
+        let token = bearer_token(headers)?;
         let presented =
             parse_token(token).ok_or(Rejection::Unauthorized(AuthFailure::Malformed))?;
 
@@ -206,10 +235,13 @@ impl Authenticator {
             }
         };
         if bool::from(entry.secret_hash.ct_eq(&presented.secret_hash)) {
-            Ok(Caller {
-                owner: entry.owner,
-                key_id: presented.id,
-            })
+            Ok((
+                Caller {
+                    owner: entry.owner,
+                    key_id: presented.id,
+                },
+                entry.in_flight,
+            ))
         } else {
             Err(Rejection::Unauthorized(AuthFailure::Invalid))
         }
@@ -248,9 +280,12 @@ impl Authenticator {
             return Err(Rejection::Unauthorized(AuthFailure::Invalid));
         };
         // `last_used_at` is written at most once per cache period per key.
-        let touch_due = cache
-            .get(&id)
+        let previous = cache.get(&id);
+        let touch_due = previous
             .is_none_or(|previous| now.duration_since(previous.last_touched) >= self.cache_ttl);
+        // Requests in flight stay counted across refreshes.
+        let in_flight =
+            previous.map_or_else(Arc::default, |previous| Arc::clone(&previous.in_flight));
         if cache.len() >= KEY_CACHE_CAPACITY && !cache.contains_key(&id) {
             evict_least_recently_fetched(&mut cache);
         }
@@ -259,6 +294,7 @@ impl Authenticator {
             secret_hash,
             fetched_at: now,
             last_touched: now,
+            in_flight,
         };
         cache.insert(id, entry.clone());
         drop(cache);
@@ -305,28 +341,58 @@ enum Rejection {
     Api(ApiError),
 }
 
+/// The token of the one `Authorization: Bearer <token>` header. The scheme
+/// is case-insensitive (RFC 9110, 11.1); a second `Authorization` header
+/// makes the request malformed rather than letting one of them win.
+fn bearer_token(headers: &HeaderMap) -> Result<&str, Rejection> {
+    let mut values = headers.get_all(header::AUTHORIZATION);
+    let value = match (values.next(), values.next()) {
+        (None, _) => return Err(Rejection::Unauthorized(AuthFailure::Missing)),
+        (Some(value), None) => value,
+        (Some(_), Some(_)) => return Err(Rejection::Unauthorized(AuthFailure::Malformed)),
+    };
+    let value = value
+        .to_str()
+        .map_err(|_| Rejection::Unauthorized(AuthFailure::Malformed))?;
+    match value.split_at_checked(6) {
+        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("bearer") && rest.starts_with(' ') => {
+            Ok(rest.trim())
+        }
+        _ => Err(Rejection::Unauthorized(AuthFailure::Malformed)),
+    }
+}
+
 /// Middleware for `/api`: authenticates the caller and stores a [`Caller`] in
-/// the request extensions, or answers 401 / 429 / 503 without calling the handler.
+/// the request extensions, or answers 401 / 429 / 503 without calling the
+/// handler. Every answer it lets through or gives is marked
+/// `Cache-Control: no-store` and `Vary: Authorization`: it depends on who
+/// asked, and no cache may keep or share it.
+///
+/// `OPTIONS` passes without a key: its answer (the resource's `Allow`) is
+/// the same for everyone and public in the OpenAPI document.
 pub async fn require_api_key(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    if req.method() == Method::OPTIONS {
+        return Ok(next.call(req).await?.map_into_left_body());
+    }
     let authenticator = req
         .app_data::<web::Data<Authenticator>>()
         .expect("Authenticator is registered as app data")
         .clone();
-    let authorization = req
-        .headers()
-        .get(actix_web::http::header::AUTHORIZATION)
-        .and_then(|value| value.to_str().ok());
-    match authenticator.authenticate(authorization).await {
-        Ok(caller) => {
+    let mut response = match authenticator.authenticate(req.headers()).await {
+        Ok((caller, _in_flight)) => {
             tracing::Span::current().record("owner", caller.owner.as_str());
             req.extensions_mut().insert(caller);
-            Ok(next.call(req).await?.map_into_left_body())
+            next.call(req).await?.map_into_left_body()
         }
-        Err(error) => Ok(req.error_response(error).map_into_right_body()),
-    }
+        Err(error) => req.error_response(error).map_into_right_body(),
+    };
+    let headers = response.headers_mut();
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(header::VARY, HeaderValue::from_static("Authorization"));
+    Ok(response)
 }
 
 impl std::fmt::Debug for NewApiToken {
@@ -378,6 +444,7 @@ mod tests {
                     secret_hash: [0; 32],
                     fetched_at,
                     last_touched: fetched_at,
+                    in_flight: Arc::default(),
                 },
             );
         }

@@ -76,6 +76,9 @@ pub struct ServerSettings {
     pub json_body_limit_bytes: usize,
     /// Time a client has to send the request head.
     pub client_request_timeout_ms: u64,
+    /// Time a client has to send the whole request body, once the handler
+    /// starts reading it; then 408 and the connection is closed.
+    pub request_body_timeout_ms: u64,
     /// Idle time after which a keep-alive connection is closed.
     pub keep_alive_seconds: u64,
     /// Time between readiness turning 503 and the listener closing, on SIGTERM.
@@ -129,6 +132,17 @@ pub struct TlsSettings {
     pub cert_path: Option<PathBuf>,
     /// PEM private key (PKCS#8, PKCS#1 or SEC1).
     pub key_path: Option<PathBuf>,
+    /// How often both files are read to pick up a renewed certificate; 0
+    /// reads them only at start-up.
+    pub reload_interval_seconds: u64,
+}
+
+impl TlsSettings {
+    /// How often to look for a renewed certificate, or `None` for never.
+    pub fn reload_interval(&self) -> Option<Duration> {
+        (self.reload_interval_seconds > 0)
+            .then(|| Duration::from_secs(self.reload_interval_seconds))
+    }
 }
 
 /// API keys and rate limiting (`auth.*`).
@@ -147,6 +161,10 @@ pub struct AuthSettings {
     pub unknown_key_lookups_per_second: u32,
     /// Lookups of unseen key ids allowed at once above the steady rate.
     pub unknown_key_lookup_burst: u32,
+    /// Requests one API key may have in flight at once (being read,
+    /// waiting for the database, being answered); more get 429 at once.
+    /// 0 disables the limit.
+    pub max_in_flight_per_key: u32,
 }
 
 /// The optional log file (`log.*`).
@@ -204,6 +222,12 @@ impl Settings {
             return Err(SettingsError::invalid(
                 "server.json_body_limit_bytes",
                 "must be at least 1024",
+            ));
+        }
+        if self.server.request_body_timeout_ms == 0 {
+            return Err(SettingsError::invalid(
+                "server.request_body_timeout_ms",
+                "must be at least 1",
             ));
         }
         if self.database.pool_size == 0 {
@@ -385,6 +409,9 @@ pub fn with_connection_options(
 impl ServerSettings {
     pub fn client_request_timeout(&self) -> Duration {
         Duration::from_millis(self.client_request_timeout_ms)
+    }
+    pub fn request_body_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_body_timeout_ms)
     }
     pub fn keep_alive(&self) -> Duration {
         Duration::from_secs(self.keep_alive_seconds)

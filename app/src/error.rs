@@ -14,6 +14,10 @@ use utoipa::ToSchema;
 use crate::db::DbError;
 use crate::domain::ValidationError;
 
+/// The request `Content-Encoding`s the server decodes (actix-web's
+/// `compress-gzip` feature; `identity` is the absence of one).
+pub const SUPPORTED_CONTENT_ENCODINGS: &str = "gzip, deflate, identity";
+
 /// An error answer of the API.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -32,15 +36,25 @@ pub enum ApiError {
     /// 413: the body is larger than `server.json_body_limit_bytes`.
     #[error("the request body is larger than the limit of {limit} bytes")]
     PayloadTooLarge { limit: usize },
+    /// 408: the request body did not arrive within `server.request_body_timeout_ms`;
+    /// the connection is closed after the answer.
+    #[error("the request body did not arrive within {timeout_ms} ms")]
+    RequestTimeout { timeout_ms: u64 },
     /// 415: the body is not `application/json`.
     #[error("the request body must be sent as `Content-Type: application/json`")]
     UnsupportedMediaType,
+    /// 415: the body is in a `Content-Encoding` the server cannot decode.
+    #[error("unsupported Content-Encoding; supported: {SUPPORTED_CONTENT_ENCODINGS}")]
+    UnsupportedContentEncoding,
     /// 422: well-formed JSON that breaks a rule (also unknown or read-only fields).
     #[error("{0}")]
     Validation(String),
     /// 429: the key's rate limit is exhausted for `retry_after_seconds`.
     #[error("rate limit exceeded; retry after {retry_after_seconds} s")]
     RateLimited { retry_after_seconds: u64 },
+    /// 429: the key already has `auth.max_in_flight_per_key` requests in flight.
+    #[error("too many requests in flight for this API key (at most {limit}); retry after 1 s")]
+    TooManyInFlight { limit: u32 },
     /// 503: the database cannot serve right now.
     #[error("the service is temporarily unavailable; retry shortly")]
     Unavailable,
@@ -75,9 +89,12 @@ impl ApiError {
             ApiError::NotFound(_) => "not_found",
             ApiError::MethodNotAllowed { .. } => "method_not_allowed",
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
+            ApiError::RequestTimeout { .. } => "request_timeout",
             ApiError::UnsupportedMediaType => "unsupported_media_type",
+            ApiError::UnsupportedContentEncoding => "unsupported_content_encoding",
             ApiError::Validation(_) => "validation_failed",
             ApiError::RateLimited { .. } => "rate_limited",
+            ApiError::TooManyInFlight { .. } => "too_many_in_flight",
             ApiError::Unavailable => "service_unavailable",
             ApiError::Internal => "internal_error",
         }
@@ -116,9 +133,14 @@ impl ResponseError for ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::RequestTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
+            ApiError::UnsupportedMediaType | ApiError::UnsupportedContentEncoding => {
+                StatusCode::UNSUPPORTED_MEDIA_TYPE
+            }
             ApiError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::RateLimited { .. } | ApiError::TooManyInFlight { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -138,8 +160,20 @@ impl ResponseError for ApiError {
             } => {
                 response.insert_header((header::RETRY_AFTER, retry_after_seconds.to_string()));
             }
-            ApiError::Unavailable => {
+            ApiError::Unavailable | ApiError::TooManyInFlight { .. } => {
                 response.insert_header((header::RETRY_AFTER, "1"));
+            }
+            ApiError::RequestTimeout { .. } => {
+                // The rest of the body may still be on its way: the
+                // connection cannot carry another request.
+                response.force_close();
+            }
+            ApiError::UnsupportedContentEncoding => {
+                // RFC 9110, 15.5.16: say which codings would have worked.
+                response.insert_header((
+                    header::ACCEPT_ENCODING,
+                    HeaderValue::from_static(SUPPORTED_CONTENT_ENCODINGS),
+                ));
             }
             _ => {}
         }

@@ -43,6 +43,12 @@ pub struct Metrics {
     /// `todo_auth_unknown_key_lookups_refused_total`: requests answered 429
     /// because lookups of key ids not in the cache were over their limit.
     pub unknown_key_lookups_refused: IntCounter,
+    /// `todo_in_flight_limited_total`: requests answered 429 because their
+    /// key already had `auth.max_in_flight_per_key` requests in flight.
+    pub in_flight_limited: IntCounter,
+    /// `todo_tls_certificate_reloads_total{result}`: renewed TLS certificate
+    /// files loaded (`success`) or refused (`failure`, the previous one kept).
+    pub tls_certificate_reloads: IntCounterVec,
 }
 
 impl Metrics {
@@ -120,6 +126,19 @@ impl Metrics {
             "Requests answered 429 because lookups of API key ids not in the cache were over auth.unknown_key_lookups_per_second.",
         )
         .expect("valid metric");
+        let in_flight_limited = IntCounter::new(
+            "todo_in_flight_limited_total",
+            "Requests answered 429 because their API key already had auth.max_in_flight_per_key requests in flight.",
+        )
+        .expect("valid metric");
+        let tls_certificate_reloads = IntCounterVec::new(
+            Opts::new(
+                "todo_tls_certificate_reloads_total",
+                "Changed TLS certificate files loaded (result=success) or refused, the previous certificate kept (result=failure).",
+            ),
+            &["result"],
+        )
+        .expect("valid metric");
         let build_info = IntGaugeVec::new(
             Opts::new(
                 "todo_build_info",
@@ -144,9 +163,12 @@ impl Metrics {
             Box::new(auth_failures.clone()),
             Box::new(rate_limited.clone()),
             Box::new(unknown_key_lookups_refused.clone()),
+            Box::new(in_flight_limited.clone()),
+            Box::new(tls_certificate_reloads.clone()),
             Box::new(build_info),
             Box::new(telemetry.spans_dropped.clone()),
             Box::new(DroppedLogLines),
+            Box::new(connection_errors().clone()),
         ] {
             registry
                 .register(collector)
@@ -166,6 +188,8 @@ impl Metrics {
             auth_failures,
             rate_limited,
             unknown_key_lookups_refused,
+            in_flight_limited,
+            tls_certificate_reloads,
         }
     }
 
@@ -265,6 +289,24 @@ static TELEMETRY_COUNTERS: LazyLock<TelemetryCounters> = LazyLock::new(|| Teleme
 /// The process-wide telemetry counters.
 pub fn telemetry_counters() -> &'static TelemetryCounters {
     &TELEMETRY_COUNTERS
+}
+
+/// `todo_http_connection_errors_total{reason}`: connections that ended in an
+/// error before a request reached the API (see [`crate::connection_errors`]).
+/// Process-wide, like the telemetry counters: the log layer that counts
+/// them exists before any [`Metrics`].
+pub fn connection_errors() -> &'static IntCounterVec {
+    static CONNECTION_ERRORS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+        IntCounterVec::new(
+            Opts::new(
+                "todo_http_connection_errors_total",
+                "Connections that ended in an error before a request reached the API (requests the HTTP parser refused, broken connections), by reason.",
+            ),
+            &["reason"],
+        )
+        .expect("valid metric")
+    });
+    &CONNECTION_ERRORS
 }
 
 /// `todo_log_lines_dropped_total`, read from the log writers at each scrape.

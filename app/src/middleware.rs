@@ -1,18 +1,27 @@
 //! Request-wide middleware of the API listener: the `X-Request-Id` header,
 //! the request span (continuing an incoming W3C `traceparent`), the HTTP
-//! metrics, the request's one completion log line, and path normalisation.
+//! metrics, the request's one completion log line, path normalisation, and
+//! closing connections whose request body was not read.
 
+use std::cell::RefCell;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll};
 use std::time::Instant;
 
-use actix_web::body::MessageBody;
-use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::body::{BodySize, EitherBody, MessageBody};
+use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
+use actix_web::error::PayloadError;
 use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
 use actix_web::http::uri::PathAndQuery;
 use actix_web::http::{Method, Uri};
 use actix_web::middleware::Next;
-use actix_web::web;
+use actix_web::web::Bytes;
+use actix_web::{HttpMessage, web};
+use futures_util::Stream;
 use opentelemetry::propagation::Extractor;
 use opentelemetry::trace::{Status, TraceContextExt};
+use pin_project_lite::pin_project;
 use tracing::Instrument;
 use tracing::field::Empty;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
@@ -154,6 +163,71 @@ pub async fn normalize_path(
         req.head_mut().uri = uri;
     }
     next.call(req).await
+}
+
+/// Closes the connection after an answer given without reading the whole
+/// request body (401, 404, 408, 415, 429…), whatever the body's framing.
+///
+/// actix-http closes such a connection when the request's body stream is
+/// still alive as the answer goes out, but when the handler has dropped it
+/// and the body is chunked, it reads the rest of the body to discard it,
+/// for as long as the client takes: a client trickling a chunked body after
+/// its 401 would hold the connection for ever. Here the body stream is kept
+/// alive until the answer has been written, so the connection is closed.
+///
+/// Costs nothing but a check for requests without a body (every GET and
+/// DELETE); a request with one pays two small allocations (the shared
+/// stream and its box).
+pub async fn close_on_unread_body(
+    mut req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let payload = req.take_payload();
+    if matches!(payload, Payload::None) {
+        let response = next.call(req).await?;
+        return Ok(response.map_body(|_, body| EitherBody::left(body)));
+    }
+    let payload = Rc::new(RefCell::new(payload));
+    req.set_payload(Payload::Stream {
+        payload: Box::pin(SharedPayload(Rc::clone(&payload))),
+    });
+    let response = next.call(req).await?;
+    Ok(response.map_body(|_, body| EitherBody::right(HoldsPayload { body, payload })))
+}
+
+/// The request body stream, shared with the answer that keeps it alive.
+struct SharedPayload(Rc<RefCell<Payload>>);
+
+impl Stream for SharedPayload {
+    type Item = Result<Bytes, PayloadError>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        Pin::new(&mut *self.0.borrow_mut()).poll_next(cx)
+    }
+}
+
+pin_project! {
+    /// An answer's body that holds the request body stream until it is dropped.
+    struct HoldsPayload<B> {
+        #[pin]
+        body: B,
+        payload: Rc<RefCell<Payload>>,
+    }
+}
+
+impl<B: MessageBody> MessageBody for HoldsPayload<B> {
+    type Error = B::Error;
+
+    fn size(&self) -> BodySize {
+        self.body.size()
+    }
+
+    fn poll_next(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Bytes, Self::Error>>> {
+        self.project().body.poll_next(cx)
+    }
 }
 
 /// The path with trailing slashes trimmed and runs of slashes merged, or

@@ -2,8 +2,6 @@
 //! both listeners; and runs it until a graceful shutdown. `main` and the
 //! tests start the application the same way.
 
-use std::fs::File;
-use std::io::BufReader;
 use std::net::TcpListener;
 use std::sync::Arc;
 
@@ -11,18 +9,17 @@ use actix_web::dev::{Server, ServerHandle};
 use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer, web};
 use anyhow::Context;
-use rustls::ServerConfig;
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::actors::db::{DbExecutor, ExecutorsAlive};
 use crate::auth::Authenticator;
 use crate::configuration::{Settings, TlsSettings};
 use crate::db::{self, migrations};
 use crate::metrics::Metrics;
-use crate::middleware::{normalize_path, request_span};
+use crate::middleware::{close_on_unread_body, normalize_path, request_span};
+use crate::routes::body::BodyLimits;
 use crate::routes::health::Readiness;
 use crate::routes::{self, configure_admin, configure_api};
+use crate::tls::{self, ReloadingCertificate};
 
 /// Longest wait for the database executors to end after the servers stopped.
 const EXECUTORS_EXIT_DEADLINE: std::time::Duration = std::time::Duration::from_secs(5);
@@ -66,11 +63,12 @@ impl Application {
     /// database cannot be migrated, a port is taken, or TLS files are unusable.
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
         // Unusable TLS files are found before anything touches the database.
-        let tls_config = match &settings.tls {
+        let certificate = match &settings.tls {
             TlsSettings {
                 cert_path: Some(_),
                 key_path: Some(_),
-            } => Some(load_tls_config(&settings.tls)?),
+                ..
+            } => Some(ReloadingCertificate::load(&settings.tls)?),
             _ => None,
         };
 
@@ -119,7 +117,10 @@ impl Application {
             })?;
         let admin_port = admin_listener.local_addr()?.port();
 
-        let json_limit = settings.server.json_body_limit_bytes;
+        let body_limits = BodyLimits {
+            max_bytes: settings.server.json_body_limit_bytes,
+            timeout: settings.server.request_body_timeout(),
+        };
         let db_data = web::Data::new(db_client);
         let metrics = web::Data::new(metrics);
         let api = {
@@ -130,8 +131,9 @@ impl Application {
                     .app_data(db_data.clone())
                     .app_data(metrics.clone())
                     .app_data(authenticator.clone())
-                    .configure(|cfg| configure_api(cfg, json_limit))
+                    .configure(|cfg| configure_api(cfg, body_limits))
                     .default_service(web::to(routes::not_found))
+                    .wrap(from_fn(close_on_unread_body))
                     .wrap(from_fn(normalize_path))
                     .wrap(from_fn(request_span))
             })
@@ -144,10 +146,18 @@ impl Application {
         if settings.server.workers > 0 {
             api = api.workers(settings.server.workers);
         }
-        let api_server = match tls_config {
-            Some(tls) => api
-                .listen_rustls_0_23(api_listener, tls)
-                .context("Failed to start the HTTPS listener")?,
+        let api_server = match &certificate {
+            Some(certificate) => {
+                if let Some(every) = settings.tls.reload_interval() {
+                    actix_web::rt::spawn(tls::watch(
+                        Arc::clone(certificate),
+                        every,
+                        metrics.get_ref().clone(),
+                    ));
+                }
+                api.listen_rustls_0_23(api_listener, certificate.server_config()?)
+                    .context("Failed to start the HTTPS listener")?
+            }
             None => api
                 .listen(api_listener)
                 .context("Failed to start the HTTP listener")?,
@@ -224,40 +234,4 @@ impl Application {
         }
         api.and(admin)
     }
-}
-
-/// Reads the certificate chain and key; TLS 1.2 and 1.3 only, ring provider.
-fn load_tls_config(tls: &TlsSettings) -> anyhow::Result<ServerConfig> {
-    let cert_path = tls.cert_path.as_ref().expect("checked by the caller");
-    let key_path = tls.key_path.as_ref().expect("checked by the caller");
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_reader_iter(BufReader::new(
-        File::open(cert_path)
-            .with_context(|| format!("Failed to open tls.cert_path {}", cert_path.display()))?,
-    ))
-    .collect::<Result<_, _>>()
-    .with_context(|| format!("Failed to parse tls.cert_path {}", cert_path.display()))?;
-    if certs.is_empty() {
-        anyhow::bail!(
-            "tls.cert_path {} holds no PEM certificate",
-            cert_path.display()
-        );
-    }
-    let key = PrivateKeyDer::from_pem_reader(BufReader::new(
-        File::open(key_path)
-            .with_context(|| format!("Failed to open tls.key_path {}", key_path.display()))?,
-    ))
-    .with_context(|| {
-        format!(
-            "Failed to parse tls.key_path {} (PEM private key expected)",
-            key_path.display()
-        )
-    })?;
-    let config =
-        ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-            .context("Failed to configure TLS protocol versions")?
-            .with_no_client_auth()
-            .with_single_cert(certs, key)
-            .context("The TLS certificate and key do not form a usable pair")?;
-    Ok(config)
 }

@@ -43,6 +43,7 @@ use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::{EnvFilter, Layer, Registry};
 
 use crate::configuration::LogSettings;
+use crate::connection_errors::ConnectionErrorLayer;
 use crate::log_file::{RotatingFile, WRITE_BUFFER_BYTES};
 use crate::metrics::telemetry_counters;
 
@@ -93,6 +94,7 @@ where
             name.to_string(),
             sink,
         )))
+        .with(ConnectionErrorLayer)
 }
 
 /// Keeps logging and tracing alive; dropping it flushes queued log lines

@@ -67,27 +67,52 @@ pub struct PageCursor {
 }
 
 impl PageCursor {
-    const VERSION: &'static str = "v1";
+    /// Length of [`PageCursor::encode`]'s text: 16 hex digits of the
+    /// timestamp, 32 of the id.
+    pub const ENCODED_LEN: usize = 48;
 
-    /// The opaque form clients pass back: base64url of `v1:<microseconds>:<uuid>`.
+    /// The opaque form clients pass back: `created_at` in microseconds since
+    /// the epoch (as the 16 hex digits of its two's complement), then the
+    /// id's 32 hex digits, all lowercase. Every string of that shape decodes,
+    /// so the OpenAPI pattern `^[0-9a-f]{48}$` is exactly what is accepted.
     pub fn encode(&self) -> String {
-        URL_SAFE_NO_PAD.encode(format!(
-            "{}:{}:{}",
-            Self::VERSION,
-            self.created_at.timestamp_micros(),
+        format!(
+            "{:016x}{}",
+            self.created_at.timestamp_micros() as u64,
             self.id.simple()
-        ))
+        )
     }
 
-    /// Parses a cursor from [`PageCursor::encode`]; `None` when it is not one.
+    /// Parses a cursor from [`PageCursor::encode`] (or the base64url
+    /// `v1:` form of earlier versions, so clients paginating through a
+    /// rolling update keep their place); `None` when it is neither.
     pub fn decode(opaque: &str) -> Option<PageCursor> {
+        if opaque.len() != Self::ENCODED_LEN {
+            return Self::decode_v1(opaque);
+        }
+        let is_lower_hex =
+            |text: &str| text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+        if !is_lower_hex(opaque) {
+            return None;
+        }
+        let (micros, id) = opaque.split_at(16);
+        let micros = u64::from_str_radix(micros, 16).ok()? as i64;
+        Some(PageCursor {
+            created_at: clamp_to_stored_range(micros),
+            id: Uuid::try_parse(id).ok()?,
+        })
+    }
+
+    /// The cursor format before 48 hex digits: base64url of
+    /// `v1:<microseconds>:<uuid>`.
+    fn decode_v1(opaque: &str) -> Option<PageCursor> {
         if opaque.len() > 128 {
             return None;
         }
         let bytes = URL_SAFE_NO_PAD.decode(opaque).ok()?;
         let text = std::str::from_utf8(&bytes).ok()?;
         let mut parts = text.split(':');
-        if parts.next()? != Self::VERSION {
+        if parts.next()? != "v1" {
             return None;
         }
         let micros: i64 = parts.next()?.parse().ok()?;
@@ -100,6 +125,17 @@ impl PageCursor {
             id,
         })
     }
+}
+
+/// A cursor's timestamp brought into years 1 to 9999, which PostgreSQL
+/// stores and every todo's `created_at` (set by the database's clock) lies
+/// in: a position before or after all of them lists the same todos, and the
+/// query never sees a timestamp PostgreSQL would refuse.
+fn clamp_to_stored_range(micros: i64) -> DateTime<Utc> {
+    const FIRST: i64 = -62_135_596_800_000_000; // 0001-01-01T00:00:00Z
+    const LAST: i64 = 253_402_300_799_999_999; // 9999-12-31T23:59:59.999999Z
+    DateTime::from_timestamp_micros(micros.clamp(FIRST, LAST))
+        .expect("years 1 to 9999 are representable")
 }
 
 #[derive(AsChangeset)]
@@ -243,6 +279,8 @@ pub fn delete(conn: &mut PgConnection, owner: &Owner, id: Uuid) -> Result<(), Db
 
 #[cfg(test)]
 mod tests {
+    use chrono::Datelike;
+
     use super::*;
 
     #[test]
@@ -255,5 +293,29 @@ mod tests {
         assert_eq!(PageCursor::decode("not a cursor"), None);
         assert_eq!(PageCursor::decode(&URL_SAFE_NO_PAD.encode("v2:1:x")), None);
         assert_eq!(PageCursor::decode(&"A".repeat(1000)), None);
+        assert_eq!(PageCursor::decode(&"0".repeat(47)), None);
+        assert_eq!(PageCursor::decode(&"A".repeat(48)), None, "uppercase");
+        assert_eq!(PageCursor::decode(&"g".repeat(48)), None);
+    }
+
+    #[test]
+    fn every_cursor_of_the_documented_shape_decodes_into_the_stored_range() {
+        for text in [
+            "0".repeat(48),
+            "f".repeat(48),
+            format!("8{}", "0".repeat(47)),
+        ] {
+            let cursor = PageCursor::decode(&text).expect("48 lowercase hex digits decode");
+            assert!((1..=9999).contains(&cursor.created_at.year()), "{text}");
+        }
+    }
+
+    #[test]
+    fn cursors_of_the_previous_format_still_decode() {
+        let id = Uuid::now_v7();
+        let v1 = URL_SAFE_NO_PAD.encode(format!("v1:1764000000123456:{}", id.simple()));
+        let cursor = PageCursor::decode(&v1).expect("a v1 cursor decodes");
+        assert_eq!(cursor.id, id);
+        assert_eq!(cursor.created_at.timestamp_micros(), 1_764_000_000_123_456);
     }
 }

@@ -2,7 +2,7 @@
 //! so the layers below (actors, database) never re-check them.
 
 mod owner;
-mod todo;
+pub mod todo;
 
 pub use owner::Owner;
 pub use todo::{TodoDescription, TodoTitle};

@@ -1,7 +1,11 @@
 //! The OpenAPI 3 document, generated from the handlers' `#[utoipa::path]`
-//! annotations and served at `/api/openapi.json`.
+//! annotations once per process and served at `/api/openapi.json`.
+
+use std::sync::LazyLock;
 
 use actix_web::HttpResponse;
+use actix_web::http::header::ContentType;
+use actix_web::web::Bytes;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
@@ -44,7 +48,109 @@ impl Modify for BearerAuth {
     }
 }
 
+/// The document as served, serialized on first use.
+static DOCUMENT: LazyLock<Bytes> = LazyLock::new(|| {
+    Bytes::from(
+        ApiDoc::openapi()
+            .to_json()
+            .expect("the OpenAPI document serializes"),
+    )
+});
+
 /// `GET /api/openapi.json`: public, no API key needed.
 pub async fn openapi_json() -> HttpResponse {
-    HttpResponse::Ok().json(ApiDoc::openapi())
+    HttpResponse::Ok()
+        .content_type(ContentType::json())
+        .body(DOCUMENT.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::Value;
+
+    use super::*;
+    use crate::domain::todo::{BIDI_CONTROLS, CONTROLS, DEFAULT_IGNORABLES, WHITESPACE};
+
+    /// `ranges` as UTF-16 code unit ranges: a supplementary range becomes
+    /// its high surrogates (it must cover whole blocks of 1,024) and every
+    /// low surrogate.
+    fn utf16(ranges: &[(char, char)]) -> Vec<(u32, u32)> {
+        let mut units = Vec::new();
+        for &(low, high) in ranges {
+            let (low, high) = (u32::from(low), u32::from(high));
+            if high <= 0xFFFF {
+                units.push((low, high));
+            } else {
+                assert!(
+                    low & 0x3FF == 0 && high & 0x3FF == 0x3FF,
+                    "whole surrogate blocks"
+                );
+                units.push((
+                    0xD800 + ((low - 0x10000) >> 10),
+                    0xD800 + ((high - 0x10000) >> 10),
+                ));
+                units.push((0xDC00, 0xDFFF));
+            }
+        }
+        units
+    }
+
+    /// An ECMA-262 character class body of merged, sorted ranges.
+    fn class(mut ranges: Vec<(u32, u32)>) -> String {
+        ranges.sort_unstable();
+        let mut merged: Vec<(u32, u32)> = Vec::new();
+        for (low, high) in ranges {
+            match merged.last_mut() {
+                Some(last) if low <= last.1 + 1 => last.1 = last.1.max(high),
+                _ => merged.push((low, high)),
+            }
+        }
+        merged
+            .iter()
+            .map(|&(low, high)| match low == high {
+                true => format!("\\u{low:04X}"),
+                false => format!("\\u{low:04X}-\\u{high:04X}"),
+            })
+            .collect()
+    }
+
+    fn property_pattern(document: &Value, schema: &str, property: &str) -> String {
+        document["components"]["schemas"][schema]["properties"][property]["pattern"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{schema}.{property} has a pattern"))
+            .to_string()
+    }
+
+    #[test]
+    fn the_documented_patterns_state_the_rules_of_the_domain_types() {
+        let document: Value = serde_json::from_slice(&DOCUMENT).unwrap();
+        let anywhere = [CONTROLS, BIDI_CONTROLS].concat();
+        let invisible = [&anywhere[..], WHITESPACE, DEFAULT_IGNORABLES].concat();
+        let allowed = class(utf16(&anywhere));
+        let title = format!(
+            "^[^{allowed}]*[^{}][^{allowed}]*$",
+            class(utf16(&invisible))
+        );
+        let description_controls: Vec<(char, char)> = (0u8..=0x1F)
+            .map(char::from)
+            .chain((0x7Fu8..=0x9F).map(char::from))
+            .filter(|c| !matches!(c, '\t' | '\n' | '\r'))
+            .map(|c| (c, c))
+            .chain(BIDI_CONTROLS.iter().copied())
+            .collect();
+        let description = format!("^[^{}]*$", class(utf16(&description_controls)));
+
+        for schema in ["CreateTodoRequest", "UpdateTodoRequest"] {
+            assert_eq!(
+                property_pattern(&document, schema, "title"),
+                title,
+                "{schema}"
+            );
+            assert_eq!(
+                property_pattern(&document, schema, "description"),
+                description,
+                "{schema}"
+            );
+        }
+    }
 }

@@ -10,6 +10,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
+use super::body::BoundedJson;
 use crate::actors::db::{CreateTodo, DbClient, DeleteTodo, GetTodo, ListTodos, UpdateTodo};
 use crate::auth::Caller;
 use crate::db::todos::{NewTodo, PageCursor, Todo, TodoChanges, TodoFilter};
@@ -86,28 +87,38 @@ impl From<Todo> for TodoResponse {
 }
 
 // The `pattern`s below restate, for OpenAPI clients, the rules that
-// `domain::TodoTitle` and `domain::TodoDescription` enforce (no control
-// characters as Rust's `char::is_control` defines them, U+0000–U+001F and
-// U+007F–U+009F; a title needs a character that is not whitespace).
-// utoipa takes only literals here; change both places together.
+// `domain::TodoTitle` and `domain::TodoDescription` enforce, built from the
+// character tables of `domain::todo` (a test rebuilds them from those tables
+// and compares). They are ECMA-262 patterns, as OpenAPI prescribes, read
+// over UTF-16: a character outside the Basic Multilingual Plane is a
+// surrogate pair, and the title's "visible character" class leaves out the
+// high surrogates of U+E0000 to U+E0FFF (tags, variation selectors) and
+// every low surrogate. A title needs a character that is not whitespace,
+// not a control character and not default-ignorable (zero-width, format);
+// neither field may hold control characters (the description allows tab
+// and newlines) or bidirectional embedding, override and isolate controls.
+// utoipa takes only literals here.
 
 /// The body of `POST /api/todos`. Unknown fields (including `id`, `owner`,
 /// `created_at`) are rejected with 422.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateTodoRequest {
-    /// 1 to 255 characters once trimmed, no control characters.
+    /// 1 to 255 characters once trimmed, at least one of them visible; no
+    /// control characters, no bidirectional embedding, override or isolate
+    /// characters (U+202A to U+202E, U+2066 to U+2069).
     #[schema(
         min_length = 1,
         max_length = 255,
-        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$",
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F\u202A-\u202E\u2066-\u2069]*[^\u0000-\u0020\u007F-\u00A0\u00AD\u034F\u061C\u115F-\u1160\u1680\u17B4-\u17B5\u180B-\u180F\u2000-\u200F\u2028-\u202F\u205F-\u206F\u3000\u3164\uDB40-\uDB43\uDC00-\uDFFF\uFE00-\uFE0F\uFEFF\uFFA0\uFFF0-\uFFF8][^\u0000-\u001F\u007F-\u009F\u202A-\u202E\u2066-\u2069]*$",
         example = "Buy milk"
     )]
     pub title: String,
-    /// Up to 10,000 characters; no control characters but tab and newlines.
+    /// Up to 10,000 characters; no control characters but tab and newlines,
+    /// no bidirectional embedding, override or isolate characters.
     #[schema(
         max_length = 10000,
-        pattern = r"^[^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]*$"
+        pattern = r"^[^\u0000-\u0008\u000B-\u000C\u000E-\u001F\u007F-\u009F\u202A-\u202E\u2066-\u2069]*$"
     )]
     pub description: Option<String>,
 }
@@ -118,11 +129,11 @@ pub struct CreateTodoRequest {
 #[serde(deny_unknown_fields)]
 pub struct UpdateTodoRequest {
     /// A new title; `null` is rejected (a todo always has one).
-    #[schema(value_type = Option<String>, nullable = false, min_length = 1, max_length = 255, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$")]
+    #[schema(value_type = Option<String>, nullable = false, min_length = 1, max_length = 255, pattern = r"^[^\u0000-\u001F\u007F-\u009F\u202A-\u202E\u2066-\u2069]*[^\u0000-\u0020\u007F-\u00A0\u00AD\u034F\u061C\u115F-\u1160\u1680\u17B4-\u17B5\u180B-\u180F\u2000-\u200F\u2028-\u202F\u205F-\u206F\u3000\u3164\uDB40-\uDB43\uDC00-\uDFFF\uFE00-\uFE0F\uFEFF\uFFA0\uFFF0-\uFFF8][^\u0000-\u001F\u007F-\u009F\u202A-\u202E\u2066-\u2069]*$")]
     #[serde(default, deserialize_with = "present")]
     pub title: Option<Option<String>>,
     /// A new description; `null` clears it.
-    #[schema(value_type = Option<String>, nullable = true, max_length = 10000, pattern = r"^[^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]*$")]
+    #[schema(value_type = Option<String>, nullable = true, max_length = 10000, pattern = r"^[^\u0000-\u0008\u000B-\u000C\u000E-\u001F\u007F-\u009F\u202A-\u202E\u2066-\u2069]*$")]
     #[serde(default, deserialize_with = "present")]
     pub description: Option<Option<String>>,
     /// Whether the todo is done; `null` is rejected.
@@ -150,9 +161,11 @@ pub struct ListTodosQuery {
     /// Page size, 1 to 100 (default 20).
     #[param(minimum = 1, maximum = 100)]
     pub limit: Option<u32>,
-    /// `next_cursor` of the previous page, passed back unchanged (opaque:
-    /// any other value is a 400 `invalid_cursor`).
-    #[param(pattern = r"^[A-Za-z0-9_-]{1,128}$")]
+    /// `next_cursor` of the previous page, passed back unchanged: 48
+    /// lowercase hexadecimal digits. Any such value is a position in the
+    /// list (one the API did not return simply starts the page there);
+    /// anything else is a 400 `invalid_cursor`.
+    #[param(pattern = r"^[0-9a-f]{48}$", min_length = 48, max_length = 48)]
     pub cursor: Option<String>,
 }
 
@@ -161,6 +174,7 @@ pub struct ListTodosQuery {
 pub struct TodoList {
     pub items: Vec<TodoResponse>,
     /// Pass as `cursor` to get the next page; `null` on the last page.
+    #[schema(pattern = r"^[0-9a-f]{48}$", min_length = 48, max_length = 48)]
     pub next_cursor: Option<String>,
 }
 
@@ -173,12 +187,13 @@ pub struct TodoList {
     responses(
         (status = 201, description = "Created", body = TodoResponse,
             headers(("Location" = String, description = "URL of the new todo"))),
-        (status = 400, description = "Malformed JSON", body = ErrorBody),
+        (status = 400, description = "Malformed JSON, or a body that cannot be read", body = ErrorBody),
         (status = 401, description = "Missing or invalid API key", body = ErrorBody),
+        (status = 408, description = "The body did not arrive within `server.request_body_timeout_ms`", body = ErrorBody),
         (status = 413, description = "Body over the limit", body = ErrorBody),
-        (status = 415, description = "Not application/json", body = ErrorBody),
+        (status = 415, description = "Not application/json, or a Content-Encoding other than gzip or deflate", body = ErrorBody),
         (status = 422, description = "Validation failed or unknown field", body = ErrorBody),
-        (status = 429, description = "Rate limited", body = ErrorBody),
+        (status = 429, description = "Rate limited, or too many requests of this key in flight", body = ErrorBody),
         (status = 503, description = "Database unavailable", body = ErrorBody),
     ),
     security(("api_key" = []))
@@ -186,7 +201,7 @@ pub struct TodoList {
 pub async fn create_todo(
     caller: ReqData<Caller>,
     db: Data<DbClient>,
-    body: Json<CreateTodoRequest>,
+    body: BoundedJson<CreateTodoRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let CreateTodoRequest { title, description } = body.into_inner();
     let todo = NewTodo {
@@ -214,7 +229,7 @@ pub async fn create_todo(
         (status = 200, description = "A page of todos", body = TodoList),
         (status = 400, description = "Malformed query, bad cursor or limit out of range", body = ErrorBody),
         (status = 401, description = "Missing or invalid API key", body = ErrorBody),
-        (status = 429, description = "Rate limited", body = ErrorBody),
+        (status = 429, description = "Rate limited, or too many requests of this key in flight", body = ErrorBody),
         (status = 503, description = "Database unavailable", body = ErrorBody),
     ),
     security(("api_key" = []))
@@ -269,7 +284,7 @@ pub async fn list_todos(
         (status = 200, description = "The todo", body = TodoResponse),
         (status = 401, description = "Missing or invalid API key", body = ErrorBody),
         (status = 404, description = "No such todo for this owner", body = ErrorBody),
-        (status = 429, description = "Rate limited", body = ErrorBody),
+        (status = 429, description = "Rate limited, or too many requests of this key in flight", body = ErrorBody),
         (status = 503, description = "Database unavailable", body = ErrorBody),
     ),
     security(("api_key" = []))
@@ -298,13 +313,14 @@ pub async fn get_todo(
     request_body = UpdateTodoRequest,
     responses(
         (status = 200, description = "The updated todo", body = TodoResponse),
-        (status = 400, description = "Malformed JSON", body = ErrorBody),
+        (status = 400, description = "Malformed JSON, or a body that cannot be read", body = ErrorBody),
         (status = 401, description = "Missing or invalid API key", body = ErrorBody),
         (status = 404, description = "No such todo for this owner", body = ErrorBody),
+        (status = 408, description = "The body did not arrive within `server.request_body_timeout_ms`", body = ErrorBody),
         (status = 413, description = "Body over the limit", body = ErrorBody),
-        (status = 415, description = "Not application/json", body = ErrorBody),
+        (status = 415, description = "Not application/json, or a Content-Encoding other than gzip or deflate", body = ErrorBody),
         (status = 422, description = "Validation failed or unknown field", body = ErrorBody),
-        (status = 429, description = "Rate limited", body = ErrorBody),
+        (status = 429, description = "Rate limited, or too many requests of this key in flight", body = ErrorBody),
         (status = 503, description = "Database unavailable", body = ErrorBody),
     ),
     security(("api_key" = []))
@@ -313,7 +329,7 @@ pub async fn update_todo(
     caller: ReqData<Caller>,
     db: Data<DbClient>,
     id: Path<String>,
-    body: Json<UpdateTodoRequest>,
+    body: BoundedJson<UpdateTodoRequest>,
 ) -> Result<Json<TodoResponse>, ApiError> {
     let id = parse_todo_id(&id)?;
     let UpdateTodoRequest {
@@ -358,7 +374,7 @@ pub async fn update_todo(
         (status = 204, description = "Deleted"),
         (status = 401, description = "Missing or invalid API key", body = ErrorBody),
         (status = 404, description = "No such todo for this owner", body = ErrorBody),
-        (status = 429, description = "Rate limited", body = ErrorBody),
+        (status = 429, description = "Rate limited, or too many requests of this key in flight", body = ErrorBody),
         (status = 503, description = "Database unavailable", body = ErrorBody),
     ),
     security(("api_key" = []))

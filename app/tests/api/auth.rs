@@ -1,11 +1,15 @@
-//! API keys on `/api`: 401 without a valid key, revocation, rate limiting.
+//! API keys on `/api`: 401 without a valid key, revocation, rate limiting,
+//! how the secret is stored, and the caching headers of keyed answers.
 
 use std::time::Duration;
 
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use diesel::RunQueryDsl;
 use serde_json::json;
+use sha2::{Digest, Sha256};
 
-use crate::helpers::{error_code, eventually, sample, spawn_app, spawn_app_with};
+use crate::helpers::{error_code, eventually, raw_exchange, sample, spawn_app, spawn_app_with};
 
 #[actix_web::test]
 async fn requests_without_a_valid_key_get_the_same_401() {
@@ -176,32 +180,114 @@ async fn a_key_over_its_rate_limit_gets_429_with_retry_after_and_others_do_not()
 
 #[actix_web::test]
 async fn rate_limiting_is_off_when_set_to_zero() {
-    let app = spawn_app_with(|settings| settings.auth.rate_limit_per_second = 0).await;
+    // With a burst of 1, a limit that were on would refuse the second request.
+    let app = spawn_app_with(|settings| {
+        settings.auth.rate_limit_per_second = 0;
+        settings.auth.rate_limit_burst = 1;
+    })
+    .await;
     let token = app.create_key("alice");
 
-    for _ in 0..100 {
+    for _ in 0..20 {
         assert_eq!(app.list_todos(&token, "?limit=1").await.status(), 200);
     }
+    let metrics = app.admin_get("/metrics").await.text().await.unwrap();
+    assert_eq!(sample(&metrics, "todo_rate_limited_total"), Some(0.0));
 }
 
 #[actix_web::test]
 async fn only_a_hash_of_the_secret_is_stored() {
     let app = spawn_app().await;
-    let token = app.create_key("alice");
+    let (id, token) = app.create_key_with_id("alice");
+    let raw = URL_SAFE_NO_PAD
+        .decode(&token["todo_".len()..])
+        .expect("a token is base64url");
+    let secret = &raw[16..];
 
     #[derive(diesel::QueryableByName)]
     struct Row {
+        #[diesel(sql_type = diesel::sql_types::Uuid)]
+        id: uuid::Uuid,
+        #[diesel(sql_type = diesel::sql_types::Binary)]
+        secret_hash: Vec<u8>,
         #[diesel(sql_type = diesel::sql_types::Text)]
         dump: String,
     }
-    let rows: Vec<Row> =
-        diesel::sql_query("SELECT row_to_json(api_keys)::text AS dump FROM api_keys")
-            .load(&mut app.connection())
+    let rows: Vec<Row> = diesel::sql_query(
+        "SELECT id, secret_hash, row_to_json(api_keys)::text AS dump FROM api_keys",
+    )
+    .load(&mut app.connection())
+    .unwrap();
+
+    assert_eq!(rows.len(), 1, "one key, one row");
+    assert_eq!(rows[0].id, id);
+    assert_eq!(rows[0].secret_hash, Sha256::digest(secret).to_vec());
+    for leaked in [
+        token.clone(),
+        token["todo_".len()..].to_string(),
+        hex::encode(secret),
+    ] {
+        assert!(!rows[0].dump.contains(&leaked), "{leaked} is stored");
+    }
+}
+
+#[actix_web::test]
+async fn two_authorization_headers_are_refused_even_when_both_are_valid() {
+    let app = spawn_app().await;
+    let alice = app.create_key("alice");
+    let bob = app.create_key("bob");
+
+    let response = raw_exchange(
+        app.api_port,
+        format!(
+            "GET /api/todos HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {alice}\r\n\
+             Authorization: Bearer {bob}\r\nConnection: close\r\n\r\n"
+        ),
+    )
+    .await;
+
+    assert_eq!(response.error_code(401), "unauthorized");
+    let metrics = app.admin_get("/metrics").await.text().await.unwrap();
+    assert_eq!(
+        sample(&metrics, r#"todo_auth_failures_total{reason="malformed"}"#),
+        Some(1.0)
+    );
+}
+
+#[actix_web::test]
+async fn the_bearer_scheme_is_accepted_in_any_case() {
+    let app = spawn_app().await;
+    let token = app.create_key("alice");
+
+    for scheme in ["Bearer", "bearer", "BEARER", "bEaReR"] {
+        let response = app
+            .client
+            .get(app.url("/api/todos"))
+            .header("authorization", format!("{scheme} {token}"))
+            .send()
+            .await
             .unwrap();
-    let secret_part = &token["todo_".len() + 22..];
-    for row in rows {
-        assert!(!row.dump.contains(&token));
-        assert!(!row.dump.contains(secret_part));
+        assert_eq!(response.status(), 200, "{scheme}");
+    }
+}
+
+#[actix_web::test]
+async fn answers_that_depend_on_the_key_are_never_stored_by_caches() {
+    let app = spawn_app().await;
+    let token = app.create_key("alice");
+    let todo = app.create_todo(&token, "private").await;
+
+    let responses = [
+        app.post_todo(&token, &json!({"title": "x"})).await,
+        app.list_todos(&token, "").await,
+        app.get_todo(&token, todo["id"].as_str().unwrap()).await,
+        app.client.get(app.url("/api/todos")).send().await.unwrap(),
+    ];
+
+    for response in responses {
+        let status = response.status();
+        assert_eq!(response.headers()["cache-control"], "no-store", "{status}");
+        assert_eq!(response.headers()["vary"], "Authorization", "{status}");
     }
 }
 

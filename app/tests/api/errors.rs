@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 
-use crate::helpers::{error_code, spawn_app, spawn_app_with};
+use crate::helpers::{error_code, raw_exchange, spawn_app, spawn_app_with};
 
 #[actix_web::test]
 async fn malformed_json_returns_400() {
@@ -121,9 +121,12 @@ async fn unknown_routes_return_404_and_wrong_methods_405() {
         .unwrap();
 
     assert_eq!(error_code(unknown, 404).await, "not_found");
-    assert_eq!(put.headers()["allow"], "GET, POST");
+    assert_eq!(put.headers()["allow"], "GET, HEAD, POST, OPTIONS");
     assert_eq!(error_code(put, 405).await, "method_not_allowed");
-    assert_eq!(post_item.headers()["allow"], "GET, PATCH, DELETE");
+    assert_eq!(
+        post_item.headers()["allow"],
+        "GET, HEAD, PATCH, DELETE, OPTIONS"
+    );
     assert_eq!(error_code(post_item, 405).await, "method_not_allowed");
 }
 
@@ -209,4 +212,110 @@ async fn a_sane_request_id_is_echoed_and_an_insane_one_replaced() {
     );
     let generated = generated.headers()["x-request-id"].to_str().unwrap();
     assert!(uuid::Uuid::try_parse(generated).is_ok());
+}
+
+/// A raw `POST /api/todos` with `Content-Encoding: coding` and `body`.
+fn encoded_post(token: &str, coding: &str, body: &[u8]) -> Vec<u8> {
+    let mut request = format!(
+        "POST /api/todos HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {token}\r\n\
+         Content-Type: application/json\r\nContent-Encoding: {coding}\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    request.extend_from_slice(body);
+    request
+}
+
+#[actix_web::test]
+async fn a_body_that_does_not_decode_gets_a_400_without_internal_details() {
+    let app = spawn_app().await;
+    let token = app.create_key("alice");
+
+    for coding in ["gzip", "deflate"] {
+        let response = raw_exchange(
+            app.api_port,
+            encoded_post(&token, coding, br#"{"title": "plain"}"#),
+        )
+        .await;
+
+        assert_eq!(response.error_code(400), "malformed_body", "{coding}");
+        let message = response.json()["error"]["message"].to_string();
+        for internal in ["gzip header", "Custom", "EOF", "InvalidInput", "Some("] {
+            assert!(!message.contains(internal), "{coding}: {message}");
+        }
+    }
+}
+
+#[actix_web::test]
+async fn a_content_encoding_the_server_cannot_decode_gets_415() {
+    let app = spawn_app().await;
+    let token = app.create_key("alice");
+
+    for coding in ["br", "zstd", "foo", "gzip, br"] {
+        let response = raw_exchange(
+            app.api_port,
+            encoded_post(&token, coding, br#"{"title": "plain"}"#),
+        )
+        .await;
+
+        assert_eq!(
+            response.error_code(415),
+            "unsupported_content_encoding",
+            "{coding}"
+        );
+        assert_eq!(
+            response.header("accept-encoding"),
+            Some("gzip, deflate, identity")
+        );
+    }
+    let list: Value = app.list_todos(&token, "").await.json().await.unwrap();
+    assert_eq!(list["items"], json!([]), "nothing was created");
+}
+
+#[actix_web::test]
+async fn a_gzip_body_is_decoded() {
+    use std::io::Write;
+    let app = spawn_app().await;
+    let token = app.create_key("alice");
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    encoder.write_all(br#"{"title": "zipped"}"#).unwrap();
+    let gzipped = encoder.finish().unwrap();
+
+    let response = raw_exchange(app.api_port, encoded_post(&token, "gzip", &gzipped)).await;
+
+    assert_eq!(response.status, 201, "{response:?}");
+    assert_eq!(response.json()["title"], "zipped");
+}
+
+#[actix_web::test]
+async fn titles_with_nothing_visible_or_with_bidi_overrides_are_refused() {
+    let app = spawn_app().await;
+    let token = app.create_key("alice");
+
+    for title in [
+        "\u{200B}\u{200B}",
+        "\u{FEFF}\u{2060}",
+        " \u{3164} ",
+        "invoice\u{202E}fdp.exe",
+        "a\u{2066}b",
+    ] {
+        let response = app.post_todo(&token, &json!({ "title": title })).await;
+        assert_eq!(
+            error_code(response, 422).await,
+            "validation_failed",
+            "{title:?}"
+        );
+    }
+    let rtl = app
+        .post_todo(
+            &token,
+            &json!({"title": "\u{05E9}\u{05DC}\u{05D5}\u{05DD}\u{200F}!"}),
+        )
+        .await;
+    assert_eq!(
+        rtl.status(),
+        201,
+        "right-to-left text with a direction mark"
+    );
 }

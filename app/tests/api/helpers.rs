@@ -259,6 +259,180 @@ pub async fn error_code(response: reqwest::Response, status: u16) -> String {
     code.to_string()
 }
 
+/// One HTTP/1.1 connection written by hand, for what a client library would
+/// not send: duplicate headers, slow or broken bodies, malformed framing.
+pub struct RawConnection<S = tokio::net::TcpStream> {
+    stream: S,
+    /// Bytes read past the end of the last answer.
+    pending: Vec<u8>,
+}
+
+/// One answer read off a [`RawConnection`].
+#[derive(Debug)]
+pub struct RawResponse {
+    pub status: u16,
+    /// Names lowercased, in the order received.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+/// Longest wait for any answer on a raw connection.
+const RAW_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl RawConnection {
+    /// A plain TCP connection to the API port.
+    pub async fn open(port: u16) -> RawConnection {
+        let stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .expect("the API port accepts connections");
+        RawConnection::over(stream)
+    }
+}
+
+impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> RawConnection<S> {
+    /// A connection over an established stream (a TLS one, say).
+    pub fn over(stream: S) -> RawConnection<S> {
+        RawConnection {
+            stream,
+            pending: Vec::new(),
+        }
+    }
+
+    pub fn stream(&self) -> &S {
+        &self.stream
+    }
+
+    /// Writes `bytes` as they are (may fail once the server has closed).
+    pub async fn send(&mut self, bytes: impl AsRef<[u8]>) -> std::io::Result<()> {
+        use tokio::io::AsyncWriteExt;
+        self.stream.write_all(bytes.as_ref()).await
+    }
+
+    /// Reads one answer; `to_head` when it answers a `HEAD` (no body follows).
+    pub async fn read_response(&mut self, to_head: bool) -> RawResponse {
+        let head_end = loop {
+            if let Some(at) = self.pending.windows(4).position(|w| w == b"\r\n\r\n") {
+                break at;
+            }
+            assert!(
+                self.read_more().await > 0,
+                "the server closed before answering"
+            );
+        };
+        let head = String::from_utf8(self.pending[..head_end].to_vec()).expect("an ASCII head");
+        self.pending.drain(..head_end + 4);
+        let mut lines = head.split("\r\n");
+        let status_line = lines.next().expect("a status line");
+        let status = status_line
+            .split(' ')
+            .nth(1)
+            .and_then(|code| code.parse().ok())
+            .unwrap_or_else(|| panic!("a status in {status_line:?}"));
+        let headers: Vec<(String, String)> = lines
+            .filter_map(|line| line.split_once(':'))
+            .map(|(name, value)| (name.trim().to_ascii_lowercase(), value.trim().to_string()))
+            .collect();
+        let length = headers
+            .iter()
+            .find(|(name, _)| name == "content-length")
+            .map(|(_, value)| value.parse::<usize>().expect("a numeric Content-Length"));
+        let body_length = match (to_head || status == 204 || status == 304, length) {
+            (true, _) => 0,
+            (false, Some(length)) => length,
+            (false, None) => {
+                // No length: the body ends when the server closes.
+                while self.read_more().await > 0 {}
+                self.pending.len()
+            }
+        };
+        while self.pending.len() < body_length {
+            assert!(self.read_more().await > 0, "the server closed mid-body");
+        }
+        let body = self.pending.drain(..body_length).collect();
+        RawResponse {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    /// Whether the server closes the connection within `timeout` (a read
+    /// sees its end, or a reset).
+    pub async fn closed_within(&mut self, timeout: Duration) -> bool {
+        use tokio::io::AsyncReadExt;
+        let mut buffer = [0u8; 1024];
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            match tokio::time::timeout_at(deadline, self.stream.read(&mut buffer)).await {
+                Err(_) => return false,
+                Ok(Ok(0) | Err(_)) => return true,
+                Ok(Ok(_)) => continue,
+            }
+        }
+    }
+
+    async fn read_more(&mut self) -> usize {
+        use tokio::io::AsyncReadExt;
+        let mut buffer = [0u8; 8192];
+        let read = tokio::time::timeout(RAW_READ_TIMEOUT, self.stream.read(&mut buffer))
+            .await
+            .expect("the server answers within 10 s")
+            .unwrap_or(0);
+        self.pending.extend_from_slice(&buffer[..read]);
+        read
+    }
+}
+
+/// Sends `request` on a new connection and reads the answer.
+pub async fn raw_exchange(port: u16, request: impl AsRef<[u8]>) -> RawResponse {
+    let request = request.as_ref();
+    let mut connection = RawConnection::open(port).await;
+    connection.send(request).await.expect("the request is sent");
+    connection
+        .read_response(request.starts_with(b"HEAD "))
+        .await
+}
+
+impl RawResponse {
+    /// The first value of header `name` (lowercase).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(header, _)| header == name)
+            .map(|(_, value)| value.as_str())
+    }
+
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|error| {
+            panic!(
+                "a JSON body ({error}): {:?}",
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+
+    /// Asserts the error contract (status, `X-Request-Id`, the JSON error
+    /// shape) and returns the error code.
+    pub fn error_code(&self, status: u16) -> String {
+        assert_eq!(self.status, status, "{self:?}");
+        assert!(
+            self.header("x-request-id").is_some(),
+            "X-Request-Id: {self:?}"
+        );
+        let body = self.json();
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty()),
+            "error.message missing in {body}"
+        );
+        body["error"]["code"]
+            .as_str()
+            .unwrap_or_else(|| panic!("error.code missing in {body}"))
+            .to_string()
+    }
+}
+
 /// Polls `condition` until it holds or `timeout` passes.
 pub async fn eventually<F, Fut>(timeout: Duration, mut condition: F) -> bool
 where

@@ -1,5 +1,6 @@
-//! Bounded waits: a full executor queue, a slow statement and a slow client
-//! each get a fast, clear answer instead of a hang.
+//! Bounded waits: a full executor queue, a slow statement, a slow client
+//! (its head or its body) and a key holding many requests open each get a
+//! fast, clear answer instead of a hang.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -8,7 +9,9 @@ use std::time::{Duration, Instant};
 use diesel::RunQueryDsl;
 use serde_json::json;
 
-use crate::helpers::{TestApp, error_code, eventually, spawn_app_with};
+use crate::helpers::{
+    RawConnection, TestApp, error_code, eventually, sample, spawn_app, spawn_app_with,
+};
 
 #[derive(diesel::QueryableByName)]
 struct Waiting {
@@ -160,4 +163,159 @@ async fn a_client_that_never_finishes_its_request_head_gets_408() {
     .unwrap();
 
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer:?}");
+}
+
+/// The head of an authenticated `POST /api/todos` announcing `length` bytes of JSON.
+fn post_head(token: &str, length: usize) -> String {
+    format!(
+        "POST /api/todos HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {token}\r\n\
+         Content-Type: application/json\r\nContent-Length: {length}\r\n\r\n"
+    )
+}
+
+#[actix_web::test]
+async fn a_body_that_stops_arriving_gets_408_and_its_connection_is_closed() {
+    let app = spawn_app_with(|settings| settings.server.request_body_timeout_ms = 300).await;
+    let token = app.create_key("alice");
+    let mut connection = RawConnection::open(app.api_port).await;
+
+    let started = Instant::now();
+    connection
+        .send(format!("{}{{\"title\":\"slow", post_head(&token, 1000)))
+        .await
+        .unwrap();
+    let response = connection.read_response(false).await;
+
+    assert_eq!(response.error_code(408), "request_timeout");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(response.header("connection"), Some("close"));
+    assert!(connection.closed_within(Duration::from_secs(2)).await);
+    let list: serde_json::Value = app.list_todos(&token, "").await.json().await.unwrap();
+    assert_eq!(list["items"], json!([]), "nothing was created");
+}
+
+#[actix_web::test]
+async fn a_body_sent_a_byte_at_a_time_is_cut_off_at_the_deadline() {
+    let app = spawn_app_with(|settings| settings.server.request_body_timeout_ms = 500).await;
+    let token = app.create_key("alice");
+    let mut connection = RawConnection::open(app.api_port).await;
+    connection.send(post_head(&token, 1000)).await.unwrap();
+
+    let started = Instant::now();
+    let response = loop {
+        // Each byte arrives well within any per-read timeout; only a
+        // deadline on the whole body ends this.
+        match tokio::time::timeout(Duration::from_millis(100), connection.read_response(false))
+            .await
+        {
+            Ok(response) => break response,
+            Err(_) => {
+                assert!(started.elapsed() < Duration::from_secs(5), "no answer");
+                let _ = connection.send(" ").await;
+            }
+        }
+    };
+
+    assert_eq!(response.error_code(408), "request_timeout");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[actix_web::test]
+async fn a_chunked_body_that_stops_arriving_gets_408_and_its_connection_is_closed() {
+    let app = spawn_app_with(|settings| settings.server.request_body_timeout_ms = 300).await;
+    let token = app.create_key("alice");
+    let mut connection = RawConnection::open(app.api_port).await;
+
+    connection
+        .send(format!(
+            "POST /api/todos HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {token}\r\n\
+             Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n{{\"tit\r\n"
+        ))
+        .await
+        .unwrap();
+    let response = connection.read_response(false).await;
+
+    assert_eq!(response.error_code(408), "request_timeout");
+    assert!(connection.closed_within(Duration::from_secs(2)).await);
+}
+
+#[actix_web::test]
+async fn a_key_with_too_many_requests_in_flight_gets_429_and_other_keys_do_not() {
+    let app = spawn_app_with(|settings| {
+        settings.auth.max_in_flight_per_key = 2;
+        settings.server.request_body_timeout_ms = 1500;
+    })
+    .await;
+    let leaked = app.create_key("alice");
+    let other = app.create_key("bob");
+    // Two requests of the leaked key hold their connections with bodies
+    // that never finish.
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut connection = RawConnection::open(app.api_port).await;
+        connection.send(post_head(&leaked, 100)).await.unwrap();
+        held.push(connection);
+    }
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            let metrics = app.admin_get("/metrics").await.text().await.unwrap();
+            sample(&metrics, "todo_http_requests_in_flight") == Some(2.0)
+        })
+        .await,
+        "both slow requests are in flight"
+    );
+
+    let refused = app.list_todos(&leaked, "").await;
+    let other_key = app.list_todos(&other, "").await;
+
+    assert_eq!(refused.headers()["retry-after"], "1");
+    assert_eq!(error_code(refused, 429).await, "too_many_in_flight");
+    assert_eq!(other_key.status(), 200, "limits are per key");
+    for mut connection in held {
+        assert_eq!(
+            connection.read_response(false).await.error_code(408),
+            "request_timeout"
+        );
+    }
+    assert_eq!(
+        app.list_todos(&leaked, "").await.status(),
+        200,
+        "the key works again once its requests are answered"
+    );
+    let metrics = app.admin_get("/metrics").await.text().await.unwrap();
+    assert_eq!(sample(&metrics, "todo_in_flight_limited_total"), Some(1.0));
+}
+
+#[actix_web::test]
+async fn a_body_without_a_valid_key_is_refused_at_once_and_its_connection_closed() {
+    let app = spawn_app().await;
+    let framings = [
+        "Content-Length: 1000\r\n\r\n{\"title\":\"slow".to_string(),
+        "Transfer-Encoding: chunked\r\n\r\n5\r\n{\"tit\r\n".to_string(),
+    ];
+
+    for framing in framings {
+        let mut connection = RawConnection::open(app.api_port).await;
+        connection
+            .send(format!(
+                "POST /api/todos HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n{framing}"
+            ))
+            .await
+            .unwrap();
+        let response = connection.read_response(false).await;
+
+        assert_eq!(response.error_code(401), "unauthorized", "{framing:?}");
+        assert!(
+            connection.closed_within(Duration::from_secs(3)).await,
+            "the connection is not held open by an unread body: {framing:?}"
+        );
+    }
 }

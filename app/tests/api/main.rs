@@ -9,6 +9,7 @@ mod health;
 mod helpers;
 mod limits;
 mod lookups;
+mod methods;
 mod migrations;
 mod observability;
 mod openapi;

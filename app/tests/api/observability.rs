@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 
 use crate::helpers::{
     ServerProcess, admin_database_url, drop_database, eventually, free_port, http_client,
-    prepared_database, sample, spawn_app,
+    prepared_database, raw_exchange, sample, spawn_app,
 };
 
 #[actix_web::test]
@@ -211,6 +211,113 @@ fn log_lines_are_bunyan_json_with_the_request_id_and_without_secrets() {
     ] {
         assert!(!output.contains(secret), "`{secret}` leaked into the logs");
     }
+    drop_database(&admin_database_url(), &name);
+}
+
+/// Requests actix-http's parser refuses, and what it answers (it answers
+/// them itself, before any middleware: no JSON body, no `X-Request-Id`;
+/// `docs/architecture.md` lists them).
+fn requests_the_parser_refuses() -> Vec<(&'static str, String, u16)> {
+    let many_headers: String = (0..100).map(|n| format!("X-Header-{n}: v\r\n")).collect();
+    vec![
+        (
+            "over 96 headers",
+            format!("GET /api/todos HTTP/1.1\r\nHost: x\r\n{many_headers}\r\n"),
+            431,
+        ),
+        (
+            "a 64 KiB request line",
+            format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(64 * 1024)),
+            400,
+        ),
+        ("no Host", "GET /api/todos HTTP/1.1\r\n\r\n".into(), 400),
+        (
+            "two Hosts",
+            "GET /api/todos HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n".into(),
+            400,
+        ),
+        (
+            "Content-Length with Transfer-Encoding",
+            "POST /api/todos HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\
+             Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+                .into(),
+            400,
+        ),
+        (
+            "a folded header",
+            "GET /api/todos HTTP/1.1\r\nHost: x\r\nX-A: a\r\n  b\r\n\r\n".into(),
+            400,
+        ),
+        (
+            "HTTP/1.2",
+            "GET /api/todos HTTP/1.2\r\nHost: x\r\n\r\n".into(),
+            400,
+        ),
+    ]
+}
+
+#[test]
+fn requests_the_parser_refuses_are_counted_and_summarised_instead_of_logged_as_errors() {
+    let (name, url, _token) = prepared_database("alice");
+    let server = ServerProcess::start(&url, &[]);
+    let port: u16 = server.address.rsplit(':').next().unwrap().parse().unwrap();
+    let refused = requests_the_parser_refuses();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+
+    let metrics = runtime.block_on(async {
+        for (what, request, status) in &refused {
+            let response = raw_exchange(port, request).await;
+            assert_eq!(response.status, *status, "{what}: {response:?}");
+        }
+        let client = http_client();
+        client
+            .get(format!("{}/metrics", server.admin_address))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    });
+    let (code, lines) = server.terminate();
+
+    assert_eq!(code, Some(0));
+    let counted: f64 = metrics
+        .lines()
+        .filter(|line| line.starts_with("todo_http_connection_errors_total{"))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert_eq!(counted, refused.len() as f64, "{metrics}");
+    assert_eq!(
+        sample(
+            &metrics,
+            r#"todo_http_connection_errors_total{reason="too_large"}"#
+        ),
+        Some(1.0)
+    );
+    let entries: Vec<Value> = lines
+        .iter()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    let errors: Vec<&Value> = entries
+        .iter()
+        .filter(|entry| entry["level"].as_u64() >= Some(50))
+        .collect();
+    assert!(errors.is_empty(), "ERROR lines: {errors:?}");
+    let summaries: Vec<&Value> = entries
+        .iter()
+        .filter(|entry| {
+            entry["msg"]
+                .as_str()
+                .is_some_and(|msg| msg.starts_with("HTTP connections ended in an error"))
+        })
+        .collect();
+    assert!(
+        (1..=2).contains(&summaries.len()),
+        "one summary at once, the rest within 10 s: {summaries:?}"
+    );
+    assert_eq!(summaries[0]["level"], 40, "WARN");
+    assert!(summaries[0]["count"].as_u64() >= Some(1));
     drop_database(&admin_database_url(), &name);
 }
 

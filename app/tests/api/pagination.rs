@@ -93,3 +93,53 @@ async fn a_cursor_from_another_owner_reveals_nothing() {
 
     assert_eq!(bobs["items"], serde_json::json!([]));
 }
+
+#[actix_web::test]
+async fn every_cursor_the_document_allows_is_accepted() {
+    let app = spawn_app().await;
+    let token = app.create_key("alice");
+    app.create_todo(&token, "listed").await;
+    let document: Value = app
+        .client
+        .get(app.url("/api/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let parameters = document["paths"]["/api/todos"]["get"]["parameters"]
+        .as_array()
+        .unwrap();
+    let cursor = parameters
+        .iter()
+        .find(|parameter| parameter["name"] == "cursor")
+        .expect("the cursor is documented");
+    assert_eq!(cursor["schema"]["pattern"], "^[0-9a-f]{48}$");
+    assert_eq!(cursor["schema"]["minLength"], 48);
+    assert_eq!(cursor["schema"]["maxLength"], 48);
+
+    // The earliest and latest positions, and what a fuzzer tries first.
+    for cursor in [
+        "0".repeat(48),
+        "f".repeat(48),
+        format!("7{}", "f".repeat(47)),
+        format!("{}{}", "0".repeat(16), "f".repeat(32)),
+    ] {
+        let response = app
+            .list_todos(&token, &format!("?completed=true&cursor={cursor}"))
+            .await;
+        assert_eq!(response.status(), 200, "cursor {cursor}");
+    }
+    let before_everything: Value = app
+        .list_todos(&token, &format!("?cursor={}", "f".repeat(48)))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        before_everything["items"].as_array().unwrap().len(),
+        0,
+        "ffff… is -1 µs: only todos older than 1970 would follow it"
+    );
+}

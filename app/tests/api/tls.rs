@@ -1,12 +1,22 @@
-//! HTTPS on the API port when `tls.cert_path` and `tls.key_path` are set.
+//! HTTPS on the API port when `tls.cert_path` and `tls.key_path` are set,
+//! and a renewed certificate picked up without a restart.
 
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
 
-use crate::helpers::{admin_database_url, install_crypto_provider, spawn_app_with, test_settings};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, ServerName};
+
+use crate::helpers::{
+    RawConnection, admin_database_url, eventually, install_crypto_provider, sample, spawn_app_with,
+    test_settings,
+};
 
 struct TestCertificate {
     dir: PathBuf,
     cert_pem: String,
+    key_pem: String,
 }
 
 impl TestCertificate {
@@ -16,11 +26,81 @@ impl TestCertificate {
                 .unwrap();
         let dir = std::env::temp_dir().join(format!("todo-tls-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&dir).unwrap();
-        let cert_pem = certified.cert.pem();
-        std::fs::write(dir.join("cert.pem"), &cert_pem).unwrap();
-        std::fs::write(dir.join("key.pem"), certified.signing_key.serialize_pem()).unwrap();
-        TestCertificate { dir, cert_pem }
+        let certificate = TestCertificate {
+            dir,
+            cert_pem: certified.cert.pem(),
+            key_pem: certified.signing_key.serialize_pem(),
+        };
+        certificate.install(&certificate.cert_pem, &certificate.key_pem);
+        certificate
     }
+
+    fn cert_path(&self) -> PathBuf {
+        self.dir.join("cert.pem")
+    }
+
+    fn key_path(&self) -> PathBuf {
+        self.dir.join("key.pem")
+    }
+
+    /// Replaces both files, each by a rename (as a Secret volume changes).
+    fn install(&self, cert_pem: &str, key_pem: &str) {
+        for (path, pem) in [(self.key_path(), key_pem), (self.cert_path(), cert_pem)] {
+            let staged = path.with_extension("new");
+            std::fs::write(&staged, pem).unwrap();
+            std::fs::rename(&staged, &path).unwrap();
+        }
+    }
+
+    fn der(&self) -> CertificateDer<'static> {
+        CertificateDer::from_pem_slice(self.cert_pem.as_bytes()).unwrap()
+    }
+}
+
+/// A TLS client trusting every certificate in `trusted`.
+fn tls_connector(trusted: &[&TestCertificate]) -> tokio_rustls::TlsConnector {
+    let mut roots = rustls::RootCertStore::empty();
+    for certificate in trusted {
+        roots.add(certificate.der()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+}
+
+type TlsConnection = RawConnection<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>;
+
+/// A new TLS connection to the API port.
+async fn connect_tls(connector: &tokio_rustls::TlsConnector, port: u16) -> TlsConnection {
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let stream = connector
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .expect("the TLS handshake succeeds");
+    RawConnection::over(stream)
+}
+
+/// The certificate the server presented on `connection`.
+fn presented(connection: &TlsConnection) -> CertificateDer<'static> {
+    connection.stream().get_ref().1.peer_certificates().unwrap()[0].clone()
+}
+
+/// Sends `GET /api/todos` on `connection` (keeping it open) and returns the status.
+async fn list_status(connection: &mut TlsConnection, token: &str) -> u16 {
+    connection
+        .send(format!(
+            "GET /api/todos HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {token}\r\n\r\n"
+        ))
+        .await
+        .unwrap();
+    connection.read_response(false).await.status
 }
 
 impl Drop for TestCertificate {
@@ -32,8 +112,8 @@ impl Drop for TestCertificate {
 #[actix_web::test]
 async fn with_a_certificate_the_api_serves_https_only() {
     let certificate = TestCertificate::generate();
-    let cert_path = certificate.dir.join("cert.pem");
-    let key_path = certificate.dir.join("key.pem");
+    let cert_path = certificate.cert_path();
+    let key_path = certificate.key_path();
     let app = spawn_app_with(|settings| {
         settings.tls.cert_path = Some(cert_path);
         settings.tls.key_path = Some(key_path);
@@ -85,4 +165,81 @@ async fn an_unreadable_certificate_stops_start_up_with_the_key_named() {
     };
 
     assert!(error.contains("tls.cert_path"), "{error}");
+}
+
+#[actix_web::test]
+async fn a_renewed_certificate_is_served_without_dropping_open_connections() {
+    let first = TestCertificate::generate();
+    let renewed = TestCertificate::generate();
+    let (cert_path, key_path) = (first.cert_path(), first.key_path());
+    let app = spawn_app_with(|settings| {
+        settings.tls.cert_path = Some(cert_path);
+        settings.tls.key_path = Some(key_path);
+        settings.tls.reload_interval_seconds = 1;
+    })
+    .await;
+    let token = app.create_key("alice");
+    let connector = tls_connector(&[&first, &renewed]);
+    let mut open = connect_tls(&connector, app.api_port).await;
+    assert_eq!(list_status(&mut open, &token).await, 200);
+    assert_eq!(presented(&open), first.der());
+
+    first.install(&renewed.cert_pem, &renewed.key_pem);
+
+    let served = eventually(Duration::from_secs(10), || async {
+        presented(&connect_tls(&connector, app.api_port).await) == renewed.der()
+    })
+    .await;
+    assert!(served, "new connections get the renewed certificate");
+    assert_eq!(
+        list_status(&mut open, &token).await,
+        200,
+        "the connection opened before the renewal still serves"
+    );
+    let metrics = app.admin_get("/metrics").await.text().await.unwrap();
+    assert_eq!(
+        sample(
+            &metrics,
+            r#"todo_tls_certificate_reloads_total{result="success"}"#
+        ),
+        Some(1.0)
+    );
+}
+
+#[actix_web::test]
+async fn a_broken_renewal_keeps_the_current_certificate_until_a_good_one_arrives() {
+    let first = TestCertificate::generate();
+    let renewed = TestCertificate::generate();
+    let (cert_path, key_path) = (first.cert_path(), first.key_path());
+    let app = spawn_app_with(|settings| {
+        settings.tls.cert_path = Some(cert_path);
+        settings.tls.key_path = Some(key_path);
+        settings.tls.reload_interval_seconds = 1;
+    })
+    .await;
+    let connector = tls_connector(&[&first, &renewed]);
+
+    // The renewed certificate with the old key: not a usable pair.
+    first.install(&renewed.cert_pem, &first.key_pem);
+    let refused = eventually(Duration::from_secs(10), || async {
+        let metrics = app.admin_get("/metrics").await.text().await.unwrap();
+        sample(
+            &metrics,
+            r#"todo_tls_certificate_reloads_total{result="failure"}"#,
+        ) == Some(1.0)
+    })
+    .await;
+    assert!(refused, "the mismatched pair is refused and counted once");
+    assert_eq!(
+        presented(&connect_tls(&connector, app.api_port).await),
+        first.der(),
+        "the previous certificate is still served"
+    );
+
+    first.install(&renewed.cert_pem, &renewed.key_pem);
+    let served = eventually(Duration::from_secs(10), || async {
+        presented(&connect_tls(&connector, app.api_port).await) == renewed.der()
+    })
+    .await;
+    assert!(served, "the completed renewal is served");
 }
