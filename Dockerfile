@@ -13,14 +13,15 @@
 # Build arguments:
 #   VERSION, REVISION, SOURCE   the OCI labels (the release workflow sets them
 #                               from the tag and the commit)
-#   BINARIES=prebuilt           take todo-app and todo-sidecar from the root of
-#                               the build context instead of compiling them
-#                               (tests/images feeds binaries built on the host)
 #   RUST_IMAGE, DEBIAN_IMAGE    the base images (mirrors, pinned digests)
+#
+# Binaries built elsewhere (for Debian bookworm) instead of the build stage:
+# a build context named `binaries` replaces the stage of that name, e.g.
+#   --build-context binaries=target/release
+# (a folder holding todo-app and todo-sidecar; tests/images does this).
 
 ARG RUST_IMAGE=docker.io/library/rust:1.95-slim-bookworm
 ARG DEBIAN_IMAGE=docker.io/library/debian:bookworm-slim
-ARG BINARIES=build
 
 # --- build: the release binaries, dependencies in their own cached layer ---
 FROM ${RUST_IMAGE} AS build
@@ -51,17 +52,11 @@ ARG REVISION=unknown
 # crates' build: touch them, or cargo would keep the empty binaries.
 RUN find app/src sidecar/src -name '*.rs' -exec touch {} + \
     && TODO_GIT_REVISION="${REVISION}" cargo build --release --locked -p todo-app -p todo-sidecar \
-    && mkdir /out \
-    && cp target/release/todo-app target/release/todo-sidecar /out/ \
-    && /out/todo-app --version && /out/todo-sidecar --version
+    && target/release/todo-app --version && target/release/todo-sidecar --version
 
-# --- prebuilt: binaries built elsewhere, from the root of the build context ---
-FROM scratch AS prebuilt
-COPY todo-app todo-sidecar /out/
-
-# --- binaries: whichever of the two BINARIES names ---
-# hadolint ignore=DL3006
-FROM ${BINARIES} AS binaries
+# --- binaries: the two programs at the root (replaceable, see the top) ---
+FROM scratch AS binaries
+COPY --from=build /src/target/release/todo-app /src/target/release/todo-sidecar /
 
 # --- todo-app: the API ---
 FROM ${DEBIAN_IMAGE} AS todo-app
@@ -75,7 +70,7 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/* \
     && groupadd --gid 1000 todo \
     && useradd --uid 1000 --gid 1000 --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin todo
-COPY --from=binaries /out/todo-app /usr/local/bin/todo-app
+COPY --from=binaries /todo-app /usr/local/bin/todo-app
 ARG VERSION=dev
 ARG REVISION=unknown
 ARG SOURCE=https://github.com/todo-backend/todo-backend
@@ -109,7 +104,7 @@ RUN apt-get update \
 # The real pg_dump and pg_restore first on PATH, not Debian's Perl wrappers
 # in /usr/bin that pick a version from the clusters on the machine.
 ENV PATH=/usr/lib/postgresql/15/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
-COPY --from=binaries /out/todo-sidecar /usr/local/bin/todo-sidecar
+COPY --from=binaries /todo-sidecar /usr/local/bin/todo-sidecar
 ARG VERSION=dev
 ARG REVISION=unknown
 ARG SOURCE=https://github.com/todo-backend/todo-backend

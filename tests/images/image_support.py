@@ -48,8 +48,7 @@ def image_ids() -> set[str]:
 
 
 def container_ids() -> set[str]:
-    """Every working container (buildah 1.28 leaves one behind for a stage
-    that is only a FROM, such as the Dockerfile's `binaries`)."""
+    """Every working container (a failed build can leave some behind)."""
     return set(buildah("containers", "--all", "--quiet", "--notruncate").stdout.split())
 
 
@@ -121,14 +120,18 @@ def debian_base_image():
         buildah("rmi", DEBIAN_IMAGE, check=False)
 
 
-def build_image(dockerfile: pathlib.Path, context: pathlib.Path, target: str, tag: str,
+def build_image(repo_root: pathlib.Path, binaries: pathlib.Path, target: str, tag: str,
                 build_args: dict[str, str]) -> None:
-    """`buildah bud` of one Dockerfile target, nothing pulled."""
+    """`buildah bud` of one target of the repository's Dockerfile, with the
+    repository as the build context, nothing pulled, and the build context
+    `binaries` (a folder holding todo-app and todo-sidecar) in place of the
+    Rust build stage."""
     args = ["bud", "--isolation", "chroot", "--pull=never", "--layers=false",
-            "--target", target, "--file", str(dockerfile), "--tag", tag]
+            "--build-context", f"binaries={binaries}",
+            "--target", target, "--file", str(repo_root / "Dockerfile"), "--tag", tag]
     for key, value in build_args.items():
         args += ["--build-arg", f"{key}={value}"]
-    buildah(*args, str(context), timeout=900)
+    buildah(*args, str(repo_root), timeout=900)
 
 
 def image_inspection(name: str) -> dict:

@@ -5,7 +5,7 @@ PostgreSQL, and the sidecar takes a backup with the image's own pg_dump that
 
 Nothing can be pulled here, so the bookworm base image is made locally with
 mmdebstrap (cached in /var/cache/todo-backend/images) and the build stage is
-replaced by the binaries built on the host (`BINARIES=prebuilt`). The builds
+replaced by the binaries built on the host (`--build-context binaries=DIR`). The builds
 install Debian packages, so these tests need the Debian mirror and root; they
 run when TODO_IMAGE_TESTS=1 (.ci/run sets it)."""
 
@@ -46,16 +46,16 @@ def images(repo_root, binaries):
     if missing:
         pytest.fail(missing)
     images_before, containers_before = support.image_ids(), support.container_ids()
-    with support.debian_base_image(), tempfile.TemporaryDirectory() as context:
-        # The context of a prebuilt build holds just the two binaries.
+    with support.debian_base_image(), tempfile.TemporaryDirectory() as prebuilt:
+        # Just the two binaries (the debug folder holds gigabytes of others).
         for name in ("todo-app", "todo-sidecar"):
-            shutil.copy2(binaries / name, pathlib.Path(context) / name)
+            shutil.copy2(binaries / name, pathlib.Path(prebuilt) / name)
         built = []
         try:
             for target, tag in (("todo-app", APP_IMAGE), ("todo-sidecar", SIDECAR_IMAGE)):
                 support.build_image(
-                    repo_root / "Dockerfile", pathlib.Path(context), target, tag,
-                    {"BINARIES": "prebuilt", "VERSION": VERSION, "REVISION": REVISION,
+                    repo_root, pathlib.Path(prebuilt), target, tag,
+                    {"VERSION": VERSION, "REVISION": REVISION,
                      "SOURCE": "https://github.com/todo-backend/todo-backend"},
                 )
                 built.append(tag)
