@@ -6,7 +6,8 @@
 #   - actix-proto: the bare calibration (actix-web + 16 SyncArbiter
 #     executors + diesel, nothing else),
 #   - and, with BENCH_BASELINE=path, another build of todo-app (the
-#     "before" of a change).
+#     "before" of a change), and with BENCH_EXTRA="name=path ..." more
+#     (candidates of a design).
 # Each round runs wrk (2 threads, 32 connections, BENCH_DURATION, default 8 s)
 # on GET /api/todos/{id} (random ids of 10,000 seeded todos) and POST
 # /api/todos against every server in turn; BENCH_RUNS rounds (default 3).
@@ -26,6 +27,9 @@
 # Uses the PostgreSQL at $BENCH_DATABASE_URL (a server URL; default the local
 # one) and drops its scratch databases at the end. BENCH_BINARY=path
 # measures another build of todo-app instead of building this one.
+# BENCH_DB_OPTIONS (e.g. "?sslmode=disable") is appended to todo-app's
+# database URL: libpq's default sslmode=prefer uses TLS when the server
+# offers it, which node-postgres (the Express anchor) does not.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$REPO_ROOT"
@@ -103,7 +107,7 @@ start_todo_app() {
     psql "${server_url%/*}/$db" -Atqc "SELECT id FROM todos" > "${ids[$name]}"
     log "starting $name (logs in $work/$name.log)"
     # Traces on, to a collector that is down: exporting must not cost throughput.
-    DATABASE_URL="${server_url%/*}/$db" APP_CONFIG_DIR="$REPO_ROOT/configuration" \
+    DATABASE_URL="${server_url%/*}/$db${BENCH_DB_OPTIONS:-}" APP_CONFIG_DIR="$REPO_ROOT/configuration" \
         OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$(free_port)" \
         APP__SERVER__PORT=0 APP__ADMIN__PORT=0 "$binary" serve > "$work/$name.log" 2>&1 &
     pid[$name]=$!
@@ -204,6 +208,7 @@ log "load before the run: $(uptime)"
 [ "$anchors" = 1 ] && start_anchors
 [ -n "${BENCH_BASELINE:-}" ] && start_todo_app todo-app-before "$BENCH_BASELINE"
 start_todo_app todo-app "$binary"
+for extra in ${BENCH_EXTRA:-}; do start_todo_app "${extra%%=*}" "${extra#*=}"; done
 
 for name in "${names[@]}"; do
     write_scripts "$name"
@@ -278,7 +283,7 @@ plan_cache_phase() {
     ids[$name]="$work/$name.ids"
     psql "$url" -Atqc "SELECT id FROM todos" > "${ids[$name]}"
     write_scripts "$name"
-    local serve=(env DATABASE_URL="$url" APP_CONFIG_DIR="$REPO_ROOT/configuration"
+    local serve=(env DATABASE_URL="$url${BENCH_DB_OPTIONS:-}" APP_CONFIG_DIR="$REPO_ROOT/configuration"
         OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$(free_port)"
         APP__SERVER__PORT=0 APP__ADMIN__PORT=0 "$binary" serve)
     "${serve[@]}" > "$work/$name.log" 2>&1 &
