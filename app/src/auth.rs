@@ -414,6 +414,20 @@ mod tests {
     use super::*;
 
     #[test]
+    fn every_failure_reason_is_exposed_from_start_up() {
+        for failure in [
+            AuthFailure::Missing,
+            AuthFailure::Malformed,
+            AuthFailure::Invalid,
+        ] {
+            assert!(
+                crate::metrics::AUTH_FAILURE_REASONS.contains(&failure.label()),
+                "{failure:?}"
+            );
+        }
+    }
+
+    #[test]
     fn generated_tokens_parse_back_to_their_id_and_hash() {
         let new = generate_token();
         let parsed = parse_token(reveal(&new)).expect("a generated token parses");

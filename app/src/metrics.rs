@@ -18,6 +18,26 @@ const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
+/// `operation` label values of `todo_db_query_duration_seconds`: the
+/// `DbOperation::NAME` of every database operation.
+pub const DB_OPERATIONS: &[&str] = &[
+    "create_todo",
+    "get_todo",
+    "list_todos",
+    "update_todo",
+    "delete_todo",
+    "find_api_key",
+    "touch_api_key",
+];
+/// `kind` label values of `todo_db_errors_total` (`DbError::kind`; `not_found` is not an error there).
+pub const DB_ERROR_KINDS: &[&str] = &["unavailable", "overloaded", "timeout", "query"];
+/// `state` label values of `todo_db_pool_connections`.
+pub const POOL_STATES: &[&str] = &["idle", "active"];
+/// `reason` label values of `todo_auth_failures_total`.
+pub const AUTH_FAILURE_REASONS: &[&str] = &["missing", "malformed", "invalid"];
+/// `reason` label values of `todo_trace_spans_dropped_total`.
+pub const SPAN_DROP_REASONS: &[&str] = &["queue_full", "export_failed"];
+
 /// The app's metrics and the registry that exposes them.
 #[derive(Clone)]
 pub struct Metrics {
@@ -54,6 +74,11 @@ pub struct Metrics {
 impl Metrics {
     /// Creates and registers every metric. Panics only on a programming error
     /// (a duplicate or malformed name), which the unit test below catches.
+    ///
+    /// Every series whose label values are known in advance exists from the
+    /// start, at 0 (Prometheus' instrumentation guidance): a counter that
+    /// appears only at its first increment hides that increment from `rate()`
+    /// and `increase()`, and dashboards would show "No data" instead of 0.
     pub fn new() -> Metrics {
         let registry = Registry::new();
         let http_requests = IntCounterVec::new(
@@ -150,6 +175,18 @@ impl Metrics {
         build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION"), env!("TODO_GIT_REVISION")])
             .set(1);
+        for operation in DB_OPERATIONS {
+            db_query_duration.with_label_values(&[operation]);
+        }
+        for kind in DB_ERROR_KINDS {
+            db_errors.with_label_values(&[kind]);
+        }
+        for state in POOL_STATES {
+            db_pool_connections.with_label_values(&[state]);
+        }
+        for reason in AUTH_FAILURE_REASONS {
+            auth_failures.with_label_values(&[reason]);
+        }
 
         let telemetry = telemetry_counters();
         for collector in [
@@ -273,17 +310,23 @@ impl TelemetryCounters {
     }
 }
 
-static TELEMETRY_COUNTERS: LazyLock<TelemetryCounters> = LazyLock::new(|| TelemetryCounters {
-    spans_dropped: IntCounterVec::new(
+static TELEMETRY_COUNTERS: LazyLock<TelemetryCounters> = LazyLock::new(|| {
+    let spans_dropped = IntCounterVec::new(
         Opts::new(
             "todo_trace_spans_dropped_total",
             "Trace spans dropped instead of exported, by reason (queue_full, export_failed).",
         ),
         &["reason"],
     )
-    .expect("valid metric"),
-    log_writers: Mutex::new(Vec::new()),
-    unwritten_log_lines: AtomicU64::new(0),
+    .expect("valid metric");
+    for reason in SPAN_DROP_REASONS {
+        spans_dropped.with_label_values(&[reason]);
+    }
+    TelemetryCounters {
+        spans_dropped,
+        log_writers: Mutex::new(Vec::new()),
+        unwritten_log_lines: AtomicU64::new(0),
+    }
 });
 
 /// The process-wide telemetry counters.
@@ -354,5 +397,54 @@ mod tests {
         let text = metrics.render();
         assert!(text.contains("todo_db_errors_total{kind=\"unavailable\"} 1"));
         assert!(text.contains("todo_build_info{"));
+    }
+
+    #[test]
+    fn series_with_known_label_values_exist_at_zero_before_any_event() {
+        let text = Metrics::new().render();
+
+        let mut expected = Vec::new();
+        for operation in DB_OPERATIONS {
+            expected.push(format!(
+                "todo_db_query_duration_seconds_count{{operation=\"{operation}\"}} 0"
+            ));
+        }
+        for kind in DB_ERROR_KINDS {
+            expected.push(format!("todo_db_errors_total{{kind=\"{kind}\"}} 0"));
+        }
+        for state in POOL_STATES {
+            expected.push(format!("todo_db_pool_connections{{state=\"{state}\"}} 0"));
+        }
+        for reason in AUTH_FAILURE_REASONS {
+            expected.push(format!("todo_auth_failures_total{{reason=\"{reason}\"}} 0"));
+        }
+        expected.push("todo_rate_limited_total 0".to_string());
+        expected.push("todo_auth_unknown_key_lookups_refused_total 0".to_string());
+        expected.push("todo_http_requests_in_flight 0".to_string());
+        expected.push("todo_db_executor_queue_depth 0".to_string());
+        for line in expected {
+            assert!(text.lines().any(|l| l == line), "{line} missing in {text}");
+        }
+        for reason in SPAN_DROP_REASONS {
+            // Process-wide: other tests in this process may have counted spans.
+            let series = format!("todo_trace_spans_dropped_total{{reason=\"{reason}\"}} ");
+            assert!(text.contains(&series), "{series} missing in {text}");
+        }
+    }
+
+    #[test]
+    fn every_counted_database_error_kind_is_exposed_from_start_up() {
+        use crate::db::DbError;
+
+        let counted = [
+            DbError::Unavailable("gone".into()),
+            DbError::Overloaded("full"),
+            DbError::Timeout,
+            DbError::Query(diesel::result::Error::RollbackTransaction),
+        ];
+
+        for error in counted {
+            assert!(DB_ERROR_KINDS.contains(&error.kind()), "{}", error.kind());
+        }
     }
 }

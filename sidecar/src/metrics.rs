@@ -8,8 +8,8 @@ use prometheus::{Gauge, IntCounter, IntGauge, Registry};
 
 mod aggregate;
 mod logship;
-pub use aggregate::AggregateMetrics;
-pub use logship::LogshipMetrics;
+pub use aggregate::{AggregateMetrics, SCRAPE_FAILURE_REASONS};
+pub use logship::{CHECKPOINT_ERROR_REASONS, LogshipMetrics};
 
 /// The sidecar's registry and every metric in it.
 #[derive(Clone)]
@@ -146,5 +146,40 @@ mod tests {
             );
         }
         assert!(text.contains("todo_backup_failures_total 1"));
+    }
+
+    #[test]
+    fn counters_with_known_label_values_exist_at_zero_before_any_event() {
+        let metrics = Metrics::new();
+        metrics.logship.expose_sink("loki");
+
+        let text = metrics.render();
+
+        let mut expected = vec![
+            "todo_backup_failures_total 0".to_string(),
+            "todo_aggregation_series_dropped_total 0".to_string(),
+            "todo_remote_write_samples_sent_total 0".to_string(),
+            "todo_remote_write_samples_failed_total 0".to_string(),
+            "todo_remote_write_samples_dropped_total 0".to_string(),
+            "todo_logship_lines_read_total 0".to_string(),
+            "todo_logship_lines_shipped_total{sink=\"loki\"} 0".to_string(),
+            "todo_logship_dead_lettered_total{sink=\"loki\"} 0".to_string(),
+        ];
+        for reason in SCRAPE_FAILURE_REASONS {
+            expected.push(format!(
+                "todo_app_scrape_failures_total{{reason=\"{reason}\"}} 0"
+            ));
+        }
+        for reason in CHECKPOINT_ERROR_REASONS {
+            expected.push(format!(
+                "todo_logship_checkpoint_errors_total{{reason=\"{reason}\"}} 0"
+            ));
+        }
+        for line in expected {
+            assert!(text.lines().any(|l| l == line), "{line} missing in {text}");
+        }
+        // Readings stay absent until read: no claim that the app or the database is down.
+        assert!(!text.contains("\ntodo_app_up "), "{text}");
+        assert!(!text.contains("\ntodo_pg_up "), "{text}");
     }
 }

@@ -620,3 +620,27 @@ impl DbOperation for TouchApiKey {
         executor.with_connection(true, |conn| api_keys::touch(conn, self.id))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::DB_OPERATIONS;
+
+    #[test]
+    fn every_operation_is_exposed_from_start_up() {
+        let names = [
+            CreateTodo::NAME,
+            GetTodo::NAME,
+            ListTodos::NAME,
+            UpdateTodo::NAME,
+            DeleteTodo::NAME,
+            FindApiKey::NAME,
+            TouchApiKey::NAME,
+        ];
+
+        for name in names {
+            assert!(DB_OPERATIONS.contains(&name), "{name}");
+        }
+        assert_eq!(names.len(), DB_OPERATIONS.len());
+    }
+}

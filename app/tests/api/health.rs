@@ -40,6 +40,43 @@ async fn metrics_are_served_in_the_prometheus_text_format() {
 }
 
 #[actix_web::test]
+async fn a_fresh_server_exposes_its_known_series_at_zero() {
+    let app = spawn_app().await;
+
+    let body = app.admin_get("/metrics").await.text().await.unwrap();
+
+    for series in [
+        r#"todo_auth_failures_total{reason="missing"}"#,
+        r#"todo_auth_failures_total{reason="malformed"}"#,
+        r#"todo_auth_failures_total{reason="invalid"}"#,
+        r#"todo_db_errors_total{kind="unavailable"}"#,
+        r#"todo_db_errors_total{kind="overloaded"}"#,
+        r#"todo_db_errors_total{kind="timeout"}"#,
+        r#"todo_db_errors_total{kind="query"}"#,
+        r#"todo_db_query_duration_seconds_count{operation="delete_todo"}"#,
+        "todo_rate_limited_total",
+        "todo_auth_unknown_key_lookups_refused_total",
+    ] {
+        assert_eq!(
+            crate::helpers::sample(&body, series),
+            Some(0.0),
+            "{series} in {body}"
+        );
+    }
+    for series in [
+        r#"todo_trace_spans_dropped_total{reason="queue_full"}"#,
+        r#"todo_trace_spans_dropped_total{reason="export_failed"}"#,
+        "todo_log_lines_dropped_total",
+    ] {
+        // Process-wide counters: present, whatever other tests in this process did.
+        assert!(
+            crate::helpers::sample(&body, series).is_some(),
+            "{series} in {body}"
+        );
+    }
+}
+
+#[actix_web::test]
 async fn the_api_listener_does_not_serve_admin_endpoints() {
     let app = spawn_app().await;
 

@@ -223,3 +223,30 @@ mod tests {
         assert_eq!(text, "todo_up 1\n");
     }
 }
+
+#[cfg(test)]
+mod reason_tests {
+    use super::*;
+    use crate::metrics::SCRAPE_FAILURE_REASONS;
+
+    #[test]
+    fn every_failure_reason_is_exposed_from_start_up() {
+        let errors = [
+            ScrapeError::Timeout(Duration::from_secs(1)),
+            ScrapeError::Connect("refused".into()),
+            ScrapeError::Status(500),
+            ScrapeError::TooLarge(1),
+            ScrapeError::Body("reset".into()),
+            ScrapeError::Parse(super::super::parse::ParseError {
+                line: 1,
+                message: "garbage".into(),
+                near: "<html>".into(),
+            }),
+        ];
+
+        for error in &errors {
+            assert!(SCRAPE_FAILURE_REASONS.contains(&error.reason()), "{error}");
+        }
+        assert_eq!(errors.len(), SCRAPE_FAILURE_REASONS.len());
+    }
+}

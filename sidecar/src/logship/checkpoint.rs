@@ -133,6 +133,25 @@ impl Checkpoint {
 mod tests {
     use super::*;
     use crate::logship::source::Fingerprint;
+    use crate::metrics::CHECKPOINT_ERROR_REASONS;
+
+    #[test]
+    fn every_load_error_reason_is_exposed_from_start_up() {
+        for error in [
+            LoadError::Missing(PathBuf::from("/c.json")),
+            LoadError::Corrupt {
+                path: PathBuf::from("/c.json"),
+                reason: "not JSON".into(),
+            },
+        ] {
+            assert!(
+                CHECKPOINT_ERROR_REASONS.contains(&error.reason()),
+                "{error}"
+            );
+        }
+        // The pipeline counts a failed save as "write".
+        assert!(CHECKPOINT_ERROR_REASONS.contains(&"write"));
+    }
 
     #[test]
     fn a_saved_checkpoint_loads_back_and_leaves_no_temporary_file() {

@@ -92,6 +92,11 @@ impl Component for LogshipComponent {
     ) -> BoxFuture<'static, anyhow::Result<()>> {
         Box::pin(async move {
             let sinks = build_sinks(&self.settings).context("Failed to set up the log sinks")?;
+            // Each configured sink's counters exist at 0 from here on, so
+            // rate() sees its first shipped or dead-lettered lines.
+            for sink in &sinks {
+                self.metrics.expose_sink(sink.name());
+            }
             pipeline::run(
                 self.settings.clone(),
                 &sinks,

@@ -6,6 +6,11 @@
 use prometheus::core::Collector;
 use prometheus::{GaugeVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts};
 
+/// `reason` label values of `todo_app_scrape_failures_total`
+/// (`ScrapeError::reason`), exposed at 0 from start-up.
+pub const SCRAPE_FAILURE_REASONS: &[&str] =
+    &["timeout", "connect", "status", "too_large", "body", "parse"];
+
 /// Metrics of `crate::aggregate`.
 #[derive(Clone)]
 pub struct AggregateMetrics {
@@ -45,11 +50,13 @@ fn opts(name: &str, help: &str) -> Opts {
 
 impl AggregateMetrics {
     /// Creates the metrics (the caller registers [`AggregateMetrics::collectors`]).
+    /// The failure counters exist at 0 from the start for every reason, so
+    /// `rate()` sees the first failure; the readings stay absent until read.
     pub fn new() -> AggregateMetrics {
         let gauge_vec = |name: &str, help: &str, labels: &[&str]| {
             IntGaugeVec::new(opts(name, help), labels).expect("valid metric")
         };
-        AggregateMetrics {
+        let metrics = AggregateMetrics {
             app_up: gauge_vec(
                 "todo_app_up",
                 "1 when the last scrape of todo-app's /metrics succeeded and parsed, else 0.",
@@ -129,7 +136,13 @@ impl AggregateMetrics {
                 "Samples waiting to be sent to the remote_write receiver.",
             )
             .expect("valid metric"),
+        };
+        for reason in SCRAPE_FAILURE_REASONS {
+            metrics
+                .app_scrape_failures_total
+                .with_label_values(&[reason]);
         }
+        metrics
     }
 
     /// Every metric, for registration.

@@ -4,6 +4,10 @@
 use prometheus::core::Collector;
 use prometheus::{HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts};
 
+/// `reason` label values of `todo_logship_checkpoint_errors_total`, exposed
+/// at 0 from start-up.
+pub const CHECKPOINT_ERROR_REASONS: &[&str] = &["missing", "corrupt", "write"];
+
 /// Metrics of `crate::logship`.
 #[derive(Clone)]
 pub struct LogshipMetrics {
@@ -24,9 +28,10 @@ pub struct LogshipMetrics {
 }
 
 impl LogshipMetrics {
-    /// Creates the metrics (unregistered).
+    /// Creates the metrics (unregistered); the checkpoint error counters
+    /// exist at 0 from the start.
     pub fn new() -> LogshipMetrics {
-        LogshipMetrics {
+        let metrics = LogshipMetrics {
             lines_read_total: IntCounter::new(
                 "todo_logship_lines_read_total",
                 "Lines read from the log files.",
@@ -80,7 +85,20 @@ impl LogshipMetrics {
                 &["reason"],
             )
             .expect("valid metric"),
+        };
+        for reason in CHECKPOINT_ERROR_REASONS {
+            metrics.checkpoint_errors_total.with_label_values(&[reason]);
         }
+        metrics
+    }
+
+    /// Creates the per-sink series of a configured sink at 0 (lines shipped
+    /// and dead-lettered), so that a sink's first events are seen by `rate()`
+    /// and its panels show 0 rather than nothing. Sinks are known only once
+    /// the configuration is read, hence not in [`LogshipMetrics::new`].
+    pub fn expose_sink(&self, sink: &str) {
+        self.lines_shipped_total.with_label_values(&[sink]);
+        self.dead_lettered_total.with_label_values(&[sink]);
     }
 
     /// Every metric, for registration.
