@@ -1,0 +1,234 @@
+"""The alert and recording rules: the chart renders them into a rule file
+Prometheus accepts, every alert says what it must, promtool's unit tests
+pass with a firing and a silent case for every alert, and the chart's
+values (thresholds, time scale) reach the rules."""
+
+from __future__ import annotations
+
+import pathlib
+import re
+import shutil
+import subprocess
+
+import pytest
+import yaml
+
+from monitoring_support import require_binary
+from render_rules import render_rule_file, rule_groups
+
+HERE = pathlib.Path(__file__).resolve().parent
+UNIT_TESTS = sorted((HERE / "rules").glob("*.test.yaml"))
+RANGE = re.compile(r"\[(\d+[smhd])\]")
+DURATION_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def alerts(groups):
+    return [rule for group in groups for rule in group["rules"] if "alert" in rule]
+
+
+def seconds(duration: str) -> int:
+    return int(duration[:-1]) * DURATION_SECONDS[duration[-1]]
+
+
+def test_the_rendered_rules_pass_promtool_check_rules(rendered_rules):
+    promtool = require_binary("promtool")
+
+    result = subprocess.run([promtool, "check", "rules", str(rendered_rules)],
+                            capture_output=True, text=True)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_rule_file_is_the_charts_prometheusrule_spec(rendered_rules):
+    in_chart = rule_groups({})
+
+    loaded = yaml.safe_load(rendered_rules.read_text())["groups"]
+
+    assert loaded == in_chart
+
+
+@pytest.mark.parametrize("unit_test", UNIT_TESTS, ids=lambda path: path.name)
+def test_promtool_unit_tests_pass(unit_test, rendered_rules, tmp_path):
+    promtool = require_binary("promtool")
+    # promtool resolves rule_files next to the test file.
+    shutil.copy(rendered_rules, tmp_path / "rules.yaml")
+    shutil.copy(unit_test, tmp_path / unit_test.name)
+
+    result = subprocess.run([promtool, "test", "rules", unit_test.name],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=600)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_every_alert_has_a_unit_test_where_it_fires_and_one_where_it_stays_silent(rendered_rules):
+    names = {rule["alert"] for rule in alerts(yaml.safe_load(rendered_rules.read_text())["groups"])}
+    firing, silent = set(), set()
+    for unit_test in UNIT_TESTS:
+        for case in yaml.safe_load(unit_test.read_text())["tests"]:
+            for check in case.get("alert_rule_test", []):
+                (firing if check.get("exp_alerts") else silent).add(check["alertname"])
+
+    assert names - firing == set(), "alerts never tested firing"
+    assert names - silent == set(), "alerts never tested silent"
+    assert firing | silent <= names, "unit tests name alerts that do not exist"
+
+
+def test_every_alert_has_a_severity_a_for_and_its_annotations(rendered_rules):
+    for rule in alerts(yaml.safe_load(rendered_rules.read_text())["groups"]):
+        name = rule["alert"]
+        assert rule["labels"]["severity"] in {"critical", "warning"}, name
+        assert seconds(rule["for"]) >= 60, f"{name}: a for: under a minute flaps"
+        annotations = rule["annotations"]
+        assert annotations["summary"].strip(), name
+        assert "{{ $labels." in annotations["description"], f"{name}: description names no series"
+        assert "$value" in annotations["description"] or name in VALUELESS, f"{name}: description without the value"
+        assert annotations["runbook_url"].endswith("#" + name.lower()), name
+
+
+# Alerts whose value is only "1" (a state, not a measure): the description says the state instead.
+VALUELESS = {"TodoAppDown", "TodoSidecarDown", "TodoBackupNeverSucceeded"}
+
+
+def test_recording_rules_exist_for_every_burn_rate_window(rendered_rules):
+    records = {rule["record"] for group in yaml.safe_load(rendered_rules.read_text())["groups"]
+               for rule in group["rules"] if "record" in rule}
+
+    for window in ["5m", "30m", "1h", "2h", "6h", "1d", "3d"]:
+        for sli in ["todo:http_requests:rate", "todo:http_request_errors:rate",
+                    "todo:http_request_errors:ratio_rate", "todo:http_requests_fast:ratio_rate"]:
+            assert f"{sli}{window}" in records
+
+
+def test_the_time_scale_shrinks_every_for_and_range_window(tmp_path):
+    normal = rule_groups({})
+    scaled = rule_groups({"alerting": {"timeScale": 1 / 60}})
+    promtool = require_binary("promtool")
+
+    for plain_group, scaled_group in zip(normal, scaled, strict=True):
+        for plain, small in zip(plain_group["rules"], scaled_group["rules"], strict=True):
+            name = plain.get("alert") or plain["record"]
+            if "for" in plain:
+                assert seconds(small["for"]) == max(1, seconds(plain["for"]) // 60), name
+            plain_ranges = RANGE.findall(plain["expr"])
+            small_ranges = RANGE.findall(small["expr"])
+            for big, little in zip(plain_ranges, small_ranges, strict=True):
+                if big == "1d" and "max_over_time(todo_aggregation_series_dropped_total" in plain["expr"]:
+                    # Which targets are ours: an identity lookback, deliberately not scaled.
+                    assert little == big, name
+                else:
+                    assert seconds(little) == max(1, seconds(big) // 60), f"{name}: {big} -> {little}"
+    scaled_file = render_rule_file({"alerting": {"timeScale": 1 / 60}}, tmp_path / "scaled.yaml")
+    result = subprocess.run([promtool, "check", "rules", str(scaled_file)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_a_scaled_alert_fires_in_seconds(tmp_path):
+    promtool = require_binary("promtool")
+    render_rule_file({"alerting": {"timeScale": 1 / 60}}, tmp_path / "rules.yaml")
+    (tmp_path / "scaled.test.yaml").write_text(yaml.safe_dump({
+        "rule_files": ["rules.yaml"],
+        "evaluation_interval": "1s",
+        "tests": [{
+            "interval": "1s",
+            "input_series": [{"series": 'todo_app_up{namespace="prod", job="todo", pod="todo-1"}',
+                              "values": "1 0 0 0 0 0"}],
+            "alert_rule_test": [
+                {"eval_time": "2s", "alertname": "TodoAppDown", "exp_alerts": []},
+                {"eval_time": "3s", "alertname": "TodoAppDown", "exp_alerts": [{
+                    "exp_labels": {"severity": "critical", "cause": "app_not_scraped",
+                                   "namespace": "prod", "job": "todo", "pod": "todo-1"},
+                    "exp_annotations": {
+                        "summary": "todo-app in a pod is down or cannot be seen.",
+                        "description": "The sidecar of pod todo-1 (prod) cannot scrape todo-app's /metrics on "
+                                       ":9000: the app is down, restarting or stuck, and its metrics are missing. "
+                                       "Requests routed to this pod may fail.",
+                        "runbook_url": "https://github.com/todo-backend/todo-backend/blob/main/docs/runbooks.md#todoappdown",
+                    }}]},
+            ],
+        }],
+    }))
+
+    result = subprocess.run([promtool, "test", "rules", "scaled.test.yaml"], cwd=tmp_path,
+                            capture_output=True, text=True)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def expression(groups, alert: str) -> str:
+    return next(rule["expr"] for rule in alerts(groups) if rule["alert"] == alert)
+
+
+def test_thresholds_come_from_the_alerting_values():
+    groups = rule_groups({"alerting": {
+        "backup": {"rpo": "12h", "restoreDrillMaxAge": "15d"},
+        "highErrorRate": {"ratio": 0.1, "minRequestsPerSecond": 2},
+        "database": {"queueDepth": 7, "unavailableErrorsPerSecond": 0.5},
+        "logship": {"lagBytes": 1048576},
+        "slo": {"availability": {"target": 0.995}, "latency": {"target": 0.95, "thresholdSeconds": "0.5"}},
+    }})
+    recording = [rule["expr"] for group in groups for rule in group["rules"] if "record" in rule]
+
+    assert "> 43200" in expression(groups, "TodoBackupTooOld")
+    assert "offset 12h" in expression(groups, "TodoBackupNeverSucceeded")
+    assert "> 1296000" in expression(groups, "TodoRestoreDrillTooOld")
+    assert ") > 0.1\n" in expression(groups, "TodoHighErrorRate")
+    assert expression(groups, "TodoHighErrorRate").endswith("> 2")
+    assert "> 7," in expression(groups, "TodoDatabaseSaturated")
+    assert "> 0.5," in expression(groups, "TodoDatabaseUnavailable")
+    assert "> 1048576" in expression(groups, "TodoLogShippingLagging")
+    assert "(1 - 0.995)" in expression(groups, "TodoErrorBudgetBurn")
+    assert "(1 - 0.95)" in expression(groups, "TodoLatencyBudgetBurn")
+    assert any('le="0.5"' in expr for expr in recording)
+
+
+def test_503s_count_as_errors_only_when_asked():
+    def error_rate(values):
+        groups = rule_groups(values)
+        return next(rule["expr"] for group in groups for rule in group["rules"]
+                    if rule.get("record") == "todo:http_request_errors:rate5m")
+
+    assert 'status!="503"' in error_rate({})
+    assert 'status!="503"' not in error_rate({"alerting": {"slo": {"availability": {"countRetryable503": True}}}})
+
+
+def test_the_hpa_alert_names_the_releases_hpa():
+    groups = rule_groups({}, name="shop", namespace="team-a")
+
+    hpa = expression(groups, "TodoHPAMaxedOut")
+
+    assert 'namespace="team-a"' in hpa
+    assert 'horizontalpodautoscaler="shop-todo-backend"' in hpa
+
+
+def test_without_backups_the_chart_ships_no_backup_alerts():
+    groups = rule_groups({"backup": {"enabled": False}})
+
+    names = {rule["alert"] for rule in alerts(groups)}
+
+    assert not names & {"TodoBackupTooOld", "TodoBackupNeverSucceeded", "TodoBackupFailing", "TodoRestoreDrillTooOld"}
+    assert "TodoAppDown" in names
+
+
+def test_without_restore_drills_the_chart_ships_no_drill_alert():
+    names = {rule["alert"] for rule in alerts(rule_groups({"backup": {"restoreDrill": {"enabled": False}}}))}
+
+    assert "TodoRestoreDrillTooOld" not in names
+    assert "TodoBackupTooOld" in names
+
+
+@pytest.mark.parametrize("alerting, wrong", [
+    ({"backup": {"rpo": "26 hours"}}, "rpo"),
+    ({"backup": {"restoreDrillMaxAge": "1w"}}, "restoreDrillMaxAge"),
+    ({"timeScale": 0}, "timeScale"),
+    ({"slo": {"availability": {"target": 99.9}}}, "target"),
+    ({"slo": {"latency": {"thresholdSeconds": "0.3"}}}, "thresholdSeconds"),
+    ({"highErrorRate": {"ratio": 5}}, "ratio"),
+    ({"unknown": 1}, "unknown"),
+])
+def test_the_schema_refuses_alerting_values_the_rules_cannot_use(alerting, wrong):
+    import helm_python
+
+    with pytest.raises(helm_python.HelmError) as refused:
+        rule_groups({"alerting": alerting})
+
+    assert wrong in str(refused.value)
