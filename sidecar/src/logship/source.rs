@@ -232,6 +232,60 @@ impl Fingerprint {
     }
 }
 
+impl PathState {
+    /// The rest of the current file, and every file newer than it: those
+    /// on disk now, and those known from the last look (`next`) that are
+    /// not on disk any more. While a batch is retried nothing is read, so
+    /// rotations during a sink outage are seen only on disk; without them
+    /// the lag would show the tail of one file while the app fills others.
+    fn unread_bytes(&self, max_rotated_files: usize) -> u64 {
+        let current = self.current.as_ref().map_or(0, |file| {
+            file.len()
+                .unwrap_or(0)
+                .saturating_sub(file.read_offset)
+                .saturating_add(file.partial.len() as u64)
+        });
+        let on_disk = family_on_disk(&self.path, max_rotated_files);
+        let newer = match self.current.as_ref() {
+            Some(file) => match on_disk.iter().position(|(id, _)| *id == file.id) {
+                Some(at) => &on_disk[..at],
+                // Not among the path and its siblings any more (deleted
+                // while open): everything on disk came after it.
+                None => &on_disk[..],
+            },
+            None => &on_disk[..],
+        };
+        let gone: u64 = self
+            .next
+            .iter()
+            .filter(|file| newer.iter().all(|(id, _)| *id != file.id))
+            .map(|file| file.len().unwrap_or(0))
+            .sum();
+        current + newer.iter().map(|(_, len)| len).sum::<u64>() + gone
+    }
+}
+
+/// The (device, inode) and size of the path and its rotated siblings that
+/// exist, newest first (`app.log`, `app.log.1`, …), without opening them.
+fn family_on_disk(path: &Path, max_rotated_files: usize) -> Vec<((u64, u64), u64)> {
+    let mut files: Vec<((u64, u64), u64)> = Vec::new();
+    for index in 0..=max_rotated_files {
+        let candidate = if index == 0 {
+            path.to_path_buf()
+        } else {
+            rotated_path(path, index)
+        };
+        if let Ok(metadata) = std::fs::metadata(&candidate) {
+            let id = (metadata.dev(), metadata.ino());
+            // A rename during the scan can show a file twice.
+            if files.iter().all(|(seen, _)| *seen != id) {
+                files.push((id, metadata.len()));
+            }
+        }
+    }
+    files
+}
+
 /// `app.log.1` for `app.log` and 1.
 fn rotated_path(path: &Path, index: usize) -> PathBuf {
     let mut name = path.as_os_str().to_owned();
@@ -477,16 +531,7 @@ impl Tailer {
     pub fn unread_bytes(&self) -> u64 {
         self.paths
             .iter()
-            .map(|state| {
-                let current = state.current.as_ref().map_or(0, |file| {
-                    file.len()
-                        .unwrap_or(0)
-                        .saturating_sub(file.read_offset)
-                        .saturating_add(file.partial.len() as u64)
-                });
-                let next: u64 = state.next.iter().map(|file| file.len().unwrap_or(0)).sum();
-                current + next
-            })
+            .map(|state| state.unread_bytes(self.options.max_rotated_files))
             .sum()
     }
 

@@ -419,6 +419,47 @@ fn a_sink_down_for_5_seconds_gets_everything_when_back_and_lag_grows_meanwhile()
 }
 
 #[test]
+fn while_a_sink_is_down_the_lag_counts_the_files_rotated_in_meanwhile() {
+    // Reading stops while a batch is retried, so rotations during an outage
+    // are not seen by the reader; the lag, which the alert on log shipping
+    // watches, must count them all the same.
+    let mut receiver = Receiver::down();
+    let mut shipper = loki_shipper(&receiver);
+    shipper.start();
+    let path = shipper.log_path();
+    let rotated = |index: u64| PathBuf::from(format!("{}.{index}", path.display()));
+    let lines =
+        |numbers: std::ops::Range<u64>| numbers.map(|n| record(n) + "\n").collect::<String>();
+    append(&path, &lines(0..500));
+    wait_for(
+        "reading to stop behind the batch being retried",
+        Duration::from_secs(10),
+        || (shipper.metric("todo_logship_lines_read_total") == 400.0).then_some(()),
+    );
+
+    // Two rotations as todo-app makes them, 500 lines each.
+    std::fs::rename(&path, rotated(1)).unwrap();
+    let second = lines(500..1000);
+    append(&path, &second);
+    std::fs::rename(rotated(1), rotated(2)).unwrap();
+    std::fs::rename(&path, rotated(1)).unwrap();
+    let third = lines(1000..1500);
+    append(&path, &third);
+
+    let rotated_in = (second.len() + third.len()) as f64;
+    wait_for(
+        "the lag to count the rotated files",
+        Duration::from_secs(10),
+        || (shipper.metric("todo_logship_lag_bytes") >= rotated_in).then_some(()),
+    );
+    receiver.resume();
+    assert_eq!(wait_for_all(&receiver, &shipper, 1500), 0);
+    wait_for("the lag to drop to 0", Duration::from_secs(10), || {
+        (shipper.metric("todo_logship_lag_bytes") == 0.0).then_some(())
+    });
+}
+
+#[test]
 fn a_sink_answering_500_then_429_then_200_gets_the_batch_once() {
     let receiver = Receiver::start();
     receiver.script(&[500, 429]);
