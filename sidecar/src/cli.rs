@@ -1,8 +1,9 @@
 //! The command line: `run`, and `backup run|list|verify|restore|prune`.
 //!
 //! The backup commands log to stderr and print their result on stdout
-//! (`list`) or stderr (the others); the exit codes are in
-//! [`crate::backup::exit_code`] and docs/backups.md.
+//! (`list`) or stderr (the others). The process's exit codes are owned here
+//! ([`exit_code`], documented in docs/backups.md): the operations return
+//! typed errors, and [`exit_code_of`] maps them.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -18,11 +19,41 @@ use crate::aggregate::{AggregateComponent, Aggregator};
 use crate::backup::restore;
 use crate::backup::snapshot::{self, Catalog, Manifest};
 use crate::backup::store::Store;
-use crate::backup::{self, BackupComponent, BackupError, exit_code};
+use crate::backup::{self, BackupComponent, BackupError};
 use crate::component::{Component, HealthRegistry, Shutdown, supervise};
 use crate::configuration::Settings;
 use crate::logship::LogshipComponent;
 use crate::metrics::Metrics;
+
+/// Exit codes of `todo-sidecar` (documented in docs/backups.md).
+pub mod exit_code {
+    /// The command failed (database, store, pg_dump…); the message says why.
+    pub const FAILURE: u8 = 1;
+    /// The configuration is invalid (or the command line, from clap).
+    pub const CONFIGURATION: u8 = 2;
+    /// No such snapshot, or no complete snapshot at all.
+    pub const NOT_FOUND: u8 = 3;
+    /// Another backup holds the lock.
+    pub const LOCKED: u8 = 4;
+    /// The snapshot is corrupted, its manifest unreadable, or a restore did not match it.
+    pub const DAMAGED: u8 = 5;
+    /// The restore target is not empty and --force was not given.
+    pub const TARGET_NOT_EMPTY: u8 = 6;
+    /// pg_dump / pg_restore missing or older than required.
+    pub const TOOLS: u8 = 7;
+}
+
+/// The process exit code for a failed command.
+pub fn exit_code_of(error: &BackupError) -> u8 {
+    match error {
+        BackupError::Locked => exit_code::LOCKED,
+        BackupError::NotFound(_) => exit_code::NOT_FOUND,
+        BackupError::Damaged(_) => exit_code::DAMAGED,
+        BackupError::TargetNotEmpty { .. } => exit_code::TARGET_NOT_EMPTY,
+        BackupError::Tools(_) => exit_code::TOOLS,
+        BackupError::Interrupted { .. } | BackupError::Other(_) => exit_code::FAILURE,
+    }
+}
 
 /// The ops sidecar of todo-backend.
 #[derive(Debug, Parser)]
@@ -122,7 +153,7 @@ pub fn run(command: Command, settings: Settings) -> ExitCode {
         Err(error) => {
             tracing::error!(error = format!("{error:#}"), "todo-sidecar failed");
             eprintln!("todo-sidecar: error: {error:#}");
-            ExitCode::from(error.exit_code())
+            ExitCode::from(exit_code_of(&error))
         }
     }
 }

@@ -5,8 +5,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use todo_app::configuration::LogSettings;
 use todo_app::telemetry;
-use todo_sidecar::backup::exit_code;
-use todo_sidecar::cli::{self, Cli};
+use todo_sidecar::cli::{self, Cli, exit_code};
 use todo_sidecar::configuration::Settings;
 
 fn main() -> ExitCode {

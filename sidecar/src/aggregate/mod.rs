@@ -393,6 +393,19 @@ pub struct AggregateComponent {
     aggregator: Arc<Aggregator>,
 }
 
+/// The aggregator as remote_write sees it ([`remote_write::SeriesSource`]).
+struct Pushed(Arc<Aggregator>);
+
+impl remote_write::SeriesSource for Pushed {
+    fn families(&self) -> BoxFuture<'_, Vec<Family>> {
+        Box::pin(async move { self.0.families().await.1 })
+    }
+
+    fn pushed(&self, problem: Option<String>) {
+        self.0.remote_write_outcome(problem);
+    }
+}
+
 impl AggregateComponent {
     /// The component around an aggregator shared with the admin listener.
     pub fn new(aggregator: Arc<Aggregator>) -> AggregateComponent {
@@ -421,7 +434,8 @@ impl Component for AggregateComponent {
             match self.aggregator.settings.remote_write.url.clone() {
                 Some(url) => {
                     remote_write::run(
-                        self.aggregator.clone(),
+                        Arc::new(Pushed(self.aggregator.clone())),
+                        self.aggregator.metrics.aggregate.clone(),
                         url,
                         self.aggregator.settings.remote_write.clone(),
                         shutdown,

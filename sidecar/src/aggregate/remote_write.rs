@@ -19,11 +19,11 @@ use tokio::sync::Notify;
 use anyhow::Context;
 use reqwest::header::HeaderValue;
 
-use super::Aggregator;
 use super::config::RemoteWriteSettings;
 use super::exposition::Family;
 use crate::component::Shutdown;
 use crate::http::{Backoff, Credentials};
+use crate::metrics::AggregateMetrics;
 
 /// The remote_write 1.0 messages (prometheus/prompb `types.proto` and
 /// `remote.proto`), only the fields version 1.0 needs.
@@ -366,14 +366,24 @@ pub fn external_labels(configured: &BTreeMap<String, String>) -> BTreeMap<String
     labels
 }
 
+/// What remote_write needs from the aggregation, and nothing more: the
+/// series to push, and where to say how pushing goes.
+pub trait SeriesSource: Send + Sync + 'static {
+    /// Every family exposed now.
+    fn families(&self) -> futures_util::future::BoxFuture<'_, Vec<Family>>;
+    /// The outcome of the last push: `None` when it was accepted, else why
+    /// samples were given up (shown in the component's health).
+    fn pushed(&self, problem: Option<String>);
+}
+
 /// Queues a snapshot every interval and sends the queue until shutdown.
 pub async fn run(
-    aggregator: Arc<Aggregator>,
+    source: Arc<dyn SeriesSource>,
+    metrics: AggregateMetrics,
     url: String,
     settings: RemoteWriteSettings,
     mut shutdown: Shutdown,
 ) -> anyhow::Result<()> {
-    let metrics = aggregator.metrics.aggregate.clone();
     // Read now: a missing or unreadable file fails the component, which the
     // supervisor reports and retries.
     let authorization = Credentials {
@@ -402,7 +412,7 @@ pub async fn run(
         Duration::from_millis(settings.min_backoff_ms),
         Duration::from_millis(settings.max_backoff_ms),
     );
-    let sender_aggregator = aggregator.clone();
+    let sender_source = source.clone();
     let producer = {
         let queue = queue.clone();
         let ready = ready.clone();
@@ -414,7 +424,7 @@ pub async fn run(
             let mut pushed = HashMap::new();
             loop {
                 interval.tick().await;
-                let (_, families) = aggregator.families().await;
+                let families = source.families().await;
                 // Stamped now, not with the collection's time: within the
                 // cache TTL two pushes share a collection, and the sidecar's
                 // own counters differ between them; one timestamp with two
@@ -470,11 +480,11 @@ pub async fn run(
                 match outcome {
                     Ok(()) => {
                         metrics.remote_write_samples_sent_total.inc_by(samples);
-                        sender_aggregator.remote_write_outcome(None);
+                        sender_source.pushed(None);
                     }
                     Err(error) => {
                         metrics.remote_write_samples_failed_total.inc_by(samples);
-                        sender_aggregator.remote_write_outcome(Some(format!(
+                        sender_source.pushed(Some(format!(
                             "remote_write: {samples} samples given up: {error}"
                         )));
                         tracing::warn!(error = %error, samples, "remote_write push failed; samples given up");

@@ -21,7 +21,8 @@ use crate::metrics::BackupMetrics;
 use snapshot::{Catalog, Manifest};
 use store::{Store, StoreError};
 
-/// Why a backup operation failed; each kind has its own exit code.
+/// Why a backup operation failed; each kind has its own exit code
+/// (`crate::cli::exit_code_of`).
 #[derive(Debug, thiserror::Error)]
 pub enum BackupError {
     #[error("another backup is running (the PostgreSQL advisory lock is held); nothing was done")]
@@ -40,38 +41,6 @@ pub enum BackupError {
     Interrupted { signal: &'static str },
     #[error(transparent)]
     Other(#[from] anyhow::Error),
-}
-
-/// Exit codes of the backup commands (documented in docs/backups.md).
-pub mod exit_code {
-    /// The command failed (database, store, pg_dump…); the message says why.
-    pub const FAILURE: u8 = 1;
-    /// The configuration is invalid (or the command line, from clap).
-    pub const CONFIGURATION: u8 = 2;
-    /// No such snapshot, or no complete snapshot at all.
-    pub const NOT_FOUND: u8 = 3;
-    /// Another backup holds the lock.
-    pub const LOCKED: u8 = 4;
-    /// The snapshot is corrupted, its manifest unreadable, or a restore did not match it.
-    pub const DAMAGED: u8 = 5;
-    /// The restore target is not empty and --force was not given.
-    pub const TARGET_NOT_EMPTY: u8 = 6;
-    /// pg_dump / pg_restore missing or older than required.
-    pub const TOOLS: u8 = 7;
-}
-
-impl BackupError {
-    /// The process exit code for this error.
-    pub fn exit_code(&self) -> u8 {
-        match self {
-            BackupError::Locked => exit_code::LOCKED,
-            BackupError::NotFound(_) => exit_code::NOT_FOUND,
-            BackupError::Damaged(_) => exit_code::DAMAGED,
-            BackupError::TargetNotEmpty { .. } => exit_code::TARGET_NOT_EMPTY,
-            BackupError::Tools(_) => exit_code::TOOLS,
-            BackupError::Interrupted { .. } | BackupError::Other(_) => exit_code::FAILURE,
-        }
-    }
 }
 
 /// What `prune` did.

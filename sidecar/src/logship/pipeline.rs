@@ -51,7 +51,7 @@ pub async fn run(
             fingerprint_bytes: settings.fingerprint_bytes,
             max_rotated_files: settings.max_rotated_files,
         },
-        checkpoint.as_ref(),
+        &|path| checkpoint.as_ref()?.position(path),
     );
     tracing::info!(
         resumed = resumed.resumed,

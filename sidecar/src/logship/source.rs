@@ -23,7 +23,6 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::checkpoint::Checkpoint;
 use super::config::StartAt;
 
 /// Bytes read from a file at a time.
@@ -322,15 +321,19 @@ fn open_family(path: &Path, options: &TailerOptions) -> Vec<OpenFile> {
 }
 
 impl Tailer {
-    /// Opens every path, resuming where `checkpoint` says (see [`Resumed`]).
-    pub fn open(options: TailerOptions, checkpoint: Option<&Checkpoint>) -> (Tailer, Resumed) {
+    /// Opens every path, resuming at the position `saved` gives for it (the
+    /// checkpoint's; see [`Resumed`]). The tailer does not know where
+    /// positions are kept: the pipeline owns the checkpoint.
+    pub fn open(
+        options: TailerOptions,
+        saved: &dyn Fn(&Path) -> Option<Position>,
+    ) -> (Tailer, Resumed) {
         let mut resumed = Resumed::default();
         let paths = options
             .paths
             .iter()
             .map(|path| {
-                let saved = checkpoint.and_then(|checkpoint| checkpoint.position(path));
-                let (current, next) = match saved {
+                let (current, next) = match saved(path) {
                     Some(position) => {
                         let mut family = open_family(path, &options);
                         let found = family.iter().position(|file| {

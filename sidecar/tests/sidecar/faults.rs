@@ -127,7 +127,7 @@ fn a_missing_pg_dump_says_what_to_install() {
         .assert_message("install postgresql-client-");
     assert!(sidecar.snapshot_files().is_empty());
     let (error, failures) = failing_backup_in_process(&sidecar);
-    assert_eq!(error.exit_code(), 7);
+    assert_eq!(todo_sidecar::cli::exit_code_of(&error), 7);
     assert_eq!(failures, 1);
 }
 

@@ -133,7 +133,7 @@ fn open(dir: &Path, checkpoint: &Checkpoint, max_line_bytes: usize) -> Tailer {
             fingerprint_bytes: 1024,
             max_rotated_files: MAX_FILES,
         },
-        Some(checkpoint),
+        &|path| checkpoint.position(path),
     )
     .0
 }
@@ -350,7 +350,7 @@ fn a_missing_checkpoint_starts_at_the_end_when_configured() {
             fingerprint_bytes: 1024,
             max_rotated_files: 3,
         },
-        None,
+        &|_| None,
     );
     assert_eq!(resumed.fresh, 1);
     let mut file = OpenOptions::new().append(true).open(&path).unwrap();
