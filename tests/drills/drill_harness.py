@@ -33,23 +33,12 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
-import importlib.util
 
 import requests
 import urllib3
 
 
-def _shared_conftest():
-    # tests/conftest.py is imported by pytest under the name `conftest`, a name
-    # every suite's own conftest.py shares, so it is loaded here by path.
-    path = pathlib.Path(__file__).resolve().parents[1] / "conftest.py"
-    spec = importlib.util.spec_from_file_location("todo_tests_shared_conftest", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-free_port = _shared_conftest().free_port
+from suite_support import free_port  # noqa: E402  (tests/ is on sys.path: tests/conftest.py)
 
 # The drills talk to the app's self-signed certificate through `verify=`;
 # this only silences urllib3's warning for the plain-HTTP admin endpoints.

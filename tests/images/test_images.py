@@ -25,7 +25,7 @@ import uuid
 import pytest
 
 import image_support as support
-from conftest import free_port
+from suite_support import free_port
 
 pytestmark = pytest.mark.skipif(
     os.environ.get("TODO_IMAGE_TESTS") != "1",

@@ -5,7 +5,6 @@ and HTTP. A module of its own, not a conftest: several suites have one."""
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import json
 import pathlib
 import shutil
@@ -19,15 +18,7 @@ import pytest
 HERE = pathlib.Path(__file__).resolve().parent
 
 
-def _shared_conftest():
-    """tests/conftest.py (free_port, bin_dir), loaded under its own name: both files are "conftest"."""
-    spec = importlib.util.spec_from_file_location("tests_shared_conftest", HERE.parent / "conftest.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-free_port = _shared_conftest().free_port
+from suite_support import free_port  # noqa: E402  (tests/ is on sys.path: tests/conftest.py)
 
 
 def require_binary(name: str) -> str:

@@ -11,7 +11,7 @@ import subprocess
 
 import pytest
 
-from conftest import REPO_ROOT
+from suite_support import REPO_ROOT
 
 DOCKERFILE = REPO_ROOT / "Dockerfile"
 WORKFLOWS = sorted((REPO_ROOT / ".github" / "workflows").glob("*.yml"))
