@@ -49,10 +49,12 @@ COPY app/src app/src
 COPY sidecar/src sidecar/src
 ARG REVISION=unknown
 # The copied sources keep their original times, older than the empty
-# crates' build: touch them, or cargo would keep the empty binaries.
+# crates' build: touch them, or cargo would keep the empty binaries (which
+# print nothing for --version: the last two lines check that they went).
 RUN find app/src sidecar/src -name '*.rs' -exec touch {} + \
     && TODO_GIT_REVISION="${REVISION}" cargo build --release --locked -p todo-app -p todo-sidecar \
-    && target/release/todo-app --version && target/release/todo-sidecar --version
+    && test -n "$(target/release/todo-app --version)" \
+    && test -n "$(target/release/todo-sidecar --version)"
 
 # --- binaries: the two programs at the root (replaceable, see the top) ---
 FROM scratch AS binaries
