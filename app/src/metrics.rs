@@ -37,6 +37,8 @@ pub const POOL_STATES: &[&str] = &["idle", "active"];
 pub const AUTH_FAILURE_REASONS: &[&str] = &["missing", "malformed", "invalid"];
 /// `reason` label values of `todo_trace_spans_dropped_total`.
 pub const SPAN_DROP_REASONS: &[&str] = &["queue_full", "export_failed"];
+/// `result` label values of `todo_tls_certificate_reloads_total`.
+pub const TLS_RELOAD_RESULTS: &[&str] = &["success", "failure"];
 
 /// The app's metrics and the registry that exposes them.
 #[derive(Clone)]
@@ -186,6 +188,9 @@ impl Metrics {
         }
         for reason in AUTH_FAILURE_REASONS {
             auth_failures.with_label_values(&[reason]);
+        }
+        for result in TLS_RELOAD_RESULTS {
+            tls_certificate_reloads.with_label_values(&[result]);
         }
 
         let telemetry = telemetry_counters();
@@ -340,14 +345,19 @@ pub fn telemetry_counters() -> &'static TelemetryCounters {
 /// them exists before any [`Metrics`].
 pub fn connection_errors() -> &'static IntCounterVec {
     static CONNECTION_ERRORS: LazyLock<IntCounterVec> = LazyLock::new(|| {
-        IntCounterVec::new(
+        let counter = IntCounterVec::new(
             Opts::new(
                 "todo_http_connection_errors_total",
                 "Connections that ended in an error before a request reached the API (requests the HTTP parser refused, broken connections), by reason.",
             ),
             &["reason"],
         )
-        .expect("valid metric")
+        .expect("valid metric");
+        // A closed set of reasons: each exists at 0 from start-up.
+        for reason in crate::connection_errors::Reason::ALL {
+            counter.with_label_values(&[reason.label()]);
+        }
+        counter
     });
     &CONNECTION_ERRORS
 }
@@ -418,12 +428,26 @@ mod tests {
         for reason in AUTH_FAILURE_REASONS {
             expected.push(format!("todo_auth_failures_total{{reason=\"{reason}\"}} 0"));
         }
+        for result in TLS_RELOAD_RESULTS {
+            expected.push(format!(
+                "todo_tls_certificate_reloads_total{{result=\"{result}\"}} 0"
+            ));
+        }
+        expected.push("todo_in_flight_limited_total 0".to_string());
         expected.push("todo_rate_limited_total 0".to_string());
         expected.push("todo_auth_unknown_key_lookups_refused_total 0".to_string());
         expected.push("todo_http_requests_in_flight 0".to_string());
         expected.push("todo_db_executor_queue_depth 0".to_string());
         for line in expected {
             assert!(text.lines().any(|l| l == line), "{line} missing in {text}");
+        }
+        for reason in crate::connection_errors::Reason::ALL {
+            // Process-wide, like the spans below.
+            let series = format!(
+                "todo_http_connection_errors_total{{reason=\"{}\"}} ",
+                reason.label()
+            );
+            assert!(text.contains(&series), "{series} missing in {text}");
         }
         for reason in SPAN_DROP_REASONS {
             // Process-wide: other tests in this process may have counted spans.
