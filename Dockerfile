@@ -27,8 +27,8 @@ ARG DEBIAN_IMAGE=docker.io/library/debian:bookworm-slim
 FROM ${RUST_IMAGE} AS build
 # libpq-dev: diesel links libpq. pkg-config finds it. (Unpinned, as below.)
 # hadolint ignore=DL3008
-RUN apt-get update \
-    && apt-get install -y --no-install-recommends libpq-dev pkg-config \
+RUN apt-get -o Acquire::Retries=3 update \
+    && apt-get -o Acquire::Retries=3 install -y --no-install-recommends libpq-dev pkg-config \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 # Dependencies first, against empty crates: this layer changes only when a
@@ -67,8 +67,8 @@ FROM ${DEBIAN_IMAGE} AS todo-app
 # Versions are not pinned: bookworm's security updates replace them, and a
 # pin would break the next build instead of picking up the fix.
 # hadolint ignore=DL3008
-RUN apt-get update \
-    && apt-get install -y --no-install-recommends libpq5 ca-certificates \
+RUN apt-get -o Acquire::Retries=3 update \
+    && apt-get -o Acquire::Retries=3 install -y --no-install-recommends libpq5 ca-certificates \
     && rm -rf /var/lib/apt/lists/* \
     && groupadd --gid 1000 todo \
     && useradd --uid 1000 --gid 1000 --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin todo
@@ -94,8 +94,8 @@ FROM ${DEBIAN_IMAGE} AS todo-sidecar
 # (docs/backups.md; bookworm's own), which pull libpq5. ca-certificates: the
 # roots for S3 and the log and metrics sinks over https.
 # hadolint ignore=DL3008
-RUN apt-get update \
-    && apt-get install -y --no-install-recommends postgresql-client-15 ca-certificates \
+RUN apt-get -o Acquire::Retries=3 update \
+    && apt-get -o Acquire::Retries=3 install -y --no-install-recommends postgresql-client-15 ca-certificates \
     && rm -rf /var/lib/apt/lists/* \
     && groupadd --gid 1000 todo \
     && useradd --uid 1000 --gid 1000 --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin todo \
