@@ -31,7 +31,6 @@ use std::time::{Duration, Instant};
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
-use actix_web::http::Method;
 use actix_web::http::header::{self, HeaderMap, HeaderValue};
 use actix_web::middleware::Next;
 use actix_web::{HttpMessage, web};
@@ -367,16 +366,10 @@ fn bearer_token(headers: &HeaderMap) -> Result<&str, Rejection> {
 /// handler. Every answer it lets through or gives is marked
 /// `Cache-Control: no-store` and `Vary: Authorization`: it depends on who
 /// asked, and no cache may keep or share it.
-///
-/// `OPTIONS` passes without a key: its answer (the resource's `Allow`) is
-/// the same for everyone and public in the OpenAPI document.
 pub async fn require_api_key(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    if req.method() == Method::OPTIONS {
-        return Ok(next.call(req).await?.map_into_left_body());
-    }
     let authenticator = req
         .app_data::<web::Data<Authenticator>>()
         .expect("Authenticator is registered as app data")

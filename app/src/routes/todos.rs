@@ -89,14 +89,12 @@ impl From<Todo> for TodoResponse {
 // The `pattern`s below restate, for OpenAPI clients, the rules that
 // `domain::TodoTitle` and `domain::TodoDescription` enforce, built from the
 // character tables of `domain::todo` (a test rebuilds them from those tables
-// and compares). They are ECMA-262 patterns, as OpenAPI prescribes, read
-// over UTF-16: a character outside the Basic Multilingual Plane is a
-// surrogate pair, and the title's "visible character" class leaves out the
-// high surrogates of U+E0000 to U+E0FFF (tags, variation selectors) and
-// every low surrogate. A title needs a character that is not whitespace,
-// not a control character and not default-ignorable (zero-width, format);
-// neither field may hold control characters (the description allows tab
-// and newlines) or bidirectional embedding, override and isolate controls.
+// and compares). A title needs a character that is not whitespace, not a
+// control character and not default-ignorable (zero-width, format); neither
+// field may hold control characters (the description allows tab and
+// newlines) or bidirectional embedding, override and isolate controls. Every
+// range is in the Basic Multilingual Plane, so the patterns mean the same
+// read over UTF-16 (ECMA-262) or over code points (Python, Rust).
 // utoipa takes only literals here.
 
 /// The body of `POST /api/todos`. Unknown fields (including `id`, `owner`,
@@ -110,7 +108,7 @@ pub struct CreateTodoRequest {
     #[schema(
         min_length = 1,
         max_length = 255,
-        pattern = r"^[^\u0000-\u001F\u007F-\u009F\u202A-\u202E\u2066-\u2069]*[^\u0000-\u0020\u007F-\u00A0\u00AD\u034F\u061C\u115F-\u1160\u1680\u17B4-\u17B5\u180B-\u180F\u2000-\u200F\u2028-\u202F\u205F-\u206F\u3000\u3164\uDB40-\uDB43\uDC00-\uDFFF\uFE00-\uFE0F\uFEFF\uFFA0\uFFF0-\uFFF8][^\u0000-\u001F\u007F-\u009F\u202A-\u202E\u2066-\u2069]*$",
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F\u202A-\u202E\u2066-\u2069]*[^\u0000-\u0020\u007F-\u00A0\u00AD\u034F\u061C\u115F-\u1160\u1680\u17B4-\u17B5\u180B-\u180F\u2000-\u200F\u2028-\u202F\u205F-\u206F\u3000\u3164\uFE00-\uFE0F\uFEFF\uFFA0\uFFF0-\uFFF8][^\u0000-\u001F\u007F-\u009F\u202A-\u202E\u2066-\u2069]*$",
         example = "Buy milk"
     )]
     pub title: String,
@@ -129,7 +127,7 @@ pub struct CreateTodoRequest {
 #[serde(deny_unknown_fields)]
 pub struct UpdateTodoRequest {
     /// A new title; `null` is rejected (a todo always has one).
-    #[schema(value_type = Option<String>, nullable = false, min_length = 1, max_length = 255, pattern = r"^[^\u0000-\u001F\u007F-\u009F\u202A-\u202E\u2066-\u2069]*[^\u0000-\u0020\u007F-\u00A0\u00AD\u034F\u061C\u115F-\u1160\u1680\u17B4-\u17B5\u180B-\u180F\u2000-\u200F\u2028-\u202F\u205F-\u206F\u3000\u3164\uDB40-\uDB43\uDC00-\uDFFF\uFE00-\uFE0F\uFEFF\uFFA0\uFFF0-\uFFF8][^\u0000-\u001F\u007F-\u009F\u202A-\u202E\u2066-\u2069]*$")]
+    #[schema(value_type = Option<String>, nullable = false, min_length = 1, max_length = 255, pattern = r"^[^\u0000-\u001F\u007F-\u009F\u202A-\u202E\u2066-\u2069]*[^\u0000-\u0020\u007F-\u00A0\u00AD\u034F\u061C\u115F-\u1160\u1680\u17B4-\u17B5\u180B-\u180F\u2000-\u200F\u2028-\u202F\u205F-\u206F\u3000\u3164\uFE00-\uFE0F\uFEFF\uFFA0\uFFF0-\uFFF8][^\u0000-\u001F\u007F-\u009F\u202A-\u202E\u2066-\u2069]*$")]
     #[serde(default, deserialize_with = "present")]
     pub title: Option<Option<String>>,
     /// A new description; `null` clears it.

@@ -45,8 +45,9 @@ async fn head_answers_as_get_without_the_body() {
 }
 
 #[actix_web::test]
-async fn options_lists_the_allowed_methods_without_needing_a_key() {
+async fn options_lists_the_allowed_methods() {
     let app = spawn_app().await;
+    let token = app.create_key("alice");
     let id = uuid::Uuid::new_v4();
 
     for (path, allowed) in [
@@ -56,10 +57,14 @@ async fn options_lists_the_allowed_methods_without_needing_a_key() {
             "GET, HEAD, PATCH, DELETE, OPTIONS",
         ),
         ("/api/openapi.json".to_string(), "GET, HEAD, OPTIONS"),
+        ("/api/docs".to_string(), "GET, HEAD, OPTIONS"),
     ] {
         let response = raw_exchange(
             app.api_port,
-            format!("OPTIONS {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"),
+            format!(
+                "OPTIONS {path} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {token}\r\n\
+                 Connection: close\r\n\r\n"
+            ),
         )
         .await;
 
@@ -67,6 +72,19 @@ async fn options_lists_the_allowed_methods_without_needing_a_key() {
         assert_eq!(response.header("allow"), Some(allowed), "{path}");
         assert!(response.header("x-request-id").is_some());
     }
+}
+
+#[actix_web::test]
+async fn options_on_the_todos_needs_a_key_like_every_other_method() {
+    let app = spawn_app().await;
+
+    let response = raw_exchange(
+        app.api_port,
+        "OPTIONS /api/todos HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+
+    assert_eq!(response.error_code(401), "unauthorized");
 }
 
 #[actix_web::test]
