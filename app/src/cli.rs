@@ -1,4 +1,5 @@
-//! The command line: `serve` (default), `migrate`, and `keys create|list|revoke`.
+//! The command line: `serve` (default), `migrate`, `check-config`, and
+//! `keys create|list|revoke`.
 //!
 //! Commands other than `serve` log to stderr, so that stdout carries only
 //! their result (for `keys create`, the token alone).
@@ -31,6 +32,10 @@ pub enum Command {
     Serve,
     /// Apply pending database migrations and exit.
     Migrate,
+    /// Load and validate the configuration (files, APP__* and the standard
+    /// variables) as `serve` does, without touching the database, and exit:
+    /// 0 when valid, 2 with the key named when not.
+    CheckConfig,
     /// Manage API keys.
     #[command(subcommand)]
     Keys(KeysCommand),
@@ -74,6 +79,7 @@ pub fn run(command: Command, settings: Settings) -> ExitCode {
     let outcome = match command {
         Command::Serve => serve(settings),
         Command::Migrate => migrate(&settings),
+        Command::CheckConfig => check_config(&settings),
         Command::Keys(KeysCommand::Create { owner }) => create_key(&settings, &owner),
         Command::Keys(KeysCommand::List { json }) => list_keys(&settings, json),
         Command::Keys(KeysCommand::Revoke { id }) => revoke_key(&settings, id),
@@ -115,6 +121,21 @@ async fn wait_for_stop_signal() {
         _ = interrupt.recv() => "SIGINT",
     };
     tracing::info!(signal = name, "stop signal received");
+}
+
+/// The settings were loaded and validated before any command runs (an
+/// invalid one exits 2 in `main`); this only reports it, never a value.
+fn check_config(settings: &Settings) -> anyhow::Result<ExitCode> {
+    let log_to = match (&settings.log.file, settings.log.stdout) {
+        (Some(path), true) => format!("stdout and {}", path.display()),
+        (Some(path), false) => path.display().to_string(),
+        (None, _) => "stdout".to_string(),
+    };
+    eprintln!(
+        "todo-app: the configuration is valid (API port {}, admin port {}, logs to {log_to})",
+        settings.server.port, settings.admin.port
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 fn migrate(settings: &Settings) -> anyhow::Result<ExitCode> {

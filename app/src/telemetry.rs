@@ -1,7 +1,7 @@
 //! Logs and traces: set up once per process.
 //!
-//! Logs: one bunyan JSON object per line, to stdout and, with `log.file`, to
-//! a size-rotated file (see [`crate::log_file`]) that the sidecar tails. The
+//! Logs: one bunyan JSON object per line, to stdout (unless `log.stdout` is
+//! false) and, with `log.file`, to a size-rotated file (see [`crate::log_file`]) that the sidecar tails. The
 //! filter comes from `RUST_LOG`, else `LOG_LEVEL`, else `info`. Lines go
 //! through `tracing-appender`'s non-blocking writer so a slow stdout or disk
 //! never stalls an HTTP worker; lines it has to drop are counted
@@ -114,23 +114,35 @@ impl Drop for TelemetryGuard {
     }
 }
 
-/// Sets up logging (stdout, plus the rotating file when `log.file` is set)
-/// and, when the OTLP endpoint is configured, trace export. For the server.
+/// Sets up logging (stdout unless `log.stdout` is false, the rotating file
+/// when `log.file` is set) and, when the OTLP endpoint is configured, trace
+/// export. For the server.
 pub fn init_server_telemetry(name: &str, log: &LogSettings) -> std::io::Result<TelemetryGuard> {
     let mut guards = Vec::new();
-    let stdout = BufWriter::with_capacity(WRITE_BUFFER_BYTES, std::io::stdout());
-    let (stdout, guard) = non_blocking(PacedFlush(stdout));
-    guards.push(guard);
     let tracer_provider = build_tracer_provider(name);
     TRACES_EXPORTED.store(tracer_provider.is_some(), Ordering::Relaxed);
-    match &log.file {
+    let file = match &log.file {
         Some(path) => {
             let file = RotatingFile::open(path, log.max_bytes, log.max_files)?;
             let (file, guard) = non_blocking(PacedFlush(file));
             guards.push(guard);
-            install(name, stdout.and(file), tracer_provider.as_ref());
+            Some(file)
         }
-        None => install(name, stdout, tracer_provider.as_ref()),
+        None => None,
+    };
+    // Settings::validate refuses log.stdout = false without a file, so
+    // there is always at least one destination.
+    let stdout = (log.stdout || file.is_none()).then(|| {
+        let stdout = BufWriter::with_capacity(WRITE_BUFFER_BYTES, std::io::stdout());
+        let (stdout, guard) = non_blocking(PacedFlush(stdout));
+        guards.push(guard);
+        stdout
+    });
+    match (stdout, file) {
+        (Some(stdout), Some(file)) => install(name, stdout.and(file), tracer_provider.as_ref()),
+        (Some(stdout), None) => install(name, stdout, tracer_provider.as_ref()),
+        (None, Some(file)) => install(name, file, tracer_provider.as_ref()),
+        (None, None) => unreachable!("one of stdout and the file is always set"),
     }
     Ok(TelemetryGuard {
         _log_writers: guards,

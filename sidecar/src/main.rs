@@ -15,6 +15,7 @@ fn main() -> ExitCode {
     let _telemetry = if cli.command.logs_to_stdout() {
         let stdout_only = LogSettings {
             file: None,
+            stdout: true,
             max_bytes: 0,
             max_files: 0,
         };

@@ -157,3 +157,61 @@ async fn keys_commands_on_an_unmigrated_database_say_to_migrate() {
     assert!(String::from_utf8_lossy(&output.stderr).contains("todo-app migrate"));
     crate::helpers::drop_database(&admin_database_url(), &name);
 }
+
+#[test]
+fn check_config_accepts_a_valid_configuration_without_touching_the_database() {
+    // Nothing listens there: a check that connected would fail.
+    let unreachable = format!(
+        "postgres://nobody@127.0.0.1:{}/nothing",
+        crate::helpers::free_port()
+    );
+    let started = std::time::Instant::now();
+
+    let output = todo_app(&unreachable, &["check-config"]);
+
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    assert!(output.stdout.is_empty());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("the configuration is valid"), "{stderr}");
+    assert!(
+        !stderr.contains("nobody@"),
+        "no URL in the report: {stderr}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+#[test]
+fn check_config_refuses_an_invalid_configuration_naming_the_key() {
+    let output = Command::new(env!("CARGO_BIN_EXE_todo-app"))
+        .arg("check-config")
+        .env("APP_CONFIG_DIR", configuration_dir())
+        .env("APP__AUTH__RATE_LIMIT_BRUST", "3")
+        .env_remove("APP_ENVIRONMENT")
+        .output()
+        .expect("todo-app runs");
+
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("rate_limit_brust"));
+}
+
+#[test]
+fn check_config_reads_the_production_file_from_app_config_dir() {
+    let dir = std::env::temp_dir().join(format!("todo-check-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("production.yaml"),
+        "server:\n  shutdown_timeout_secs: 3\n",
+    )
+    .unwrap();
+
+    let output = Command::new(env!("CARGO_BIN_EXE_todo-app"))
+        .arg("check-config")
+        .env("APP_CONFIG_DIR", &dir)
+        .env("APP_ENVIRONMENT", "production")
+        .output()
+        .expect("todo-app runs");
+
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("shutdown_timeout_secs"));
+    std::fs::remove_dir_all(dir).unwrap();
+}

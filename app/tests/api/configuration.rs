@@ -187,3 +187,92 @@ fn an_unwritable_log_file_stops_start_up_with_a_message() {
         "{stderr}"
     );
 }
+
+#[test]
+fn log_stdout_false_sends_the_lines_to_the_file_alone_and_needs_a_file() {
+    let with_file = Settings::load_from(&vars(&[
+        ("APP__LOG__STDOUT", "false"),
+        ("APP__LOG__FILE", "/tmp/app.log"),
+    ]))
+    .unwrap();
+    let without_file = Settings::load_from(&vars(&[("APP__LOG__STDOUT", "false")])).unwrap_err();
+
+    assert!(!with_file.log.stdout);
+    assert!(
+        Settings::load_from(&vars(&[])).unwrap().log.stdout,
+        "stdout by default"
+    );
+    assert!(
+        without_file.to_string().contains("`log.stdout`"),
+        "{without_file}"
+    );
+}
+
+#[test]
+fn log_stdout_false_without_a_file_stops_the_binary_with_exit_code_2() {
+    let output = Command::new(env!("CARGO_BIN_EXE_todo-app"))
+        .env("APP_CONFIG_DIR", configuration_dir())
+        .env("APP__LOG__STDOUT", "false")
+        .env_remove("APP__LOG__FILE")
+        .env_remove("APP_ENVIRONMENT")
+        .output()
+        .unwrap();
+
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("log.stdout"));
+}
+
+#[test]
+fn the_standard_trace_sampler_variables_are_accepted() {
+    for (sampler, arg) in [
+        ("parentbased_traceidratio", Some("0.1")),
+        ("traceidratio", Some("1")),
+        ("always_off", None),
+        ("parentbased_always_on", None),
+    ] {
+        let mut pairs = vec![("OTEL_TRACES_SAMPLER", sampler)];
+        pairs.extend(arg.map(|arg| ("OTEL_TRACES_SAMPLER_ARG", arg)));
+
+        let loaded = Settings::load_from(&vars(&pairs));
+
+        assert!(loaded.is_ok(), "{sampler} {arg:?}: {:?}", loaded.err());
+    }
+}
+
+#[test]
+fn a_trace_sampler_the_sdk_would_silently_replace_is_refused_naming_the_variable() {
+    // opentelemetry_sdk would sample every trace instead, saying so nowhere.
+    let cases = [
+        (
+            vec![("OTEL_TRACES_SAMPLER", "parentbased_ratio")],
+            "`OTEL_TRACES_SAMPLER`",
+        ),
+        (
+            vec![("OTEL_TRACES_SAMPLER", "xray")],
+            "`OTEL_TRACES_SAMPLER`",
+        ),
+        (
+            vec![("OTEL_TRACES_SAMPLER", "parentbased_traceidratio")],
+            "`OTEL_TRACES_SAMPLER_ARG`",
+        ),
+        (
+            vec![
+                ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"),
+                ("OTEL_TRACES_SAMPLER_ARG", "10%"),
+            ],
+            "`OTEL_TRACES_SAMPLER_ARG`",
+        ),
+        (
+            vec![
+                ("OTEL_TRACES_SAMPLER", "traceidratio"),
+                ("OTEL_TRACES_SAMPLER_ARG", "1.5"),
+            ],
+            "`OTEL_TRACES_SAMPLER_ARG`",
+        ),
+    ];
+    for (pairs, named) in cases {
+        let error = Settings::load_from(&vars(&pairs)).unwrap_err();
+
+        assert!(error.to_string().contains(named), "{pairs:?}: {error}");
+    }
+}

@@ -823,3 +823,136 @@ fn log_level_sets_the_filter() {
     );
     drop_database(&admin_database_url(), &name);
 }
+
+#[actix_web::test]
+async fn the_standard_sampler_variables_choose_which_traces_are_exported() {
+    // Ratio 0 for new traces, and the caller's decision for continued ones:
+    // only the request whose traceparent says "sampled" is exported.
+    let receiver = OtlpReceiver::start().await;
+    let (name, url, token) = prepared_database("alice");
+    let endpoint = format!("http://127.0.0.1:{}", receiver.port);
+    let server = ServerProcess::start(
+        &url,
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+            ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"),
+            ("OTEL_TRACES_SAMPLER_ARG", "0"),
+        ],
+    );
+    let sampled = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let not_sampled = "5bf92f3577b34da6a3ce929d0e0e4737";
+    let client = http_client();
+    for traceparent in [
+        Some(format!("00-{sampled}-00f067aa0ba902b7-01")),
+        Some(format!("00-{not_sampled}-00f067aa0ba902b7-00")),
+        None,
+        None,
+        None,
+    ] {
+        let mut request = client
+            .get(format!("{}/api/todos", server.address))
+            .bearer_auth(&token);
+        if let Some(traceparent) = traceparent {
+            request = request.header("traceparent", traceparent);
+        }
+        assert_eq!(request.send().await.unwrap().status(), 200);
+    }
+
+    let (code, _) = tokio::task::spawn_blocking(move || server.terminate())
+        .await
+        .unwrap();
+
+    assert_eq!(code, Some(0));
+    let spans = receiver.spans.lock().unwrap().clone();
+    let traces: HashSet<String> = spans
+        .iter()
+        .map(|span| hex::encode(&span.trace_id))
+        .collect();
+    assert_eq!(
+        traces,
+        HashSet::from([sampled.to_string()]),
+        "only the sampled caller's trace is exported"
+    );
+    assert!(spans.iter().any(|span| span.name == "GET /api/todos"));
+    receiver.handle.stop(false).await;
+    drop_database(&admin_database_url(), &name);
+}
+
+#[test]
+fn with_log_stdout_false_the_lines_go_to_the_file_alone() {
+    use std::io::Read;
+    let (name, url, token) = prepared_database("alice");
+    let dir = std::env::temp_dir().join(format!("todo-logs-{}", uuid::Uuid::new_v4()));
+    let log_file = dir.join("app.log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_todo-app"))
+        .env("DATABASE_URL", &url)
+        .env("APP_CONFIG_DIR", crate::helpers::configuration_dir())
+        .env("APP__SERVER__PORT", "0")
+        .env("APP__ADMIN__PORT", "0")
+        .env("APP__SERVER__WORKERS", "1")
+        .env("APP__LOG__FILE", &log_file)
+        .env("APP__LOG__STDOUT", "false")
+        .env_remove("APP_ENVIRONMENT")
+        .env_remove("RUST_LOG")
+        .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+        .env("LOG_LEVEL", "info")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("todo-app starts");
+    let file_entries = || -> Vec<Value> {
+        std::fs::read_to_string(&log_file)
+            .unwrap_or_default()
+            .lines()
+            .map(|line| serde_json::from_str(line).expect("JSON lines"))
+            .collect()
+    };
+    let started = Instant::now();
+    let api_port = loop {
+        if let Some(entry) = file_entries()
+            .into_iter()
+            .find(|entry| entry["msg"] == "todo-app listening")
+        {
+            break entry["api_port"].as_u64().unwrap();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "todo-app logs that it listens, in the file"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let status = tokio::runtime::Runtime::new().unwrap().block_on(async {
+        http_client()
+            .get(format!("http://127.0.0.1:{api_port}/api/todos"))
+            .bearer_auth(&token)
+            .header("x-request-id", "file-only-1")
+            .send()
+            .await
+            .unwrap()
+            .status()
+    });
+    assert_eq!(status, 200);
+
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let code = child.wait().unwrap().code();
+    let mut stdout = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut stdout)
+        .unwrap();
+
+    assert_eq!(code, Some(0));
+    assert_eq!(stdout, "", "nothing on stdout");
+    assert!(
+        file_entries()
+            .iter()
+            .any(|entry| entry["request_id"] == "file-only-1"),
+        "the request's line is in the file"
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+    drop_database(&admin_database_url(), &name);
+}

@@ -5,7 +5,7 @@ use std::process::Command;
 use std::sync::mpsc;
 use std::time::Duration;
 
-use crate::helpers::{ChildGuard, Sidecar, TestDb, http, spawn_run, wait_for};
+use crate::helpers::{ChildGuard, Sidecar, TestDb, free_port, http, spawn_run, wait_for};
 
 /// A running `todo-sidecar run` and the admin port it logged.
 struct Running {
@@ -151,7 +151,7 @@ fn a_failing_scheduled_backup_counts_a_failure_and_the_sidecar_keeps_serving() {
     // Arrange: the database is unreachable (nothing listens on the port).
     let db = TestDb::create();
     let mut sidecar = Sidecar::local(&db);
-    let port = crate::helpers::free_port();
+    let port = free_port();
     sidecar
         .set(
             "DATABASE_URL",
@@ -323,4 +323,51 @@ fn a_secret_file_that_cannot_be_read_fails_only_its_component_until_it_appears()
         );
         terminate(running);
     }
+}
+
+#[test]
+fn check_config_accepts_a_valid_configuration_without_touching_the_database() {
+    // A database that does not exist and a port nothing listens on: a check
+    // that connected would fail.
+    let db = TestDb::create();
+    let mut sidecar = Sidecar::local(&db);
+    sidecar.set(
+        "DATABASE_URL",
+        &format!("postgres://nobody@127.0.0.1:{}/nothing", free_port()),
+    );
+    sidecar.set("SIDECAR__LOGSHIP__PATHS", "/nonexistent/app.log");
+    sidecar.set("SIDECAR__LOGSHIP__SINKS__STDOUT__ENABLED", "true");
+
+    let outcome = sidecar.run(&["check-config"]);
+
+    outcome
+        .assert_code(0)
+        .assert_message("the configuration is valid")
+        .assert_message("backup, logship, aggregate");
+}
+
+#[test]
+fn check_config_refuses_an_invalid_configuration_naming_the_key() {
+    let db = TestDb::create();
+    let mut sidecar = Sidecar::local(&db);
+    sidecar.set("SIDECAR__BACKUP__COMPRESSION_LEVEL", "42");
+
+    let outcome = sidecar.run(&["check-config"]);
+
+    outcome
+        .assert_code(2)
+        .assert_message("backup.compression_level");
+}
+
+#[test]
+fn check_config_names_an_unknown_key_of_the_configuration_file() {
+    let db = TestDb::create();
+    let mut sidecar = Sidecar::local(&db);
+    let file = sidecar.store_dir.with_file_name("sidecar.yaml");
+    std::fs::write(&file, "backup:\n  retention:\n    keep_lazt: 3\n").unwrap();
+    sidecar.set("SIDECAR_CONFIG_FILE", file.to_str().unwrap());
+
+    let outcome = sidecar.run(&["check-config"]);
+
+    outcome.assert_code(2).assert_message("keep_lazt");
 }
