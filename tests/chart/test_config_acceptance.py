@@ -141,6 +141,7 @@ def test_the_log_destination_reaches_the_app_and_the_sidecar_ships_what_the_app_
     assert app_config["log"] == {"file": "/var/log/todo/app.log", "stdout": False, "max_bytes": 10485760, "max_files": 3}
     assert sidecar_config["logship"]["paths"] == [app_config["log"]["file"]]
     assert sidecar_config["logship"]["max_rotated_files"] >= app_config["log"]["max_files"]
+    assert sidecar_config["logship"]["drain_timeout_seconds"] == values_for(["values-production.yaml"])["sidecar"]["drainTimeoutSeconds"]
     assert sidecar_config["logship"]["sinks"]["loki"]["url"].startswith("http://loki-gateway")
 
 

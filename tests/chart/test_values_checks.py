@@ -113,6 +113,10 @@ INCONSISTENT = {
         {"app": {"config": {"log": {"file": "/tmp/app.log"}}}},
         "app.config.log.file is set by the chart",
     ),
+    "chart-owned-drain-timeout": (
+        {"sidecar": {"config": {"logship": {"drain_timeout_seconds": 5}}}},
+        "sidecar.config.logship.drain_timeout_seconds is set by the chart",
+    ),
     "chart-owned-backup-store": (
         {"sidecar": {"config": {"backup": {"store": {"kind": "s3"}}}}},
         "sidecar.config.backup.store is set by the chart",

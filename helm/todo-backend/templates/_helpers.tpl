@@ -309,7 +309,7 @@ a ConfigMap or a values file, and needs no percent-encoding.
   "backup" (dict "enabled" (ternary true false (not (not $sidecarBackups))) "store" $store
       "retention" (dict "keep_last" (int $b.retention.keepLast) "daily" (int $b.retention.daily) "weekly" (int $b.retention.weekly)))
   "aggregate" (dict "app_metrics_url" (printf "http://127.0.0.1:%s/metrics" (include "todo-backend.appAdminPort" .)))
-  "logship" (dict "paths" $paths "max_rotated_files" (max 10 (int .Values.logging.maxFiles)) "sinks" $sinks) }}
+  "logship" (dict "paths" $paths "max_rotated_files" (max 10 (int .Values.logging.maxFiles)) "drain_timeout_seconds" (int .Values.sidecar.drainTimeoutSeconds) "sinks" $sinks) }}
 {{- toYaml (mustMergeOverwrite (deepCopy .Values.sidecar.config) $owned) }}
 {{- end }}
 
@@ -425,6 +425,9 @@ by every template, so `helm template` of any single file fails too.
 {{- end }}
 {{- if hasKey (default dict $v.sidecar.config.logship) "paths" }}
 {{- $errors = append $errors "sidecar.config.logship.paths is set by the chart: use logging.destination and logging.sinks" }}
+{{- end }}
+{{- if hasKey (default dict $v.sidecar.config.logship) "drain_timeout_seconds" }}
+{{- $errors = append $errors "sidecar.config.logship.drain_timeout_seconds is set by the chart: use sidecar.drainTimeoutSeconds (the pod's grace period is computed from it)" }}
 {{- end }}
 {{- if and $v.velero.enabled (not (include "todo-backend.sidecarMountsBackups" .)) (eq $v.backup.store.kind "local") }}
 {{- $errors = append $errors "velero.enabled with the local backup store needs persistence.accessModes [ReadWriteMany]: Velero's pre-backup hook runs `todo-sidecar backup run` in the pods' sidecar, which must mount the backup volume Velero captures (or use backup.store.kind s3)" }}
