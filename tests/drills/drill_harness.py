@@ -724,10 +724,11 @@ class Sidecar:
                 f"{self.admin}/health/ready", timeout=2).status_code == 200, 60, seen=self.service.report)
         return self
 
-    def restart(self, env: dict[str, str] | None = None) -> "Sidecar":
-        """A new process with the same settings plus `env` (a container
-        restart, or a rollout of new settings). Stop the old one first."""
-        self.env = {**self.env, **(env or {})}
+    def restart(self, env: dict[str, str] | None = None, unset: Iterable[str] = ()) -> "Sidecar":
+        """A new process with the same settings plus `env`, without the
+        variables in `unset` (a container restart, or a rollout of new
+        settings). Stop the old one first."""
+        self.env = {key: value for key, value in {**self.env, **(env or {})}.items() if key not in set(unset)}
         self.service = self.pod.service(f"{self.name}-{uuid.uuid4().hex[:4]}",
                                         self.service.argv, self.env)
         return self.start()
@@ -1082,6 +1083,11 @@ class Prometheus:
             return f"Prometheus: could not read {alertname}: {error}"
 
 
+# Receiver integrations that wake someone up: a notification routed to a
+# receiver holding one of these is a page.
+PAGING_INTEGRATIONS = ("pagerduty_configs", "opsgenie_configs", "victorops_configs")
+
+
 @dataclass
 class Monitoring:
     """Prometheus and Alertmanager over a set of pods, with the webhook
@@ -1090,6 +1096,16 @@ class Monitoring:
     alertmanager: Alertmanager
     webhook: WebhookReceiver
     time_scale: float
+    example: dict = field(default_factory=dict)
+
+    @property
+    def pager_receivers(self) -> set[str]:
+        """The receivers of the shipped Alertmanager configuration that page."""
+        return {receiver["name"] for receiver in self.example.get("receivers", [])
+                if any(receiver.get(kind) for kind in PAGING_INTEGRATIONS)}
+
+    def paged(self, notification: Notification) -> bool:
+        return notification.path.strip("/") in self.pager_receivers
 
     def describe(self, alertname: str) -> str:
         return f"{self.prometheus.describe(alertname)}\n{self.alertmanager.describe(alertname)}"
@@ -1125,8 +1141,11 @@ def start_monitoring(pod: Pod, repo_root: pathlib.Path, targets: dict[str, str],
     (pod.root / "prometheus").mkdir(parents=True, exist_ok=True)
     rule_file = render_rules(merged, pod.root / "prometheus" / "rules.yaml")
     prometheus = Prometheus(pod, targets, rule_file, alertmanager).start()
-    pod.describe_with(lambda: f"--- alerts firing in Prometheus: {sorted(Monitoring(prometheus, alertmanager, webhook, time_scale).firing_now())}")
-    return Monitoring(prometheus, alertmanager, webhook, time_scale)
+    monitoring = Monitoring(prometheus, alertmanager, webhook, time_scale, example)
+    assert monitoring.pager_receivers, "alerts/alertmanager.example.yaml has no paging receiver"
+    pod.describe_with(lambda: f"--- alerts firing in Prometheus: {sorted(monitoring.firing_now())}; "
+                              f"notifications received: {[(n.path, a['labels']['alertname'], a['status']) for n in webhook.notifications for a in n.payload.get('alerts', [])]}")
+    return monitoring
 
 
 def rules_shipped(repo_root: pathlib.Path) -> bool:

@@ -11,12 +11,16 @@ import json
 import signal
 import time
 
-from drill_harness import create_todo, read_only, start_stack, wait_until
+from drill_harness import create_todo, parse_duration, read_only, start_monitoring, start_stack, wait_until
 
 ROWS = "SELECT id, title, coalesce(description, ''), completed FROM todos ORDER BY id"
 # Scheduled backups every 2 s (6-field cron, seconds first) for the part
 # where the store fails.
 EVERY_TWO_SECONDS = "*/2 * * * * *"
+# The drill's RPO, and a time scale under which TodoBackupFailing's one-hour
+# window is 18 s and TodoBackupTooOld's `for: 15m` is 4 s.
+RPO = "10s"
+TIME_SCALE = 0.005
 
 
 def snapshot_ids(sidecar) -> list[str]:
@@ -30,6 +34,8 @@ def test_a_backup_restores_its_snapshot_and_bad_or_interrupted_backups_are_never
     # Arrange: a pod whose owner has a few todos.
     stack = start_stack(pod, binaries, repo_root, certificate)
     app, sidecar, postgres = stack.app, stack.sidecar, stack.postgres
+    monitoring = start_monitoring(pod, repo_root, {"todo-0": sidecar.target},
+                                  values={"alerting": {"backup": {"rpo": RPO}}}, time_scale=TIME_SCALE)
     database = stack.database_url.rsplit("/", 1)[1].split("?")[0]
     session = app.session(app.create_key("alice"))
     created = [create_todo(session, app.api, f"drill-6-{n}", f"todo {n}").json() for n in range(5)]
@@ -40,9 +46,9 @@ def test_a_backup_restores_its_snapshot_and_bad_or_interrupted_backups_are_never
     figures["backup_run_s"] = time.monotonic() - started
     assert backup.returncode == 0, f"backup run failed: {backup.stderr}"
     snapshot_rows = postgres.psql(ROWS, database)
-    wait_until("todo_backup_last_success_timestamp_seconds shows the backup",
-               lambda: (sidecar.metric("todo_backup_last_success_timestamp_seconds") or 0) > 0, 10,
-               seen=pod.report)
+    wait_until("Prometheus sees todo_backup_last_success_timestamp_seconds of the backup",
+               lambda: (monitoring.prometheus.value("max(todo_backup_last_success_timestamp_seconds)") or 0) > 0,
+               15, seen=pod.report)
 
     # Act 2: the todos change, then the snapshot is restored into a new database.
     session.delete(f"{app.api}/todos/{created[0]['id']}", timeout=10)
@@ -114,6 +120,8 @@ def test_a_backup_restores_its_snapshot_and_bad_or_interrupted_backups_are_never
     wait_until("scheduled backups fail while the store is read-only",
                lambda: (sidecar.metric("todo_backup_failures_total") or 0) >= 2, 15, seen=pod.report)
     figures["store_read_only_to_second_failure_s"] = time.monotonic() - failing_at
+    failing = monitoring.wait_for_notification("TodoBackupFailing", "firing", 60, since=failing_at)
+    figures["store_read_only_to_TodoBackupFailing_s"] = failing.at - failing_at
     successes_before = sidecar.metric("todo_backup_last_success_timestamp_seconds")
     undo_read_only()
     writable_at = time.monotonic()
@@ -121,3 +129,22 @@ def test_a_backup_restores_its_snapshot_and_bad_or_interrupted_backups_are_never
                lambda: sidecar.metric("todo_backup_last_success_timestamp_seconds") > successes_before, 15,
                seen=pod.report)
     figures["store_writable_to_next_success_s"] = time.monotonic() - writable_at
+    recovered = monitoring.wait_for_notification("TodoBackupFailing", "resolved", 90, since=writable_at)
+    figures["store_writable_to_TodoBackupFailing_resolved_s"] = recovered.at - writable_at
+
+    # Act 6: no more backups (the schedule removed): the newest snapshot ages past the RPO.
+    sidecar.service.signal(signal.SIGTERM)
+    sidecar.service.wait(30)
+    sidecar.restart(unset=["SIDECAR__BACKUP__SCHEDULE"])
+    last_success = sidecar.metric("todo_backup_last_success_timestamp_seconds")
+    rpo_passed_in = last_success + parse_duration(RPO) - time.time()
+    rpo_passed_at = time.monotonic() + rpo_passed_in
+    too_old = monitoring.wait_for_notification("TodoBackupTooOld", "firing", 60, since=rpo_passed_at)
+    figures["rpo_passed_to_TodoBackupTooOld_s"] = too_old.at - rpo_passed_at
+    assert sidecar.cli("backup", "run").returncode == 0
+    backed_up_at = time.monotonic()
+    monitoring.wait_for_notification("TodoBackupTooOld", "resolved", 60, since=backed_up_at)
+    figures["new_backup_to_TodoBackupTooOld_resolved_s"] = time.monotonic() - backed_up_at
+
+    # Assert: both reached the receivers they are routed to.
+    assert monitoring.paged(too_old), f"TodoBackupTooOld (critical) went to {too_old.path}, not to the pager"

@@ -8,7 +8,7 @@ without a restart once the database is.
 import collections
 import time
 
-from drill_harness import Load, create_todo, start_stack, wait_until
+from drill_harness import Load, create_todo, start_monitoring, start_stack, wait_until
 
 # Drill 3's database settings: small enough for CI, in the same proportions
 # as the defaults (the statement timeout well above the queue timeout).
@@ -19,30 +19,49 @@ STATEMENT_TIMEOUT_MS = 2000
 # + 0.5 s, plus statement_timeout + 0.5 s more for a read retried on a fresh connection.
 ANSWER_DEADLINE_S = (QUEUE_TIMEOUT_MS + 2 * (STATEMENT_TIMEOUT_MS + 500)) / 1000
 FREEZE_SECONDS = ANSWER_DEADLINE_S + 2
+# The alerts a database outage makes true as a consequence, which the
+# shipped Alertmanager configuration inhibits while TodoDatabaseUnavailable fires.
+ERROR_ALERTS = {"TodoHighErrorRate", "TodoErrorBudgetBurn"}
 
 
 def statuses_of(outcomes) -> collections.Counter:
     return collections.Counter(outcome.status for outcome in outcomes)
 
 
-def test_a_stopped_database_gets_503_fast_and_the_app_recovers_without_a_restart(
+def test_a_stopped_database_gets_503_fast_pages_and_the_app_recovers_without_a_restart(
         pod, binaries, repo_root, certificate, figures):
-    # Arrange: a pod serving one owner.
+    # Arrange: a pod under steady reads, watched by Prometheus and Alertmanager.
     stack = start_stack(pod, binaries, repo_root, certificate)
     app = stack.app
+    monitoring = start_monitoring(pod, repo_root, {"todo-0": stack.sidecar.target})
     token = app.create_key("alice")
     session = app.session(token)
     assert create_todo(session, app.api, "drill-2-before").status_code == 201
+    load = Load(lambda: app.session(token),
+                lambda s, rid: s.get(f"{app.api}/todos", headers={"X-Request-Id": rid}, timeout=20),
+                workers=2, pause=0.1).start()
+    wait_until("Prometheus sees the traffic", lambda: monitoring.prometheus.value(
+        'sum(rate(todo_http_requests_total{route="/api/todos"}[5s]))'), 30, seen=pod.report)
 
     # Act: PostgreSQL stops (a managed database's failover, a crash).
     fault_at = time.monotonic()
     stack.postgres.stop()
     wait_until("readiness turns 503 while the database is down", lambda: app.ready_status() == 503, 10,
                seen=pod.report)
-    figures["fault_to_unready_s"] = time.monotonic() - fault_at
-    outage = Load(lambda: app.session(token),
-                  lambda s, rid: s.get(f"{app.api}/todos", headers={"X-Request-Id": rid}, timeout=20),
-                  workers=2, max_requests=40, pause=0.05).start().join(120)
+    unready_at = time.monotonic()
+    figures["fault_to_unready_s"] = unready_at - fault_at
+    page = monitoring.wait_for_notification("TodoDatabaseUnavailable", "firing", 60, since=fault_at)
+    figures["fault_to_page_s"] = page.at - fault_at
+    # The 503s make the error-rate alerts true too; they must reach nobody
+    # while the database alert explains them.
+    wait_until("TodoHighErrorRate is firing in Prometheus (to be inhibited)",
+               lambda: "TodoHighErrorRate" in monitoring.firing_now(), 60,
+               seen=lambda: monitoring.describe("TodoHighErrorRate"))
+    wait_until("Alertmanager has TodoHighErrorRate, inhibited", lambda: all(
+        alert["status"]["inhibitedBy"] for alert in monitoring.alertmanager.alerts()
+        if alert["labels"]["alertname"] in ERROR_ALERTS) and any(
+        alert["labels"]["alertname"] == "TodoHighErrorRate" for alert in monitoring.alertmanager.alerts()), 15,
+        seen=lambda: monitoring.describe("TodoHighErrorRate"))
 
     # Act: PostgreSQL is back.
     stack.postgres.start()
@@ -52,12 +71,22 @@ def test_a_stopped_database_gets_503_fast_and_the_app_recovers_without_a_restart
     figures["database_back_to_first_2xx_s"] = time.monotonic() - back_at
     wait_until("readiness returns", lambda: app.ready_status() == 200, 15, seen=pod.report)
     figures["database_back_to_ready_s"] = time.monotonic() - back_at
+    resolved = monitoring.wait_for_notification("TodoDatabaseUnavailable", "resolved", 90, since=back_at)
+    figures["database_back_to_resolved_s"] = resolved.at - back_at
+    outcomes = load.stop()
 
-    # Assert: every request of the outage was answered 503 (none hung, none
-    # got another status), the same process serves again.
+    # Assert: every request sent while the database was known to be down was
+    # answered 503 (none hung, none got another status); nothing else failed;
+    # the same process serves again; no error alert reached anyone.
+    outage = [o for o in outcomes if o.started >= unready_at and o.started + o.seconds <= back_at]
+    others = [o for o in outcomes if o not in outage]
+    assert outage, "no request was sent during the outage"
     assert statuses_of(outage) == {503: len(outage)}, f"answers while the database was down: {statuses_of(outage)}"
+    assert set(statuses_of(others)) <= {200, 503}, f"answers around the outage: {statuses_of(others)}"
     assert app.service.running(), "todo-app exited instead of recovering"
     assert create_todo(session, app.api, "drill-2-after").status_code == 201
+    paged = monitoring.webhook.alertnames("firing")
+    assert not paged & ERROR_ALERTS, f"error alerts reached a receiver despite the inhibition: {paged}"
     slowest = max(outcome.seconds for outcome in outage)
     figures["slowest_503_s"] = slowest
     figures["requests_failed_during_outage"] = len(outage)

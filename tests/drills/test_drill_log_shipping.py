@@ -12,14 +12,18 @@ import time
 
 import pytest
 
-from drill_harness import Load, create_todo, start_stack, wait_until
+from drill_harness import Load, create_todo, start_monitoring, start_stack, wait_until
 
 OUTAGE_S = 30
 LOG_MAX_BYTES = 65536
 # Enough rotated files that the outage's lines stay on disk: the drill's
-# traffic writes about 200 KiB a minute.
+# traffic writes about 750 KiB a minute, 20 files hold 1.3 MiB.
 LOG_MAX_FILES = 20
 DELIVERY_DEADLINE_S = 60
+# TodoLogShippingLagging's threshold for the drill, and a time scale under
+# which its `for: 10m` (and its deriv window) is 9 s, well within the outage.
+LAG_ALERT_BYTES = 4096
+TIME_SCALE = 0.015
 
 
 def test_a_log_store_outage_and_a_sidecar_crash_lose_no_line(pod, binaries, repo_root, certificate, figures):
@@ -29,6 +33,8 @@ def test_a_log_store_outage_and_a_sidecar_crash_lose_no_line(pod, binaries, repo
                                  "APP__LOG__MAX_FILES": str(LOG_MAX_FILES)},
                         sidecar_env={"SIDECAR__LOGSHIP__MAX_ROTATED_FILES": str(LOG_MAX_FILES)})
     app, logs = stack.app, stack.logs
+    monitoring = start_monitoring(pod, repo_root, {"todo-0": stack.sidecar.target}, time_scale=TIME_SCALE,
+                                  values={"alerting": {"logship": {"lagBytes": LAG_ALERT_BYTES}}})
     token = app.create_key("alice")
     load = Load(lambda: app.session(token), lambda s, rid: create_todo(s, app.api, rid, "drill-5"),
                 workers=2, pause=0.05).start()
@@ -42,6 +48,8 @@ def test_a_log_store_outage_and_a_sidecar_crash_lose_no_line(pod, binaries, repo
     wait_until("the outage has lasted its time", lambda: time.monotonic() - down_at >= OUTAGE_S, OUTAGE_S + 1)
     lag_read_at = time.monotonic()
     lag_during_outage = stack.sidecar.metric("todo_logship_lag_bytes")
+    lagging = [n for n, _ in monitoring.webhook.alerts("TodoLogShippingLagging", "firing") if n.at >= down_at]
+    lagging_state = monitoring.describe("TodoLogShippingLagging")
     logs.start()
     back_at = time.monotonic()
     answered = lambda: [o.request_id for o in list(load.outcomes) if o.status is not None]
@@ -49,6 +57,10 @@ def test_a_log_store_outage_and_a_sidecar_crash_lose_no_line(pod, binaries, repo
                lambda: not logs.missing(answered()), DELIVERY_DEADLINE_S,
                seen=lambda: f"{len(logs.missing(answered()))} lines missing\n{pod.report()}")
     figures["log_store_back_to_all_lines_s"] = time.monotonic() - back_at
+    if lagging:
+        figures["outage_to_TodoLogShippingLagging_s"] = lagging[0].at - down_at
+        resolved = monitoring.wait_for_notification("TodoLogShippingLagging", "resolved", 60, since=back_at)
+        figures["log_store_back_to_TodoLogShippingLagging_resolved_s"] = resolved.at - back_at
     rotations = len(list(app.log_dir.glob("app.log.*")))
 
     # Act 2: SIGKILL to the sidecar while a batch is in flight, then a restart.
@@ -86,4 +98,6 @@ def test_a_log_store_outage_and_a_sidecar_crash_lose_no_line(pod, binaries, repo
     if not lag_during_outage or lag_during_outage < written:
         pytest.xfail(f"todo_logship_lag_bytes was {lag_during_outage} at the end of the outage, though the app "
                      f"had written {written} bytes of request lines during it: the lag counts only the file "
-                     "being read, not the files rotated in while the sink was down (no issue yet)")
+                     "being read, not the files rotated in while the sink was down (no issue yet); so "
+                     f"TodoLogShippingLagging {'fired' if lagging else 'did not fire'}: {lagging_state}")
+    assert lagging, f"TodoLogShippingLagging did not fire during the outage: {lagging_state}"
