@@ -1032,6 +1032,7 @@ class Prometheus:
             config["alerting"] = {"alertmanagers": [{"static_configs": [{"targets": [f"127.0.0.1:{alertmanager.port}"]}]}]}
         self.config_path = directory / "prometheus.yml"
         self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+        self.targets = targets
         self.service = pod.service("prometheus", [
             "prometheus", f"--config.file={self.config_path}", f"--storage.tsdb.path={directory / 'data'}",
             f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn",
@@ -1043,9 +1044,14 @@ class Prometheus:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> "Prometheus":
+        """Starts it and waits for the first successful scrape of every
+        target (Prometheus scrapes nothing for its first few seconds)."""
         self.service.start()
         wait_until("Prometheus ready", lambda: requests.get(f"{self.url}/-/ready", timeout=2).ok, 30,
                    seen=self.service.report)
+        wait_until("Prometheus has scraped every pod", lambda: self.value(
+            f'count(up{{job="{self.JOB}"}} == 1)') == len(self.targets), 30,
+            seen=lambda: str(requests.get(f"{self.url}/api/v1/targets", timeout=5).json()))
         return self
 
     def query(self, expr: str) -> list[dict]:
@@ -1153,3 +1159,86 @@ def rules_shipped(repo_root: pathlib.Path) -> bool:
     branch yet (issue 11); the alert checks of the drills need them."""
     return ((repo_root / "alerts" / "alertmanager.example.yaml").exists()
             and (repo_root / "tests" / "monitoring" / "render_rules.py").exists())
+
+
+# --------------------------------------------------------------------------
+# Dashboards
+
+
+@dataclass
+class PanelQuery:
+    dashboard: str
+    panel: str
+    expr: str
+    legend: str = ""
+
+
+def dashboard_queries(dashboards_dir: pathlib.Path) -> list[PanelQuery]:
+    """Every Prometheus expression of every panel (rows and collapsed rows
+    included) of dashboards/*.json."""
+    queries = []
+
+    def walk(dashboard: str, panels: list[dict]) -> None:
+        for panel in panels:
+            walk(dashboard, panel.get("panels", []))
+            for target in panel.get("targets", []):
+                if target.get("expr") and not target.get("hide"):
+                    queries.append(PanelQuery(dashboard, panel.get("title", "?"), target["expr"],
+                                              target.get("legendFormat", "")))
+
+    for path in sorted(dashboards_dir.glob("*.json")):
+        document = json.loads(path.read_text())
+        walk(path.name, document.get("panels", []))
+        for row in document.get("rows", []):
+            walk(path.name, row.get("panels", []))
+    return queries
+
+
+def dashboard_variables(dashboards_dir: pathlib.Path) -> dict[str, dict]:
+    """The templating variables of every dashboard, by name."""
+    variables = {}
+    for path in sorted(dashboards_dir.glob("*.json")):
+        for variable in json.loads(path.read_text()).get("templating", {}).get("list", []):
+            variables.setdefault(variable["name"], variable)
+    return variables
+
+
+def substitute(expr: str, values: dict[str, str]) -> str:
+    """Grafana's variable syntaxes ($v, ${v}, ${v:fmt}, [[v]]) replaced by
+    `values`, longest names first so $pod never eats $pods."""
+    import re
+    for name in sorted(values, key=len, reverse=True):
+        value = values[name]
+        expr = re.sub(r"\$\{" + re.escape(name) + r"(:[^}]*)?\}", lambda m: value, expr)
+        expr = expr.replace(f"[[{name}]]", value)
+        expr = re.sub(r"\$" + re.escape(name) + r"(?![A-Za-z0-9_])", lambda m: value, expr)
+    return expr
+
+
+def grafana_values(prometheus: "Prometheus", variables: dict[str, dict], chosen: dict[str, str]) -> dict[str, str]:
+    """A value for every dashboard variable: `chosen` ones as given, the
+    built-in intervals sized for a 1 s scrape, the others as Grafana would
+    fill them from their `label_values(...)` query against Prometheus."""
+    import re
+    values = {"__rate_interval": "10s", "__interval": "5s", "__range": "1m", "__range_s": "60",
+              "__range_ms": "60000", "__interval_ms": "5000"}
+    values.update(chosen)
+    for name, variable in variables.items():
+        if name in values or variable.get("type") in ("datasource", "constant", "interval"):
+            if variable.get("type") == "interval":
+                values.setdefault(name, "10s")
+            if variable.get("type") == "constant":
+                values.setdefault(name, str(variable.get("query", "")))
+            continue
+        query = variable.get("query")
+        query = query.get("query", "") if isinstance(query, dict) else (query or "")
+        match = re.match(r"label_values\((?:(.*),\s*)?([A-Za-z_][A-Za-z0-9_]*)\)\s*$", query.strip())
+        if match:
+            selector, label = match.group(1), match.group(2)
+            selector = substitute(selector, values) if selector else f'{{{label}!=""}}'
+            found = sorted({s["metric"].get(label) for s in prometheus.query(f"group by ({label}) ({selector})")
+                            if s["metric"].get(label)})
+            values[name] = found[0] if found else ".*"
+        else:
+            values[name] = ".*"
+    return values
