@@ -1118,10 +1118,20 @@ class Monitoring:
 
     def wait_for_notification(self, alertname: str, status: str, timeout: float,
                               since: float = 0.0) -> Notification:
-        """The first `status` ("firing" or "resolved") notification of
-        `alertname` received after `since` (a time.monotonic())."""
+        """The first notification received after `since` (a time.monotonic())
+        in which `alertname` is firing (`status` "firing": one of its alerts,
+        e.g. one of several burn-rate windows), or resolved ("resolved":
+        every alert of that name in the notification)."""
+        def matches(notification: Notification) -> bool:
+            alerts = [a for a in notification.payload.get("alerts", [])
+                      if a["labels"].get("alertname") == alertname]
+            if status == "firing":
+                return any(a["status"] == "firing" for a in alerts)
+            return bool(alerts) and all(a["status"] == "resolved" for a in alerts)
+
         def received():
-            found = [n for n, _ in self.webhook.alerts(alertname, status) if n.at >= since]
+            with self.webhook.lock:
+                found = [n for n in self.webhook.notifications if n.at >= since and matches(n)]
             return found[0] if found else None
         return wait_until(f"{alertname} {status} at the webhook", received, timeout,
                           seen=lambda: self.describe(alertname))

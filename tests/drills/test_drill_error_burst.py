@@ -2,7 +2,7 @@
 
 The fault is real, not a switch in the product: a trigger on the drill's
 database makes one insert in N fail, so todo-app answers those POSTs 500.
-First an error rate within the availability SLO's budget (0.1%) for longer
+First an error rate within the availability SLO's budget for longer
 than every alert's window: nothing pages. Then one insert in five fails:
 `TodoHighErrorRate` and the fast-burn `TodoErrorBudgetBurn` reach the pager.
 Then the fault is cleared and both resolve.
@@ -13,12 +13,18 @@ import time
 
 from drill_harness import Load, create_todo, start_monitoring, start_stack, wait_until
 
-# One failing insert in this many: 0.05%, half the 0.1% budget of the
-# default availability target (99.9%).
-WITHIN_BUDGET_EVERY = 2000
+# The drill's availability objective, 99% (a 1% error budget), so that an
+# error rate within budget shows some errors in the few hundred requests a
+# debug build serves on two shared cores in the quiet phase.
+AVAILABILITY_TARGET = 0.99
+# One failing insert in this many: 0.5%, half the budget.
+WITHIN_BUDGET_EVERY = 200
 # One in five: 20%, above TodoHighErrorRate's 5% and 14.4 times the budget.
 BURST_EVERY = 5
-QUIET_PHASE_S = 30
+# Under this time scale TodoHighErrorRate's window and `for:` are 6 s each,
+# the fast burn's windows 72 s and 6 s: the quiet phase outlasts them.
+TIME_SCALE = 0.02
+QUIET_PHASE_S = 20
 PAGED_ALERTS = ("TodoHighErrorRate", "TodoErrorBudgetBurn")
 
 FAULT = """
@@ -45,7 +51,8 @@ def test_an_error_burst_pages_through_the_burn_rate_alerts_and_a_trickle_within_
     app, postgres = stack.app, stack.postgres
     database = stack.database_url.rsplit("/", 1)[1].split("?")[0]
     postgres.psql(FAULT, database)
-    monitoring = start_monitoring(pod, repo_root, {"todo-0": stack.sidecar.target})
+    monitoring = start_monitoring(pod, repo_root, {"todo-0": stack.sidecar.target}, time_scale=TIME_SCALE,
+                                  values={"alerting": {"slo": {"availability": {"target": AVAILABILITY_TARGET}}}})
     token = app.create_key("alice")
     load = Load(lambda: app.session(token), lambda s, rid: create_todo(s, app.api, rid, "drill-4"),
                 workers=2, pause=0.02).start()
@@ -77,7 +84,7 @@ def test_an_error_burst_pages_through_the_burn_rate_alerts_and_a_trickle_within_
     # route, and both resolved.
     quiet_statuses = collections.Counter(o.status for o in quiet)
     assert quiet_statuses[500] >= 1, f"no error during the quiet phase, so it proves nothing: {quiet_statuses}"
-    assert quiet_statuses[500] / len(quiet) < 0.001, f"the quiet phase was over budget: {quiet_statuses}"
+    assert quiet_statuses[500] / len(quiet) < 1 - AVAILABILITY_TARGET, f"the quiet phase was over budget: {quiet_statuses}"
     assert not quiet_notifications, f"notifications during an error rate within budget: {quiet_notifications}"
     for name, notification in pages.items():
         assert monitoring.paged(notification), (

@@ -6,16 +6,18 @@ log file to the same Loki-format and Elasticsearch-format receivers with no
 line lost and no document id shared between pods; a revoked key is refused
 by every replica within `auth.key_cache_ttl_seconds`; three sidecars
 scheduled to back up at the same second publish one snapshot; Prometheus
-sees three pods.
+sees three pods, and every per-pod dashboard panel shows three series.
 """
 
 import collections
 import datetime
 import json
+import re
 import time
 
 from drill_harness import (Load, LogReceiver, PostgresCluster, Prometheus, Sidecar, TodoApp, create_todo,
-                           run_parallel, tail, wait_until)
+                           dashboard_queries, dashboard_variables, grafana_values, run_parallel, substitute,
+                           tail, wait_until)
 
 REPLICAS = 3
 KEY_CACHE_TTL_S = 3
@@ -122,3 +124,26 @@ def test_three_replicas_share_one_database_without_stepping_on_each_other(
                lambda: prometheus.value('count(up{job="todo-backend"} == 1)') == REPLICAS, 15)
     wait_until("three pods' request series", lambda: prometheus.value(
         'count(count by (pod) (todo_http_requests_total{route="/api/todos"}))') == REPLICAS, 15)
+
+    # Assert: every per-pod panel of the dashboards shows the three pods, with
+    # every pod chosen in the dashboard's pod selector (a regex alternation,
+    # as Grafana writes a multi-value selection).
+    dashboards = repo_root / "dashboards"
+    pods = [f"todo-{n}" for n in range(REPLICAS)]
+    values = grafana_values(prometheus, dashboard_variables(dashboards),
+                            {"namespace": Prometheus.NAMESPACE, "job": Prometheus.JOB, "pod": f"({'|'.join(pods)})"})
+    per_pod = [q for q in dashboard_queries(dashboards) if "{{pod}}" in q.legend.replace(" ", "")
+               or re.search(r"by\s*\([^)]*\bpod\b", q.expr)]
+    assert per_pod, "no per-pod panel in the dashboards"
+
+    def pods_shown(query) -> set[str]:
+        return {series["metric"].get("pod") for series in prometheus.query(substitute(query.expr, values))}
+    short = []
+
+    def every_per_pod_panel_shows_three_pods() -> bool:
+        short[:] = [f"{q.dashboard} / {q.panel}: {sorted(p for p in pods_shown(q) if p)}" for q in per_pod
+                    if pods_shown(q) != set(pods)]
+        return not short
+    wait_until("every per-pod panel shows three pods", every_per_pod_panel_shows_three_pods, 20,
+               seen=lambda: "\n".join(short))
+    figures["per_pod_panels_with_three_series"] = len(per_pod)
