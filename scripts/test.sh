@@ -61,6 +61,10 @@ if compgen -G "tests/*/test_*.py" >/dev/null; then
     cargo build --workspace --bins --quiet
     export TODO_BIN_DIR="${CARGO_TARGET_DIR:-$REPO_ROOT/target}/debug"
     log "running the suites in tests/ with pytest (binaries from $TODO_BIN_DIR)"
-    python3 -m pytest tests -q -p no:cacheprovider || status=1
+    python3 -m pytest tests -q -p no:cacheprovider --ignore=tests/drills || status=1
+    # The whole-pod drills (docs/operations.md) mostly wait on outages,
+    # alerts and deadlines, so they run two at a time (pytest-xdist).
+    log "running the whole-pod drills, two at a time"
+    python3 -m pytest tests/drills -q -p no:cacheprovider -n 2 || status=1
 fi
 exit "$status"
