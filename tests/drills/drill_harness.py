@@ -389,6 +389,34 @@ class _QuietHandler(http.server.BaseHTTPRequestHandler):
 
 
 class _Server(http.server.ThreadingHTTPServer):
+    """Keeps its open connections, so that taking the receiver down also cuts
+    the keep-alive connections clients hold (else an "outage" would still
+    serve them)."""
+
+    def __init__(self, *args, **kwargs):
+        self.connections: set[socket.socket] = set()
+        self.connections_lock = threading.Lock()
+        super().__init__(*args, **kwargs)
+
+    def process_request(self, request, client_address) -> None:
+        with self.connections_lock:
+            self.connections.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request) -> None:
+        with self.connections_lock:
+            self.connections.discard(request)
+        super().shutdown_request(request)
+
+    def cut_connections(self) -> None:
+        with self.connections_lock:
+            connections, self.connections = list(self.connections), set()
+        for connection in connections:
+            try:
+                connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
     def handle_error(self, request, client_address) -> None:
         # A client that went away mid-answer (a sidecar killed in a drill) is
         # expected; anything else is printed as usual.
@@ -421,9 +449,11 @@ class HttpReceiver:
         return self
 
     def stop(self) -> None:
+        """Refuses new connections and cuts the open ones."""
         if self.server is not None:
             self.server.shutdown()
             self.server.server_close()
+            self.server.cut_connections()
             self.server = None
 
 

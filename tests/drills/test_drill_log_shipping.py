@@ -68,12 +68,20 @@ def test_a_log_store_outage_and_a_sidecar_crash_lose_no_line(pod, binaries, repo
     wait_until("a batch is in flight", lambda: logs.pushes_in_flight > 0, 10, interval=0.01, seen=pod.report)
     stack.sidecar.service.kill9()
     logs.delay_seconds = 0.0
+    restarted_at = time.monotonic()
     stack.sidecar.restart()
+    wait_until("the restarted sidecar ships lines of requests made after it started", lambda: set(
+        o.request_id for o in list(load.outcomes) if o.started > restarted_at) & set(logs.request_ids()), 30,
+        seen=pod.report)
     outcomes = load.stop()
     expected = [o.request_id for o in outcomes if o.status is not None]
     wait_until("every request line arrived after the sidecar's crash and restart",
                lambda: not logs.missing(expected), DELIVERY_DEADLINE_S,
                seen=lambda: f"{len(logs.missing(expected))} lines missing\n{pod.report()}")
+    # Duplicates are counted once the restarted sidecar has acknowledged
+    # everything, the batch the crash interrupted included.
+    wait_until("the restarted sidecar has caught up", lambda: stack.sidecar.metric("todo_logship_lag_bytes") == 0,
+               DELIVERY_DEADLINE_S, seen=pod.report)
 
     # Assert: nothing missing; duplicates (at most a batch per crash) reported.
     received = collections.Counter(logs.request_ids())
