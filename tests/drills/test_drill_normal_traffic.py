@@ -10,10 +10,14 @@ import collections
 import time
 import uuid
 
+import pytest
+
 from drill_harness import (dashboard_queries, dashboard_variables, grafana_values, start_monitoring,
                            start_stack, substitute, wait_until)
 
 ROUNDS = 30
+# TodoHighErrorRate's window plus its `for:` at the default drill time scale.
+QUIET_S = 30
 
 
 def traffic(app, token: str, other_token: str) -> list[tuple[str, int]]:
@@ -55,9 +59,9 @@ def test_normal_traffic_fills_every_dashboard_panel_pages_nobody_and_logs_each_r
 
     # Act: a few hundred requests of every kind from two owners.
     sent = []
+    traffic_started = time.monotonic()
     for round_number in range(ROUNDS):
         sent += traffic(app, alice, bob) if round_number % 2 else traffic(app, bob, alice)
-    traffic_done = time.monotonic()
     statuses = collections.Counter(status for _, status in sent)
 
     # Assert: one request line per request in the log store.
@@ -68,13 +72,29 @@ def test_normal_traffic_fills_every_dashboard_panel_pages_nobody_and_logs_each_r
     assert all(count == 1 for count in received.values()), \
         f"request lines received more than once: {[i for i, c in received.items() if c > 1][:5]}"
 
+    # Assert: no alert fired, nothing reached a receiver, once the alerts'
+    # windows and `for:` durations (30 s at this time scale) have passed.
+    wait_until("the alerts' windows have passed", lambda: time.monotonic() - traffic_started >= QUIET_S, QUIET_S + 1)
+    firing = monitoring.firing_now()
+    figures.update({
+        "requests": len(sent),
+        "statuses": dict(sorted(statuses.items())),
+        "alerts_firing": len(firing),
+        "lines_lost": len(stack.logs.missing(ids)),
+    })
+    assert not firing, f"alerts firing under normal traffic: {sorted(firing)}"
+    assert not monitoring.webhook.notifications, \
+        f"notifications under normal traffic: {[n.payload.get('alerts') for n in monitoring.webhook.notifications]}"
+    assert set(statuses) == {200, 201, 204, 401, 404, 422}, statuses
+
     # Assert: every panel of every dashboard has data.
     dashboards = repo_root / "dashboards"
-    queries = dashboard_queries(dashboards)
-    assert queries, f"no panel expression found in {dashboards}/*.json"
+    queries = dashboard_queries(dashboards) if dashboards.is_dir() else []
+    figures["panel_expressions"] = len(queries)
+    if not queries:
+        pytest.xfail(f"issue 11: no dashboard in {dashboards} yet, so no panel to check")
     values = grafana_values(monitoring.prometheus, dashboard_variables(dashboards),
                             {"namespace": "drill", "job": "todo-backend", "pod": "todo-0"})
-    wait_until("the rate windows hold the traffic", lambda: time.monotonic() - traffic_done >= 3, 4)
 
     def empty_panels() -> list[str]:
         problems = []
@@ -93,17 +113,3 @@ def test_normal_traffic_fills_every_dashboard_panel_pages_nobody_and_logs_each_r
         return not problems
     wait_until("every dashboard panel has data", every_panel_has_data, 20,
                seen=lambda: "panels without data:\n" + "\n".join(problems))
-
-    # Assert: no alert fired, nothing reached a receiver.
-    firing = monitoring.firing_now()
-    figures.update({
-        "requests": len(sent),
-        "statuses": dict(sorted(statuses.items())),
-        "panel_expressions": len(queries),
-        "alerts_firing": len(firing),
-        "lines_lost": len(stack.logs.missing(ids)),
-    })
-    assert not firing, f"alerts firing under normal traffic: {sorted(firing)}"
-    assert not monitoring.webhook.notifications, \
-        f"notifications under normal traffic: {[n.payload.get('alerts') for n in monitoring.webhook.notifications]}"
-    assert set(statuses) == {200, 201, 204, 401, 404, 422}, statuses
