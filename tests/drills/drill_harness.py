@@ -947,6 +947,24 @@ def parse_duration(text: str) -> float:
     return sum(float(number) * _DURATION_UNITS[unit] for number, unit in parts)
 
 
+# The drills run debug builds on a shared 2-core machine, where a request
+# can take longer than the latency objective's 250 ms without anything being
+# wrong: the latency SLO's threshold is raised to the largest bucket bound
+# but one, so that its burn-rate alerts stay quiet unless requests hang.
+DRILL_LATENCY_THRESHOLD = "5"
+
+
+def deep_merge(base: dict, override: dict) -> dict:
+    """`override` over `base`, maps merged key by key (as Helm merges values)."""
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
 def render_rules(values: dict, out_path: pathlib.Path) -> pathlib.Path:
     """The shipped alert rules (alerts/), rendered through the chart with
     `values` — the one templating mechanism, never a copy of the rules."""
@@ -1181,9 +1199,8 @@ def start_monitoring(pod: Pod, repo_root: pathlib.Path, targets: dict[str, str],
     webhook = WebhookReceiver(pod).start()
     example = yaml.safe_load((repo_root / "alerts" / "alertmanager.example.yaml").read_text())
     alertmanager = Alertmanager(pod, drill_alertmanager_config(example, webhook.url, time_scale)).start()
-    merged = {"alerting": {"timeScale": time_scale}}
-    for key, value in (values or {}).items():
-        merged[key] = {**merged.get(key, {}), **value} if isinstance(value, dict) else value
+    merged = deep_merge({"alerting": {"timeScale": time_scale, "slo": {"latency": {
+        "thresholdSeconds": DRILL_LATENCY_THRESHOLD}}}}, values or {})
     (pod.root / "prometheus").mkdir(parents=True, exist_ok=True)
     rule_file = render_rules(merged, pod.root / "prometheus" / "rules.yaml")
     prometheus = Prometheus(pod, targets, rule_file, alertmanager).start()
