@@ -18,6 +18,19 @@ from drill_harness import (dashboard_queries, dashboard_variables, grafana_value
 ROUNDS = 30
 # TodoHighErrorRate's window plus its `for:` at the default drill time scale.
 QUIET_S = 30
+# Panels found without data under normal traffic when the dashboards landed
+# (reported to issue 11): a status that normal traffic never gets, a restore
+# drill that never ran, delivery failures that never happened. Expected
+# failures while they stay empty; any other empty panel fails the drill.
+KNOWN_EMPTY_PANELS = {
+    "todo-api.json / Refused requests: 401, 429, 503",
+    "todo-operations.json / Restore drill age",
+    "todo-operations.json / Delivery failures by sink and reason",
+    # A 30-day subquery at a 5-minute step has no point before a 5-minute
+    # boundary has passed with data: empty or not depending on the clock.
+    "todo-api.json / Error budget remaining (30 days)",
+    "todo-api.json / Latency budget remaining (30 days)",
+}
 
 
 def traffic(app, token: str, other_token: str) -> list[tuple[str, int]]:
@@ -96,20 +109,28 @@ def test_normal_traffic_fills_every_dashboard_panel_pages_nobody_and_logs_each_r
     values = grafana_values(monitoring.prometheus, dashboard_variables(dashboards),
                             {"namespace": "drill", "job": "todo-backend", "pod": "todo-0"})
 
-    def empty_panels() -> list[str]:
+    def empty_panels() -> list[tuple[str, str]]:
         problems = []
         for query in queries:
+            if "kube_" in query.expr:
+                # kube-state-metrics' series (the HPA's replicas): no
+                # Kubernetes in a drill, so nothing can fill these panels.
+                continue
             expr = substitute(query.expr, values)
             try:
                 if not monitoring.prometheus.query(expr):
-                    problems.append(f"{query.dashboard} / {query.panel}: empty: {expr}")
+                    problems.append((f"{query.dashboard} / {query.panel}", f"empty: {expr}"))
             except AssertionError as error:
-                problems.append(f"{query.dashboard} / {query.panel}: {error}")
+                problems.append((f"{query.dashboard} / {query.panel}", str(error)))
         return problems
-    problems: list[str] = []
+    problems: list[tuple[str, str]] = []
 
     def every_panel_has_data() -> bool:
-        problems[:] = empty_panels()
+        problems[:] = [(panel, what) for panel, what in empty_panels() if panel not in KNOWN_EMPTY_PANELS]
         return not problems
     wait_until("every dashboard panel has data", every_panel_has_data, 20,
-               seen=lambda: "panels without data:\n" + "\n".join(problems))
+               seen=lambda: "panels without data:\n" + "\n".join(f"{p}: {w}" for p, w in problems))
+    known_empty = sorted({panel for panel, _ in empty_panels()} & KNOWN_EMPTY_PANELS)
+    figures["panels_known_empty"] = len(known_empty)
+    if known_empty:
+        pytest.xfail(f"issue 11: these panels show no data under normal traffic: {known_empty}")
