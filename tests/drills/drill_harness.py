@@ -970,9 +970,11 @@ def render_rules(values: dict, out_path: pathlib.Path) -> pathlib.Path:
     `values` — the one templating mechanism, never a copy of the rules."""
     import importlib
     import sys
-    monitoring = pathlib.Path(__file__).resolve().parents[1] / "monitoring"
-    if str(monitoring) not in sys.path:
-        sys.path.insert(0, str(monitoring))
+    tests = pathlib.Path(__file__).resolve().parents[1]
+    # render_rules.py lives in tests/monitoring and imports tests/suite_support.py.
+    for folder in (tests, tests / "monitoring"):
+        if str(folder) not in sys.path:
+            sys.path.insert(0, str(folder))
     return importlib.import_module("render_rules").render_rule_file(values, out_path)
 
 
