@@ -26,6 +26,10 @@ EXTERNAL = {
     "kube_horizontalpodautoscaler_status_current_replicas": "kube-state-metrics",
     "kube_horizontalpodautoscaler_status_desired_replicas": "kube-state-metrics",
     "kube_horizontalpodautoscaler_spec_max_replicas": "kube-state-metrics",
+    "kube_job_failed": "kube-state-metrics",
+    "kube_job_owner": "kube-state-metrics",
+    "kube_cronjob_status_last_successful_time": "kube-state-metrics",
+    "kube_cronjob_status_last_schedule_time": "kube-state-metrics",
 }
 
 

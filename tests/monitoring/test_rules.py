@@ -86,7 +86,7 @@ def test_every_alert_has_a_severity_a_for_and_its_annotations(rendered_rules):
 
 
 # Alerts whose value is only "1" (a state, not a measure): the description says the state instead.
-VALUELESS = {"TodoAppDown", "TodoSidecarDown", "TodoBackupNeverSucceeded"}
+VALUELESS = {"TodoAppDown", "TodoSidecarDown", "TodoBackupNeverSucceeded", "TodoBackupJobFailed"}
 
 
 def test_recording_rules_exist_for_every_burn_rate_window(rendered_rules):
@@ -171,6 +171,8 @@ def test_thresholds_come_from_the_alerting_values():
     assert "> 43200" in expression(groups, "TodoBackupTooOld")
     assert "offset 12h" in expression(groups, "TodoBackupNeverSucceeded")
     assert "> 1296000" in expression(groups, "TodoRestoreDrillTooOld")
+    assert "> 43200," in expression(groups, "TodoBackupCronJobTooOld")
+    assert "offset 12h" in expression(groups, "TodoBackupCronJobTooOld")
     assert ") > 0.1\n" in expression(groups, "TodoHighErrorRate")
     assert expression(groups, "TodoHighErrorRate").endswith("> 2")
     assert "> 7," in expression(groups, "TodoDatabaseSaturated")
@@ -200,12 +202,30 @@ def test_the_hpa_alert_names_the_releases_hpa():
     assert 'horizontalpodautoscaler="shop-todo-backend"' in hpa
 
 
+def test_the_cronjob_alerts_name_the_releases_cronjobs():
+    groups = rule_groups({}, name="shop", namespace="team-a")
+
+    failed = expression(groups, "TodoBackupJobFailed")
+    too_old = expression(groups, "TodoBackupCronJobTooOld")
+
+    assert 'namespace="team-a"' in failed
+    assert 'owner_name=~"shop-todo-backend-backup|shop-todo-backend-restore-drill"' in failed
+    assert too_old.count('namespace="team-a", cronjob="shop-todo-backend-backup"}') == 3
+
+
+def test_without_restore_drills_the_job_alert_watches_the_backup_cronjob_alone():
+    failed = expression(rule_groups({"backup": {"restoreDrill": {"enabled": False}}}), "TodoBackupJobFailed")
+
+    assert 'owner_name=~"todo-todo-backend-backup"' in failed
+
+
 def test_without_backups_the_chart_ships_no_backup_alerts():
     groups = rule_groups({"backup": {"enabled": False}})
 
     names = {rule["alert"] for rule in alerts(groups)}
 
-    assert not names & {"TodoBackupTooOld", "TodoBackupNeverSucceeded", "TodoBackupFailing", "TodoRestoreDrillTooOld"}
+    assert not names & {"TodoBackupTooOld", "TodoBackupNeverSucceeded", "TodoBackupFailing", "TodoRestoreDrillTooOld",
+                        "TodoBackupJobFailed", "TodoBackupCronJobTooOld"}
     assert "TodoAppDown" in names
 
 

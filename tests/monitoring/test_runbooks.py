@@ -14,7 +14,8 @@ from render_rules import REPO_ROOT
 RUNBOOKS = REPO_ROOT / "docs" / "runbooks.md"
 PARTS = ["**What it means for users.**", "**Look first.**", "**Likely causes and fixes.**",
          "**Verify.**", "**Escalate**"]
-BACKUP_ALERTS = {"TodoBackupTooOld", "TodoBackupNeverSucceeded", "TodoBackupFailing", "TodoRestoreDrillTooOld"}
+BACKUP_ALERTS = {"TodoBackupTooOld", "TodoBackupNeverSucceeded", "TodoBackupFailing", "TodoRestoreDrillTooOld",
+                 "TodoBackupJobFailed", "TodoBackupCronJobTooOld"}
 
 
 def slug(heading: str) -> str:

@@ -90,3 +90,12 @@ The name of the chart's HorizontalPodAutoscaler, as kube-state-metrics labels it
 {{- define "todo-backend.alerting.hpaName" -}}
 {{ include "todo-backend.fullname" . }}
 {{- end -}}
+
+{{- /*
+The name of one of the chart's backup CronJobs, as kube-state-metrics labels
+it (`cronjob`, and `owner_name` of its Jobs): (list $ "backup") or
+(list $ "restore-drill"), the components cronjob-*.yaml render.
+*/ -}}
+{{- define "todo-backend.alerting.cronJobName" -}}
+{{ include "todo-backend.child" (list (index . 0) (index . 1)) }}
+{{- end -}}
