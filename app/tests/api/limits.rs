@@ -109,6 +109,20 @@ async fn a_full_executor_queue_answers_503_at_once_and_a_stale_message_is_not_ru
         503,
         "the message waited past queue_timeout_ms"
     );
+    // The given-up PATCH holds its queue slot until the executor drops it
+    // unrun, which may be just after the first PATCH's answer went out; a
+    // read sent before that would be refused as overload, not answered.
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            app.admin_get("/metrics")
+                .await
+                .text()
+                .await
+                .unwrap()
+                .contains("todo_db_executor_queue_depth 0")
+        })
+        .await
+    );
     let current: serde_json::Value = app.get_todo(&token, &id).await.json().await.unwrap();
     assert_eq!(
         current["title"], "first",
