@@ -59,6 +59,23 @@ async fn wait_until_blocked_on_lock(app: &TestApp) {
     assert!(blocked, "a request is blocked on the row lock");
 }
 
+/// Waits (at most 5 s) until the app reports `depth` messages waiting for an executor.
+async fn wait_for_queue_depth(app: &TestApp, depth: u32) {
+    let line = format!("todo_db_executor_queue_depth {depth}");
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            app.admin_get("/metrics")
+                .await
+                .text()
+                .await
+                .unwrap()
+                .contains(&line)
+        })
+        .await,
+        "the executor queue depth never became {depth}"
+    );
+}
+
 #[actix_web::test]
 async fn a_full_executor_queue_answers_503_at_once_and_a_stale_message_is_not_run() {
     let app = spawn_app_with(|settings| {
@@ -78,17 +95,7 @@ async fn a_full_executor_queue_answers_503_at_once_and_a_stale_message_is_not_ru
     wait_until_blocked_on_lock(&app).await;
     // This one waits in the mailbox (queue depth 1 = max_queue)…
     let queued = spawn_patch_title(&app, &token, &id, "second");
-    assert!(
-        eventually(Duration::from_secs(5), || async {
-            app.admin_get("/metrics")
-                .await
-                .text()
-                .await
-                .unwrap()
-                .contains("todo_db_executor_queue_depth 1")
-        })
-        .await
-    );
+    wait_for_queue_depth(&app, 1).await;
 
     // …so the next one is refused at once.
     let started = Instant::now();
@@ -112,17 +119,7 @@ async fn a_full_executor_queue_answers_503_at_once_and_a_stale_message_is_not_ru
     // The given-up PATCH holds its queue slot until the executor drops it
     // unrun, which may be just after the first PATCH's answer went out; a
     // read sent before that would be refused as overload, not answered.
-    assert!(
-        eventually(Duration::from_secs(5), || async {
-            app.admin_get("/metrics")
-                .await
-                .text()
-                .await
-                .unwrap()
-                .contains("todo_db_executor_queue_depth 0")
-        })
-        .await
-    );
+    wait_for_queue_depth(&app, 0).await;
     let current: serde_json::Value = app.get_todo(&token, &id).await.json().await.unwrap();
     assert_eq!(
         current["title"], "first",
