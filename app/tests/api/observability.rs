@@ -603,28 +603,10 @@ async fn with_the_collector_down_requests_succeed_at_normal_latency_and_drops_ar
         with < without * 3 + Duration::from_millis(5),
         "median {with:?} with a dead collector vs {without:?} without"
     );
-    let admin = traced.admin_address.clone();
-    let counted = eventually(Duration::from_secs(15), || {
-        let client = client.clone();
-        let admin = admin.clone();
-        async move {
-            let metrics = client
-                .get(format!("{admin}/metrics"))
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap();
-            sample(
-                &metrics,
-                r#"todo_trace_spans_dropped_total{reason="export_failed"}"#,
-            )
-            .is_some_and(|dropped| dropped > 0.0)
-        }
-    })
-    .await;
-    assert!(counted, "spans that could not be exported are counted");
+    assert!(
+        export_failures_are_counted(&traced.admin_address).await,
+        "spans that could not be exported are counted"
+    );
     let (code, _) = tokio::task::spawn_blocking(move || traced.terminate())
         .await
         .unwrap();
@@ -732,25 +714,7 @@ async fn an_https_collector_whose_certificate_is_not_trusted_gets_no_spans_and_d
         .await
         .unwrap();
 
-    let counted = eventually(Duration::from_secs(15), || {
-        let admin = admin.clone();
-        async move {
-            let metrics = http_client()
-                .get(format!("{admin}/metrics"))
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap();
-            sample(
-                &metrics,
-                r#"todo_trace_spans_dropped_total{reason="export_failed"}"#,
-            )
-            .is_some_and(|dropped| dropped > 0.0)
-        }
-    })
-    .await;
+    let counted = export_failures_are_counted(&admin).await;
 
     assert!(counted, "spans the collector could not take are counted");
     assert!(receiver.span_names().is_empty(), "nothing got through");
@@ -955,4 +919,24 @@ fn with_log_stdout_false_the_lines_go_to_the_file_alone() {
     );
     std::fs::remove_dir_all(dir).unwrap();
     drop_database(&admin_database_url(), &name);
+}
+
+/// Whether the server at `admin` counts (within 15 s) spans it could not export.
+async fn export_failures_are_counted(admin: &str) -> bool {
+    eventually(Duration::from_secs(15), || async move {
+        let metrics = http_client()
+            .get(format!("{admin}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        sample(
+            &metrics,
+            r#"todo_trace_spans_dropped_total{reason="export_failed"}"#,
+        )
+        .is_some_and(|dropped| dropped > 0.0)
+    })
+    .await
 }

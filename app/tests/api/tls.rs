@@ -9,8 +9,8 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName};
 
 use crate::helpers::{
-    RawConnection, admin_database_url, eventually, install_crypto_provider, sample, spawn_app_with,
-    test_settings,
+    RawConnection, TestApp, admin_database_url, eventually, install_crypto_provider, sample,
+    spawn_app_with, test_settings,
 };
 
 struct TestCertificate {
@@ -171,13 +171,7 @@ async fn an_unreadable_certificate_stops_start_up_with_the_key_named() {
 async fn a_renewed_certificate_is_served_without_dropping_open_connections() {
     let first = TestCertificate::generate();
     let renewed = TestCertificate::generate();
-    let (cert_path, key_path) = (first.cert_path(), first.key_path());
-    let app = spawn_app_with(|settings| {
-        settings.tls.cert_path = Some(cert_path);
-        settings.tls.key_path = Some(key_path);
-        settings.tls.reload_interval_seconds = 1;
-    })
-    .await;
+    let app = spawn_app_reloading_every_second(&first).await;
     let token = app.create_key("alice");
     let connector = tls_connector(&[&first, &renewed]);
     let mut open = connect_tls(&connector, app.api_port).await;
@@ -210,13 +204,7 @@ async fn a_renewed_certificate_is_served_without_dropping_open_connections() {
 async fn a_broken_renewal_keeps_the_current_certificate_until_a_good_one_arrives() {
     let first = TestCertificate::generate();
     let renewed = TestCertificate::generate();
-    let (cert_path, key_path) = (first.cert_path(), first.key_path());
-    let app = spawn_app_with(|settings| {
-        settings.tls.cert_path = Some(cert_path);
-        settings.tls.key_path = Some(key_path);
-        settings.tls.reload_interval_seconds = 1;
-    })
-    .await;
+    let app = spawn_app_reloading_every_second(&first).await;
     let connector = tls_connector(&[&first, &renewed]);
 
     // The renewed certificate with the old key: not a usable pair.
@@ -242,4 +230,15 @@ async fn a_broken_renewal_keeps_the_current_certificate_until_a_good_one_arrives
     })
     .await;
     assert!(served, "the completed renewal is served");
+}
+
+/// A TLS server on `certificate`'s files that looks for a renewal every second.
+async fn spawn_app_reloading_every_second(certificate: &TestCertificate) -> TestApp {
+    let (cert_path, key_path) = (certificate.cert_path(), certificate.key_path());
+    spawn_app_with(|settings| {
+        settings.tls.cert_path = Some(cert_path);
+        settings.tls.key_path = Some(key_path);
+        settings.tls.reload_interval_seconds = 1;
+    })
+    .await
 }
