@@ -6,7 +6,10 @@ use std::sync::LazyLock;
 use actix_web::HttpResponse;
 use actix_web::http::header::ContentType;
 use actix_web::web::Bytes;
+use utoipa::openapi::path::Operation;
+use utoipa::openapi::response::ResponseBuilder;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::openapi::{Content, Ref};
 use utoipa::{Modify, OpenApi};
 
 use super::todos;
@@ -31,7 +34,7 @@ use crate::error::{ErrorBody, ErrorDetail};
         ErrorBody,
         ErrorDetail
     )),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &SharedRefusals),
     tags((name = "todos", description = "Create, read, update and delete todos"))
 )]
 pub struct ApiDoc;
@@ -45,6 +48,79 @@ impl Modify for BearerAuth {
             "api_key",
             SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
         );
+    }
+}
+
+/// The refusals that come from the layers every route goes through rather
+/// than from the handler: the auth middleware and rate limits (401, 429) and
+/// the database layer (503) on every route with an API key, and the bounded
+/// JSON body reader (408, 413, 415) on every route that takes a body. Stated
+/// here once, so a new route documents them without repeating them, and a
+/// changed refusal is described in one place.
+struct SharedRefusals;
+
+/// (status, description) of the refusals of every route with an API key.
+const SECURED_ROUTE_REFUSALS: [(&str, &str); 3] = [
+    ("401", "Missing or invalid API key"),
+    (
+        "429",
+        "Rate limited, or too many requests of this key in flight",
+    ),
+    ("503", "Database unavailable"),
+];
+
+/// (status, description) of the refusals of every route that reads a body.
+const BODY_REFUSALS: [(&str, &str); 3] = [
+    (
+        "408",
+        "The body did not arrive within `server.request_body_timeout_ms`",
+    ),
+    ("413", "Body over the limit"),
+    (
+        "415",
+        "Not application/json, or a Content-Encoding other than gzip or deflate",
+    ),
+];
+
+impl Modify for SharedRefusals {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        for item in openapi.paths.paths.values_mut() {
+            let operations = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+            ];
+            for operation in operations.into_iter().flatten() {
+                if operation.security.is_some() {
+                    add_error_responses(operation, &SECURED_ROUTE_REFUSALS);
+                }
+                if operation.request_body.is_some() {
+                    add_error_responses(operation, &BODY_REFUSALS);
+                }
+            }
+        }
+    }
+}
+
+/// Adds each (status, description) as an [`ErrorBody`] response, keeping a
+/// response the handler documents itself for the same status.
+fn add_error_responses(operation: &mut Operation, refusals: &[(&str, &str)]) {
+    for (status, description) in refusals {
+        operation
+            .responses
+            .responses
+            .entry((*status).to_string())
+            .or_insert_with(|| {
+                ResponseBuilder::new()
+                    .description(*description)
+                    .content(
+                        "application/json",
+                        Content::new(Some(Ref::from_schema_name("ErrorBody"))),
+                    )
+                    .into()
+            });
     }
 }
 
@@ -105,6 +181,33 @@ mod tests {
             .as_str()
             .unwrap_or_else(|| panic!("{schema}.{property} has a pattern"))
             .to_string()
+    }
+
+    #[test]
+    fn every_route_documents_the_refusals_of_the_layers_it_goes_through() {
+        let document: Value = serde_json::from_slice(&DOCUMENT).unwrap();
+        let mut operations = 0;
+        for (path, item) in document["paths"].as_object().unwrap() {
+            for (method, operation) in item.as_object().unwrap() {
+                operations += 1;
+                let documented = operation["responses"].as_object().unwrap();
+                let mut expected: Vec<&str> = Vec::new();
+                if operation.get("security").is_some() {
+                    expected.extend(SECURED_ROUTE_REFUSALS.iter().map(|(status, _)| *status));
+                }
+                if operation.get("requestBody").is_some() {
+                    expected.extend(BODY_REFUSALS.iter().map(|(status, _)| *status));
+                }
+                for status in expected {
+                    assert_eq!(
+                        documented[status]["content"]["application/json"]["schema"]["$ref"],
+                        "#/components/schemas/ErrorBody",
+                        "{method} {path} documents {status}"
+                    );
+                }
+            }
+        }
+        assert_eq!(operations, 5, "the five todo operations");
     }
 
     #[test]
