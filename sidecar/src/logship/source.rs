@@ -424,111 +424,17 @@ impl Tailer {
         lines: &mut Vec<Line>,
         positions: &mut BTreeMap<usize, Position>,
     ) -> io::Result<bool> {
-        let options = &self.options;
-        let state = &mut self.paths[index];
-        let mut consumed = false;
-        loop {
-            if budget.exhausted() {
-                return Ok(consumed);
-            }
-            if state.current.is_none() {
-                // Files that appear are new: read from their start, oldest
-                // first (the first one may have been rotated already).
-                let mut family: VecDeque<OpenFile> =
-                    open_family(&state.path, options).into_iter().collect();
-                match family.pop_front() {
-                    Some(file) => {
-                        state.current = Some(file);
-                        state.next = family;
-                    }
-                    None => return Ok(consumed),
-                }
-            }
-            let current = state.current.as_mut().expect("opened above");
-            match read_chunk(
-                current,
-                index,
-                options.max_line_bytes,
-                budget,
-                lines,
-                positions,
-            )? {
-                Chunk::Read => {
-                    consumed = true;
-                    continue;
-                }
-                Chunk::Replaced => {
-                    consumed |= restart_truncated(state, index, options, lines, positions)?;
-                    continue;
-                }
-                Chunk::End => {}
-            }
-            // At the end of the current file.
-            if !state.next.is_empty() {
-                // Rotated: nothing more will be written to it.
-                let mut finished = state.current.take().expect("current is open");
-                consumed |= flush_partial(&mut finished, index, lines, positions);
-                state.current = state.next.pop_front();
-                if let Some(next) = state.current.as_mut() {
-                    refresh_fingerprint(next)?;
-                    // An empty file's fingerprint would match any file: the
-                    // old file's end stays the position until a line is read.
-                    if next.fingerprint.len > 0 {
-                        positions.insert(
-                            index,
-                            Position {
-                                fingerprint: next.fingerprint,
-                                offset: next.read_offset,
-                            },
-                        );
-                    }
-                }
-                continue;
-            }
-            match check_path(&state.path, current, options)? {
-                PathCheck::Unchanged => return Ok(consumed),
-                PathCheck::Truncated => {
-                    consumed |= restart_truncated(state, index, options, lines, positions)?;
-                }
-                PathCheck::Rotated => {
-                    // The writer may have appended between our last read and
-                    // the rename: finish the old file through its handle
-                    // before looking for the newer ones.
-                    match read_chunk(
-                        current,
-                        index,
-                        options.max_line_bytes,
-                        budget,
-                        lines,
-                        positions,
-                    )? {
-                        Chunk::Read => {
-                            consumed = true;
-                            continue;
-                        }
-                        Chunk::Replaced => {
-                            consumed |= restart_truncated(state, index, options, lines, positions)?;
-                            continue;
-                        }
-                        Chunk::End => {}
-                    }
-                    let current_id = current.id;
-                    let family = open_family(&state.path, options);
-                    let newer_from = family
-                        .iter()
-                        .position(|file| file.id == current_id)
-                        .map_or(0, |at| at + 1);
-                    state.next = family.into_iter().skip(newer_from).collect();
-                    if state.next.is_empty() {
-                        // Renamed, and the new file is not there yet.
-                        return Ok(consumed);
-                    }
-                    tracing::info!(path = %state.path.display(), newer_files = state.next.len(), "log file rotated");
-                }
-            }
+        PathReader {
+            state: &mut self.paths[index],
+            index,
+            options: &self.options,
+            budget,
+            lines,
+            positions,
+            consumed: false,
         }
+        .read()
     }
-
     /// Bytes in the files that have not been read yet (the current files'
     /// unread tails and the newer files waiting behind them).
     pub fn unread_bytes(&self) -> u64 {
@@ -570,6 +476,146 @@ impl Tailer {
     /// The configured paths, by index.
     pub fn paths(&self) -> Vec<PathBuf> {
         self.paths.iter().map(|state| state.path.clone()).collect()
+    }
+}
+
+/// Reading one configured path within a batch's budget: the file being
+/// read, then the files rotated in after it, in order.
+struct PathReader<'a> {
+    state: &'a mut PathState,
+    index: usize,
+    options: &'a TailerOptions,
+    budget: &'a mut Budget,
+    lines: &'a mut Vec<Line>,
+    positions: &'a mut BTreeMap<usize, Position>,
+    /// Whether anything was read (or a position moved).
+    consumed: bool,
+}
+
+impl PathReader<'_> {
+    /// The rotation logic: read the current file to its end; then move to
+    /// the next newer file if it was rotated away, or else look at what the
+    /// path names now (unchanged: done; truncated: start again; renamed:
+    /// finish the old file through its handle, then find the newer ones).
+    fn read(mut self) -> io::Result<bool> {
+        while !self.budget.exhausted() {
+            if self.state.current.is_none() && !self.open_oldest() {
+                break;
+            }
+            if self.read_current()? {
+                continue;
+            }
+            if !self.state.next.is_empty() {
+                self.move_to_newer()?;
+                continue;
+            }
+            let current = self.state.current.as_mut().expect("current is open");
+            match check_path(&self.state.path, current, self.options)? {
+                PathCheck::Unchanged => break,
+                PathCheck::Truncated => self.restart_truncated()?,
+                PathCheck::Rotated => {
+                    // The writer may have appended between our last read and
+                    // the rename: finish the old file through its handle
+                    // before looking for the newer ones.
+                    if self.read_current()? {
+                        continue;
+                    }
+                    if !self.find_newer() {
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(self.consumed)
+    }
+
+    /// Files that appear are new: read from their start, oldest first (the
+    /// first one may have been rotated already). False if there is none.
+    fn open_oldest(&mut self) -> bool {
+        let mut family: VecDeque<OpenFile> = open_family(&self.state.path, self.options)
+            .into_iter()
+            .collect();
+        match family.pop_front() {
+            Some(file) => {
+                self.state.current = Some(file);
+                self.state.next = family;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Reads one chunk of the current file, starting again if it was found
+    /// replaced (copytruncate). False at its end.
+    fn read_current(&mut self) -> io::Result<bool> {
+        let current = self.state.current.as_mut().expect("current is open");
+        let chunk = read_chunk(
+            current,
+            self.index,
+            self.options.max_line_bytes,
+            self.budget,
+            self.lines,
+            self.positions,
+        )?;
+        match chunk {
+            Chunk::Read => self.consumed = true,
+            Chunk::Replaced => self.restart_truncated()?,
+            Chunk::End => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    /// The current file was rotated away and read to its end: nothing more
+    /// will be written to it. Ships its unterminated last line and moves to
+    /// the next newer file.
+    fn move_to_newer(&mut self) -> io::Result<()> {
+        let mut finished = self.state.current.take().expect("current is open");
+        self.consumed |= flush_partial(&mut finished, self.index, self.lines, self.positions);
+        self.state.current = self.state.next.pop_front();
+        if let Some(next) = self.state.current.as_mut() {
+            refresh_fingerprint(next)?;
+            // An empty file's fingerprint would match any file: the old
+            // file's end stays the position until a line is read.
+            if next.fingerprint.len > 0 {
+                self.positions.insert(
+                    self.index,
+                    Position {
+                        fingerprint: next.fingerprint,
+                        offset: next.read_offset,
+                    },
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// The path names another file now: the files newer than the current
+    /// one (found by inode) are read after it. False if the new file is not
+    /// there yet (renamed, not created again).
+    fn find_newer(&mut self) -> bool {
+        let current_id = self.state.current.as_ref().expect("current is open").id;
+        let family = open_family(&self.state.path, self.options);
+        let newer_from = family
+            .iter()
+            .position(|file| file.id == current_id)
+            .map_or(0, |at| at + 1);
+        self.state.next = family.into_iter().skip(newer_from).collect();
+        if self.state.next.is_empty() {
+            return false;
+        }
+        tracing::info!(path = %self.state.path.display(), newer_files = self.state.next.len(), "log file rotated");
+        true
+    }
+
+    fn restart_truncated(&mut self) -> io::Result<()> {
+        self.consumed |= restart_truncated(
+            self.state,
+            self.index,
+            self.options,
+            self.lines,
+            self.positions,
+        )?;
+        Ok(())
     }
 }
 

@@ -71,12 +71,7 @@ impl Receiver {
     pub fn start() -> Receiver {
         let listener = TcpListener::bind("127.0.0.1:0").expect("binds port 0");
         let port = listener.local_addr().expect("has an address").port();
-        let mut receiver = Receiver {
-            port,
-            recorded: Arc::new(Mutex::new(Recorded::default())),
-            handle: None,
-            tls: None,
-        };
+        let mut receiver = Receiver::on(port, None);
         receiver.serve(listener);
         receiver
     }
@@ -98,23 +93,23 @@ impl Receiver {
         .expect("a valid certificate and key");
         let listener = TcpListener::bind("127.0.0.1:0").expect("binds port 0");
         let port = listener.local_addr().expect("has an address").port();
-        let mut receiver = Receiver {
-            port,
-            recorded: Arc::new(Mutex::new(Recorded::default())),
-            handle: None,
-            tls: Some(Arc::new(config)),
-        };
+        let mut receiver = Receiver::on(port, Some(Arc::new(config)));
         receiver.serve(listener);
         (receiver, certified.cert.pem())
     }
 
     /// A port for a receiver that is not running yet (a sink that is down).
     pub fn down() -> Receiver {
+        Receiver::on(super::helpers::free_port(), None)
+    }
+
+    /// A receiver of `port` that has recorded nothing and is not serving yet.
+    fn on(port: u16, tls: Option<Arc<rustls::ServerConfig>>) -> Receiver {
         Receiver {
-            port: super::helpers::free_port(),
+            port,
             recorded: Arc::new(Mutex::new(Recorded::default())),
             handle: None,
-            tls: None,
+            tls,
         }
     }
 
@@ -230,6 +225,31 @@ fn scripted(recorded: &mut Recorded) -> Option<HttpResponse> {
     Some(response.body(format!("scripted {status}")))
 }
 
+/// What every endpoint does first: records the request's headers, answers
+/// a scripted status if one is due, and notes a wrong content type.
+fn arrive(
+    request: &HttpRequest,
+    recorded: &mut Recorded,
+    endpoint: &str,
+    content_type: &str,
+) -> Option<HttpResponse> {
+    authorization(request, recorded);
+    if let Some(response) = scripted(recorded) {
+        return Some(response);
+    }
+    if request
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        != Some(content_type)
+    {
+        recorded
+            .violations
+            .push(format!("{endpoint}: content-type is not {content_type}"));
+    }
+    None
+}
+
 fn authorization(request: &HttpRequest, recorded: &mut Recorded) {
     if let Some(value) = request.headers().get("authorization") {
         recorded
@@ -252,19 +272,8 @@ async fn loki_push(
     recorded: Data<Mutex<Recorded>>,
 ) -> HttpResponse {
     let mut recorded = recorded.lock().unwrap();
-    authorization(&request, &mut recorded);
-    if let Some(response) = scripted(&mut recorded) {
+    if let Some(response) = arrive(&request, &mut recorded, "loki", "application/json") {
         return response;
-    }
-    if request
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        != Some("application/json")
-    {
-        recorded
-            .violations
-            .push("loki: content-type is not application/json".into());
     }
     let push: Value = match serde_json::from_slice(&body) {
         Ok(push) => push,
@@ -311,19 +320,8 @@ async fn loki_push(
 /// 400 item; those holding a text of `es_retry_once` get a 429 item once.
 async fn bulk(request: HttpRequest, body: Bytes, recorded: Data<Mutex<Recorded>>) -> HttpResponse {
     let mut recorded = recorded.lock().unwrap();
-    authorization(&request, &mut recorded);
-    if let Some(response) = scripted(&mut recorded) {
+    if let Some(response) = arrive(&request, &mut recorded, "bulk", "application/x-ndjson") {
         return response;
-    }
-    if request
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        != Some("application/x-ndjson")
-    {
-        recorded
-            .violations
-            .push("bulk: content-type is not application/x-ndjson".into());
     }
     if !body.ends_with(b"\n") {
         recorded.violations.push("bulk: no final newline".into());
@@ -417,19 +415,8 @@ async fn otlp_logs(
     recorded: Data<Mutex<Recorded>>,
 ) -> HttpResponse {
     let mut recorded = recorded.lock().unwrap();
-    authorization(&request, &mut recorded);
-    if let Some(response) = scripted(&mut recorded) {
+    if let Some(response) = arrive(&request, &mut recorded, "otlp", "application/x-protobuf") {
         return response;
-    }
-    if request
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        != Some("application/x-protobuf")
-    {
-        recorded
-            .violations
-            .push("otlp: content-type is not application/x-protobuf".into());
     }
     let export = match ExportLogsServiceRequest::decode(body.as_ref()) {
         Ok(export) => export,
