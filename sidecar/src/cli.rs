@@ -5,25 +5,19 @@
 //! ([`exit_code`], documented in docs/backups.md): the operations return
 //! typed errors, and [`exit_code_of`] maps them.
 
-use std::io::Write;
-use std::process::ExitCode;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use secrecy::SecretString;
+use std::io::Write;
+use std::process::ExitCode;
 
-use crate::admin::{self, AdminState};
-use crate::aggregate::{AggregateComponent, Aggregator};
 use crate::backup::restore;
 use crate::backup::snapshot::{self, Catalog, Manifest};
 use crate::backup::store::Store;
-use crate::backup::{self, BackupComponent, BackupError};
-use crate::component::{Component, HealthRegistry, Shutdown, supervise};
+use crate::backup::{self, BackupError};
 use crate::configuration::Settings;
-use crate::logship::LogshipComponent;
 use crate::metrics::Metrics;
+use crate::startup::Application;
 
 /// Exit codes of `todo-sidecar` (documented in docs/backups.md).
 pub mod exit_code {
@@ -193,77 +187,14 @@ fn check_config(settings: &Settings) -> ExitCode {
 }
 
 async fn run_sidecar(settings: Settings) -> Result<(), BackupError> {
-    let metrics = Metrics::new();
-    let health = HealthRegistry::default();
-    let shutting_down = Arc::new(AtomicBool::new(false));
-    let mut components: Vec<Arc<dyn Component>> = Vec::new();
-    if settings.backup.enabled {
-        components.push(Arc::new(BackupComponent::new(
-            settings.clone(),
-            metrics.backup.clone(),
-        )?));
-    }
-    if settings.logship.enabled() {
-        components.push(Arc::new(LogshipComponent::new(
-            settings.logship.clone(),
-            metrics.logship.clone(),
-        )));
-    }
-    let aggregator = if settings.aggregate.enabled {
-        let aggregator = Aggregator::new(&settings, metrics.clone())?;
-        components.push(Arc::new(AggregateComponent::new(aggregator.clone())));
-        Some(aggregator)
-    } else {
-        None
-    };
-    let (server, port) = admin::build(
-        &settings.admin.host,
-        settings.admin.port,
-        AdminState {
-            health: health.clone(),
-            metrics: metrics.clone(),
-            shutting_down: shutting_down.clone(),
-            aggregator,
-        },
-    )?;
-    let server_handle = server.handle();
-    let server_task = tokio::spawn(server);
-    let (stop, shutdown) = Shutdown::new();
-    let supervisors: Vec<_> = components
-        .into_iter()
-        .map(|component| tokio::spawn(supervise(component, health.clone(), shutdown.clone())))
-        .collect();
-    tracing::info!(admin_port = port, "todo-sidecar started");
-
-    let signal = stop_signals()
-        .context("Failed to listen for stop signals")?
-        .await;
-    tracing::info!(signal, "stop signal received; shutting down");
-    shutting_down.store(true, Ordering::SeqCst);
-    let _ = stop.send(true);
-    let all_stopped = futures_util::future::join_all(supervisors);
-    // Log shipping bounds its own drain; the wait must not cut it short.
-    let wait = if settings.logship.enabled() {
-        settings
-            .admin
-            .shutdown_timeout()
-            .max(settings.logship.drain_timeout() + std::time::Duration::from_secs(2))
-    } else {
-        settings.admin.shutdown_timeout()
-    };
-    if tokio::time::timeout(wait, all_stopped).await.is_err() {
-        tracing::warn!("components did not stop in time; exiting anyway");
-    }
-    server_handle.stop(true).await;
-    let _ = server_task.await;
-    tracing::info!("todo-sidecar stopped");
+    Application::build(settings)?.run_until_stopped().await?;
     Ok(())
 }
 
 /// Listens for SIGTERM (Kubernetes) and SIGINT (Ctrl-C) from now on (they
 /// no longer end the process by themselves); the future resolves with the
 /// first one's name.
-fn stop_signals() -> std::io::Result<impl Future<Output = &'static str>> {
+pub(crate) fn stop_signals() -> std::io::Result<impl Future<Output = &'static str>> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut terminate = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;

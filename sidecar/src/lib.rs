@@ -12,3 +12,4 @@ pub mod configuration;
 pub mod http;
 pub mod logship;
 pub mod metrics;
+pub mod startup;

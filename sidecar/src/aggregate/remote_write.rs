@@ -376,7 +376,8 @@ pub trait SeriesSource: Send + Sync + 'static {
     fn pushed(&self, problem: Option<String>);
 }
 
-/// Queues a snapshot every interval and sends the queue until shutdown.
+/// Queues a snapshot every interval and sends the queue until shutdown;
+/// what is left unsent then is counted as dropped.
 pub async fn run(
     source: Arc<dyn SeriesSource>,
     metrics: AggregateMetrics,
@@ -386,126 +387,192 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     // Read now: a missing or unreadable file fails the component, which the
     // supervisor reports and retries.
-    let authorization = Credentials {
-        auth: settings.auth,
-        token_file: settings.token_file.as_deref(),
-        username: settings.username.as_deref(),
-        password_file: settings.password_file.as_deref(),
-    }
-    .header()
-    .context("aggregate.remote_write credentials")?;
-    crate::http::install_crypto_provider();
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_millis(settings.timeout_ms.max(1)))
-        .user_agent(concat!("todo-sidecar/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .map_err(|error| anyhow::anyhow!("Failed to build the remote_write client: {error}"))?;
-    let external = external_labels(&settings.labels);
-    let queue = Arc::new(Mutex::new(Queue::new(settings.max_queued_samples)));
-    let ready = Arc::new(Notify::new());
-    tracing::info!(url = %super::redacted(&url), interval_seconds = settings.interval_seconds, "remote_write started");
-
-    let interval_seconds = settings.interval_seconds;
-    let per_request = settings.max_samples_per_request;
-    let (max_retries, min_backoff, max_backoff) = (
-        settings.max_retries,
-        Duration::from_millis(settings.min_backoff_ms),
-        Duration::from_millis(settings.max_backoff_ms),
-    );
-    let sender_source = source.clone();
-    let producer = {
-        let queue = queue.clone();
-        let ready = ready.clone();
-        let metrics = metrics.clone();
-        async move {
-            let mut interval = tokio::time::interval(Duration::from_secs(interval_seconds));
-            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            let mut last_timestamp_ms = 0;
-            let mut pushed = HashMap::new();
-            loop {
-                interval.tick().await;
-                let families = source.families().await;
-                // Stamped now, not with the collection's time: within the
-                // cache TTL two pushes share a collection, and the sidecar's
-                // own counters differ between them; one timestamp with two
-                // values is refused (HTTP 400, duplicate sample).
-                last_timestamp_ms = super::now_ms().max(last_timestamp_ms + 1);
-                let mut series = to_series(&families, &external, last_timestamp_ms);
-                mark_stale(&mut pushed, &mut series, last_timestamp_ms);
-                let mut queue = queue.lock().expect("never poisoned");
-                let dropped = queue.push(series, per_request);
-                if dropped > 0 {
-                    metrics
-                        .remote_write_samples_dropped_total
-                        .inc_by(dropped as u64);
-                    tracing::warn!(
-                        dropped,
-                        "remote_write queue full; dropped the oldest samples"
-                    );
-                }
-                metrics
-                    .remote_write_queue_samples
-                    .set(queue.samples() as i64);
-                ready.notify_one();
-            }
-        }
+    let pusher = Pusher::new(url, &settings)?;
+    let producer = Producer {
+        external: external_labels(&settings.labels),
+        interval: Duration::from_secs(settings.interval_seconds),
+        per_request: settings.max_samples_per_request,
     };
-    // Samples of the request being pushed: counted as dropped if shutdown
-    // interrupts the push.
-    let in_flight = Arc::new(AtomicU64::new(0));
-    let sender = {
-        let queue = queue.clone();
-        let in_flight = in_flight.clone();
-        let metrics = metrics.clone();
-        async move {
-            loop {
-                let next = queue.lock().expect("never poisoned").pop();
-                let Some(request) = next else {
-                    ready.notified().await;
-                    continue;
-                };
-                metrics
-                    .remote_write_queue_samples
-                    .set(queue.lock().expect("never poisoned").samples() as i64);
-                let samples = request.len() as u64;
-                in_flight.store(samples, Ordering::SeqCst);
-                let body = encode(request);
-                let (_, outcome) = with_retries(
-                    || push(&client, &url, authorization.as_ref(), body.clone()),
-                    max_retries,
-                    Backoff::new(min_backoff, max_backoff),
-                )
-                .await;
-                in_flight.store(0, Ordering::SeqCst);
-                match outcome {
-                    Ok(()) => {
-                        metrics.remote_write_samples_sent_total.inc_by(samples);
-                        sender_source.pushed(None);
-                    }
-                    Err(error) => {
-                        metrics.remote_write_samples_failed_total.inc_by(samples);
-                        sender_source.pushed(Some(format!(
-                            "remote_write: {samples} samples given up: {error}"
-                        )));
-                        tracing::warn!(error = %error, samples, "remote_write push failed; samples given up");
-                    }
-                }
-            }
-        }
+    let shared = Shared {
+        queue: Mutex::new(Queue::new(settings.max_queued_samples)),
+        ready: Notify::new(),
+        in_flight: AtomicU64::new(0),
     };
+    tracing::info!(url = %super::redacted(&pusher.url), interval_seconds = settings.interval_seconds, "remote_write started");
     tokio::select! {
         _ = shutdown.requested() => {}
-        _ = producer => {}
-        _ = sender => {}
+        _ = producer.queue_snapshots(source.as_ref(), &shared, &metrics) => {}
+        _ = pusher.send_queued(source.as_ref(), &shared, &metrics) => {}
     }
-    let left =
-        queue.lock().expect("never poisoned").samples() as u64 + in_flight.load(Ordering::SeqCst);
+    count_unsent(&shared, &metrics);
+    Ok(())
+}
+
+/// What the producer and the sender share: the bounded queue, the sender's
+/// wake-up, and the samples of the request being pushed (counted as dropped
+/// if shutdown interrupts the push).
+struct Shared {
+    queue: Mutex<Queue>,
+    ready: Notify,
+    in_flight: AtomicU64,
+}
+
+impl Shared {
+    fn queued_samples(&self) -> usize {
+        self.queue.lock().expect("never poisoned").samples()
+    }
+}
+
+/// Turns the exposed series into requests, every interval.
+struct Producer {
+    external: BTreeMap<String, String>,
+    interval: Duration,
+    per_request: usize,
+}
+
+impl Producer {
+    /// Queues a snapshot of every exposed series each interval, with
+    /// staleness markers for the series gone since the last one; never returns.
+    async fn queue_snapshots(
+        &self,
+        source: &dyn SeriesSource,
+        shared: &Shared,
+        metrics: &AggregateMetrics,
+    ) {
+        let mut interval = tokio::time::interval(self.interval);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_timestamp_ms = 0;
+        let mut pushed = HashMap::new();
+        loop {
+            interval.tick().await;
+            let families = source.families().await;
+            // Stamped now, not with the collection's time: within the
+            // cache TTL two pushes share a collection, and the sidecar's
+            // own counters differ between them; one timestamp with two
+            // values is refused (HTTP 400, duplicate sample).
+            last_timestamp_ms = super::now_ms().max(last_timestamp_ms + 1);
+            let mut series = to_series(&families, &self.external, last_timestamp_ms);
+            mark_stale(&mut pushed, &mut series, last_timestamp_ms);
+            let mut queue = shared.queue.lock().expect("never poisoned");
+            let dropped = queue.push(series, self.per_request);
+            if dropped > 0 {
+                metrics
+                    .remote_write_samples_dropped_total
+                    .inc_by(dropped as u64);
+                tracing::warn!(
+                    dropped,
+                    "remote_write queue full; dropped the oldest samples"
+                );
+            }
+            metrics
+                .remote_write_queue_samples
+                .set(queue.samples() as i64);
+            shared.ready.notify_one();
+        }
+    }
+}
+
+/// Pushes requests to the receiver: the client, the URL, the credentials
+/// and the retry policy.
+struct Pusher {
+    client: reqwest::Client,
+    url: String,
+    authorization: Option<HeaderValue>,
+    max_retries: u32,
+    min_backoff: Duration,
+    max_backoff: Duration,
+}
+
+impl Pusher {
+    /// Reads the credentials (a missing file is an error) and builds the client.
+    fn new(url: String, settings: &RemoteWriteSettings) -> anyhow::Result<Pusher> {
+        let authorization = Credentials {
+            auth: settings.auth,
+            token_file: settings.token_file.as_deref(),
+            username: settings.username.as_deref(),
+            password_file: settings.password_file.as_deref(),
+        }
+        .header()
+        .context("aggregate.remote_write credentials")?;
+        crate::http::install_crypto_provider();
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_millis(settings.timeout_ms.max(1)))
+            .user_agent(concat!("todo-sidecar/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|error| anyhow::anyhow!("Failed to build the remote_write client: {error}"))?;
+        Ok(Pusher {
+            client,
+            url,
+            authorization,
+            max_retries: settings.max_retries,
+            min_backoff: Duration::from_millis(settings.min_backoff_ms),
+            max_backoff: Duration::from_millis(settings.max_backoff_ms),
+        })
+    }
+
+    /// Sends the queue in order, waiting when it is empty; never returns.
+    async fn send_queued(
+        &self,
+        source: &dyn SeriesSource,
+        shared: &Shared,
+        metrics: &AggregateMetrics,
+    ) {
+        loop {
+            let next = shared.queue.lock().expect("never poisoned").pop();
+            let Some(request) = next else {
+                shared.ready.notified().await;
+                continue;
+            };
+            metrics
+                .remote_write_queue_samples
+                .set(shared.queued_samples() as i64);
+            let samples = request.len() as u64;
+            shared.in_flight.store(samples, Ordering::SeqCst);
+            let outcome = self.push_with_retries(encode(request)).await;
+            shared.in_flight.store(0, Ordering::SeqCst);
+            match outcome {
+                Ok(()) => {
+                    metrics.remote_write_samples_sent_total.inc_by(samples);
+                    source.pushed(None);
+                }
+                Err(error) => {
+                    metrics.remote_write_samples_failed_total.inc_by(samples);
+                    source.pushed(Some(format!(
+                        "remote_write: {samples} samples given up: {error}"
+                    )));
+                    tracing::warn!(error = %error, samples, "remote_write push failed; samples given up");
+                }
+            }
+        }
+    }
+
+    /// One request, retried as the settings say.
+    async fn push_with_retries(&self, body: Vec<u8>) -> Result<(), PushError> {
+        let (_, outcome) = with_retries(
+            || {
+                push(
+                    &self.client,
+                    &self.url,
+                    self.authorization.as_ref(),
+                    body.clone(),
+                )
+            },
+            self.max_retries,
+            Backoff::new(self.min_backoff, self.max_backoff),
+        )
+        .await;
+        outcome
+    }
+}
+
+/// At shutdown: the samples still queued or in flight are dropped unsent.
+fn count_unsent(shared: &Shared, metrics: &AggregateMetrics) {
+    let left = shared.queued_samples() as u64 + shared.in_flight.load(Ordering::SeqCst);
     if left > 0 {
         metrics.remote_write_samples_dropped_total.inc_by(left);
         tracing::info!(samples = left, "remote_write stopped with samples unsent");
     }
     metrics.remote_write_queue_samples.set(0);
-    Ok(())
 }
 
 #[cfg(test)]

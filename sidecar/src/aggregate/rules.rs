@@ -131,109 +131,37 @@ impl TryFrom<Vec<RuleSettings>> for RuleSet {
 }
 
 impl RuleSet {
-    /// Validates and compiles the rules.
+    /// Validates and compiles the rules; the error names the first rule
+    /// that cannot work (positions from 1) and why.
     pub fn compile(rules: &[RuleSettings]) -> Result<RuleSet, RuleError> {
         let mut set = RuleSet::default();
         let mut seen = HashSet::new();
         for (position, rule) in rules.iter().enumerate() {
-            let fail = |problem: &str| RuleError {
+            let fail = |problem: String| RuleError {
                 index: position + 1,
                 metric: rule.metric.clone(),
-                problem: problem.to_string(),
+                problem,
             };
             if !seen.insert(rule.metric.clone()) {
-                return Err(fail("a second rule for the same metric; merge them"));
-            }
-            if let Some(prefix) = rule.metric.strip_suffix('*') {
-                if !rule.drop {
-                    return Err(fail("a prefix (`name*`) can only be used to drop"));
-                }
-                if !(prefix.is_empty() || is_metric_name(prefix)) || prefix.contains('*') {
-                    return Err(fail("not a metric name followed by `*`"));
-                }
-            } else if !is_metric_name(&rule.metric) {
-                return Err(fail("not a metric name"));
-            }
-            if rule.drop {
-                if rule.by.is_some() || rule.collapse_status || rule.function.is_some() {
-                    return Err(fail(
-                        "`drop` cannot be combined with `by`, `collapse_status` or `function`",
-                    ));
-                }
-                match rule.metric.strip_suffix('*') {
-                    Some(prefix) => set.prefixes.push(prefix.to_string()),
-                    None => {
-                        set.exact.insert(rule.metric.clone(), Action::Drop);
-                    }
-                }
-                continue;
-            }
-            if rule.by.is_none() && !rule.collapse_status {
                 return Err(fail(
-                    "does nothing: give `drop: true`, `by: [labels]` or `collapse_status: true`",
+                    "a second rule for the same metric; merge them".to_string(),
                 ));
             }
-            let kind = rule.kind.ok_or_else(|| {
-                fail(
-                    "`type` is required to aggregate (counter, gauge, histogram, summary or untyped)",
-                )
-            })?;
-            let function = rule.function;
-            let function = match kind {
-                MetricType::Summary => {
-                    return Err(fail(
-                        "a summary cannot be aggregated (quantiles do not add up); drop it, or have the app expose a histogram",
-                    ));
-                }
-                MetricType::Counter | MetricType::Histogram => match function {
-                    None | Some(Function::Sum) => Function::Sum,
-                    Some(_) => {
-                        return Err(fail(
-                            "counters and histograms can only be summed (`function: sum` or none)",
-                        ));
-                    }
-                },
-                MetricType::Gauge | MetricType::Untyped => function.ok_or_else(|| {
-                    fail(
-                        "a gauge (or untyped metric) has no natural aggregate: declare `function` (sum, min, max or avg)",
-                    )
-                })?,
-            };
-            if let Some(by) = &rule.by {
-                for label in by {
-                    if !is_label_name(label) || label.starts_with("__") {
-                        return Err(fail(&format!("`{label}` in `by` is not a label name")));
-                    }
-                }
-                if kind == MetricType::Histogram && !by.iter().any(|label| label == "le") {
-                    return Err(fail(
-                        "`by` must keep `le` for a histogram: summing buckets of different bounds gives a meaningless histogram",
-                    ));
-                }
-                if rule.collapse_status {
-                    if by.iter().any(|label| label == "status") {
-                        return Err(fail(
-                            "`by` keeps `status`, which `collapse_status` replaces by `status_class`",
-                        ));
-                    }
-                    if !by.iter().any(|label| label == "status_class") {
-                        return Err(fail(
-                            "`collapse_status` with a `by` that does not keep `status_class` does nothing; remove one",
-                        ));
-                    }
-                }
-            }
-            set.exact.insert(
-                rule.metric.clone(),
-                Action::Aggregate {
-                    kind,
-                    by: rule.by.clone(),
-                    collapse_status: rule.collapse_status,
-                    function,
-                },
-            );
+            let action = compile_rule(rule).map_err(fail)?;
+            set.add(&rule.metric, action);
         }
         Ok(set)
+    }
+
+    /// Files a compiled rule: a `prefix*` drop among the prefixes, any
+    /// other rule under its exact name.
+    fn add(&mut self, metric: &str, action: Action) {
+        match (metric.strip_suffix('*'), &action) {
+            (Some(prefix), Action::Drop) => self.prefixes.push(prefix.to_string()),
+            _ => {
+                self.exact.insert(metric.to_string(), action);
+            }
+        }
     }
 
     /// Whether there is no rule (the app's metrics pass through).
@@ -293,6 +221,108 @@ impl RuleSet {
     }
 }
 
+/// One rule's action, or what is wrong with it.
+fn compile_rule(rule: &RuleSettings) -> Result<Action, String> {
+    check_metric(rule)?;
+    if rule.drop {
+        if rule.by.is_some() || rule.collapse_status || rule.function.is_some() {
+            return Err(
+                "`drop` cannot be combined with `by`, `collapse_status` or `function`".to_string(),
+            );
+        }
+        return Ok(Action::Drop);
+    }
+    if rule.by.is_none() && !rule.collapse_status {
+        return Err(
+            "does nothing: give `drop: true`, `by: [labels]` or `collapse_status: true`"
+                .to_string(),
+        );
+    }
+    let kind = rule.kind.ok_or_else(|| {
+        "`type` is required to aggregate (counter, gauge, histogram, summary or untyped)"
+            .to_string()
+    })?;
+    let function = function_for(kind, rule.function)?;
+    if let Some(by) = &rule.by {
+        check_by(by, kind, rule.collapse_status)?;
+    }
+    Ok(Action::Aggregate {
+        kind,
+        by: rule.by.clone(),
+        collapse_status: rule.collapse_status,
+        function,
+    })
+}
+
+/// The rule's `metric`: a metric name, or a prefix ending in `*` (drop rules only).
+fn check_metric(rule: &RuleSettings) -> Result<(), String> {
+    if let Some(prefix) = rule.metric.strip_suffix('*') {
+        if !rule.drop {
+            return Err("a prefix (`name*`) can only be used to drop".to_string());
+        }
+        if !(prefix.is_empty() || is_metric_name(prefix)) || prefix.contains('*') {
+            return Err("not a metric name followed by `*`".to_string());
+        }
+    } else if !is_metric_name(&rule.metric) {
+        return Err("not a metric name".to_string());
+    }
+    Ok(())
+}
+
+/// The function that combines series of this type: counters and histograms
+/// are only summed, gauges and untyped metrics must declare one, summaries
+/// cannot be combined at all.
+fn function_for(kind: MetricType, declared: Option<Function>) -> Result<Function, String> {
+    match kind {
+        MetricType::Summary => Err(
+            "a summary cannot be aggregated (quantiles do not add up); drop it, or have the app expose a histogram"
+                .to_string(),
+        ),
+        MetricType::Counter | MetricType::Histogram => match declared {
+            None | Some(Function::Sum) => Ok(Function::Sum),
+            Some(_) => Err(
+                "counters and histograms can only be summed (`function: sum` or none)".to_string(),
+            ),
+        },
+        MetricType::Gauge | MetricType::Untyped => declared.ok_or_else(|| {
+            "a gauge (or untyped metric) has no natural aggregate: declare `function` (sum, min, max or avg)"
+                .to_string()
+        }),
+    }
+}
+
+/// The labels kept: label names; `le` for a histogram; with
+/// `collapse_status`, `status_class` and not `status`.
+fn check_by(by: &[String], kind: MetricType, collapse_status: bool) -> Result<(), String> {
+    for label in by {
+        if !is_label_name(label) || label.starts_with("__") {
+            return Err(format!("`{label}` in `by` is not a label name"));
+        }
+    }
+    let keeps = |name: &str| by.iter().any(|label| label == name);
+    if kind == MetricType::Histogram && !keeps("le") {
+        return Err(
+            "`by` must keep `le` for a histogram: summing buckets of different bounds gives a meaningless histogram"
+                .to_string(),
+        );
+    }
+    if collapse_status {
+        if keeps("status") {
+            return Err(
+                "`by` keeps `status`, which `collapse_status` replaces by `status_class`"
+                    .to_string(),
+            );
+        }
+        if !keeps("status_class") {
+            return Err(
+                "`collapse_status` with a `by` that does not keep `status_class` does nothing; remove one"
+                    .to_string(),
+            );
+        }
+    }
+    Ok(())
+}
+
 /// `2xx` for `200`; `other` for anything that is not a status code.
 pub fn status_class(status: &str) -> String {
     let bytes = status.as_bytes();
@@ -337,6 +367,7 @@ type Labels = Vec<(String, String)>;
 /// Output series key: the labels kept (without `le`), then the line.
 type Key = (Labels, Suffix, Option<Bound>);
 
+/// What the series that coincide in one output series add up to.
 struct Accumulator {
     sum: f64,
     min: f64,
@@ -346,70 +377,109 @@ struct Accumulator {
     le: Option<String>,
 }
 
+impl Accumulator {
+    fn new(le: Option<String>) -> Accumulator {
+        Accumulator {
+            sum: 0.0,
+            min: f64::INFINITY,
+            max: f64::NEG_INFINITY,
+            count: 0,
+            le,
+        }
+    }
+
+    fn add(&mut self, value: f64) {
+        self.sum += value;
+        self.min = self.min.min(value);
+        self.max = self.max.max(value);
+        self.count += 1;
+    }
+
+    fn value(&self, function: Function) -> f64 {
+        match function {
+            Function::Sum => self.sum,
+            Function::Min => self.min,
+            Function::Max => self.max,
+            Function::Avg => self.sum / f64::from(self.count),
+        }
+    }
+}
+
+/// Rewrites one family's series (`collapse_status`, then `by`) and combines
+/// those that coincide.
 fn aggregate(
     family: &Family,
     by: Option<&[String]>,
     collapse_status: bool,
     function: Function,
 ) -> Result<Family, String> {
-    let mut groups: HashMap<Key, Accumulator> = HashMap::new();
-    // Histogram series that are summed together must have the same buckets,
-    // or the sums per `le` are not cumulative counts of anything.
-    // Source series (hash of its labels without `le`) → (output group, its bounds).
-    let mut layouts: HashMap<u64, (Labels, Vec<Bound>)> = HashMap::new();
+    let mut groups = Groups::default();
     for sample in &family.samples {
-        let mut le = None;
-        let mut labels: Vec<(String, String)> = Vec::with_capacity(sample.labels.len());
-        for (name, value) in &sample.labels {
-            if name == "le" && sample.suffix == Suffix::Bucket {
-                le = Some(value.clone());
-                continue;
-            }
-            let collapse = collapse_status && name == "status";
-            let output_name = if collapse { "status_class" } else { name };
-            // Decide before copying: most labels are summed away.
-            if by.is_some_and(|by| !by.iter().any(|kept| kept == output_name)) {
-                continue;
-            }
-            let value = if collapse {
-                status_class(value)
-            } else {
-                value.clone()
-            };
-            labels.push((output_name.to_string(), value));
-        }
-        labels.sort();
-        let bound = le.as_deref().and_then(super::parse::parse_value).map(Bound);
-        if family.kind == MetricType::Histogram && sample.suffix == Suffix::Bucket {
-            // A hash identifies the source series without copying its
-            // labels; a collision could only make two series look like one
-            // with odd buckets, i.e. pass the family through, never mis-sum.
-            let mut hasher = std::collections::hash_map::DefaultHasher::new();
-            for pair in sample.labels.iter().filter(|(name, _)| name != "le") {
-                pair.hash(&mut hasher);
-            }
-            let entry = layouts
-                .entry(hasher.finish())
-                .or_insert_with(|| (labels.clone(), Vec::new()));
-            entry.1.push(bound.unwrap_or(Bound(f64::NAN)));
-        }
-        let accumulator = groups
-            .entry((labels, sample.suffix, bound))
-            .or_insert(Accumulator {
-                sum: 0.0,
-                min: f64::INFINITY,
-                max: f64::NEG_INFINITY,
-                count: 0,
-                le,
-            });
-        accumulator.sum += sample.value;
-        accumulator.min = accumulator.min.min(sample.value);
-        accumulator.max = accumulator.max.max(sample.value);
-        accumulator.count += 1;
+        groups.add(family.kind, sample, by, collapse_status);
     }
     if family.kind == MetricType::Histogram {
-        let mut by_group: HashMap<&Vec<(String, String)>, Vec<Bound>> = HashMap::new();
-        for (group, bounds) in layouts.values_mut() {
+        groups.check_same_buckets()?;
+    }
+    Ok(Family {
+        name: family.name.clone(),
+        help: family.help.clone(),
+        kind: family.kind,
+        samples: groups.into_samples(function),
+    })
+}
+
+/// One family's series as they are combined.
+#[derive(Default)]
+struct Groups {
+    /// Output series → what its source series add up to.
+    accumulators: HashMap<Key, Accumulator>,
+    /// Histogram series that are summed together must have the same buckets,
+    /// or the sums per `le` are not cumulative counts of anything.
+    /// Source series (hash of its labels without `le`) → (output group, its bounds).
+    layouts: HashMap<u64, (Labels, Vec<Bound>)>,
+}
+
+impl Groups {
+    /// Adds one sample to its output series.
+    fn add(
+        &mut self,
+        kind: MetricType,
+        sample: &Sample,
+        by: Option<&[String]>,
+        collapse_status: bool,
+    ) {
+        let (labels, le) = output_labels(sample, by, collapse_status);
+        let bound = le.as_deref().and_then(super::parse::parse_value).map(Bound);
+        if kind == MetricType::Histogram && sample.suffix == Suffix::Bucket {
+            self.record_bucket(sample, &labels, bound);
+        }
+        self.accumulators
+            .entry((labels, sample.suffix, bound))
+            .or_insert(Accumulator::new(le))
+            .add(sample.value);
+    }
+
+    /// Notes a bucket's bound under its source series.
+    fn record_bucket(&mut self, sample: &Sample, group: &Labels, bound: Option<Bound>) {
+        // A hash identifies the source series without copying its labels; a
+        // collision could only make two series look like one with odd
+        // buckets, i.e. pass the family through, never mis-sum.
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        for pair in sample.labels.iter().filter(|(name, _)| name != "le") {
+            pair.hash(&mut hasher);
+        }
+        let entry = self
+            .layouts
+            .entry(hasher.finish())
+            .or_insert_with(|| (group.clone(), Vec::new()));
+        entry.1.push(bound.unwrap_or(Bound(f64::NAN)));
+    }
+
+    /// Whether the histogram series summed into each output series all have
+    /// the same bucket bounds.
+    fn check_same_buckets(&mut self) -> Result<(), String> {
+        let mut by_group: HashMap<&Labels, Vec<Bound>> = HashMap::new();
+        for (group, bounds) in self.layouts.values_mut() {
             bounds.sort();
             match by_group.get(group) {
                 Some(first) if first != bounds => {
@@ -421,38 +491,62 @@ fn aggregate(
                 }
             }
         }
+        Ok(())
     }
-    // Sorted output: series by labels, each histogram's buckets by bound
-    // then `_sum` and `_count`; the same order at every scrape.
-    let mut groups: Vec<(Key, Accumulator)> = groups.into_iter().collect();
-    groups.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-    let samples = groups
-        .into_iter()
-        .map(|((mut labels, suffix, _), accumulator)| {
-            if let Some(le) = accumulator.le {
-                labels.push(("le".to_string(), le));
-            }
-            let value = match function {
-                Function::Sum => accumulator.sum,
-                Function::Min => accumulator.min,
-                Function::Max => accumulator.max,
-                Function::Avg => accumulator.sum / f64::from(accumulator.count),
-            };
-            Sample {
-                suffix,
-                labels,
-                value,
-                // A combination of series has no single time of observation.
-                timestamp_ms: None,
-            }
-        })
-        .collect();
-    Ok(Family {
-        name: family.name.clone(),
-        help: family.help.clone(),
-        kind: family.kind,
-        samples,
-    })
+
+    /// The combined samples, sorted: series by labels, each histogram's
+    /// buckets by bound then `_sum` and `_count`; the same order at every scrape.
+    fn into_samples(self, function: Function) -> Vec<Sample> {
+        let mut groups: Vec<(Key, Accumulator)> = self.accumulators.into_iter().collect();
+        groups.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        groups
+            .into_iter()
+            .map(|((mut labels, suffix, _), accumulator)| {
+                let value = accumulator.value(function);
+                if let Some(le) = accumulator.le {
+                    labels.push(("le".to_string(), le));
+                }
+                Sample {
+                    suffix,
+                    labels,
+                    value,
+                    // A combination of series has no single time of observation.
+                    timestamp_ms: None,
+                }
+            })
+            .collect()
+    }
+}
+
+/// A sample's labels as the rule rewrites them (sorted, `status` collapsed
+/// into `status_class`, only those in `by` kept), and its `le` apart.
+fn output_labels(
+    sample: &Sample,
+    by: Option<&[String]>,
+    collapse_status: bool,
+) -> (Labels, Option<String>) {
+    let mut le = None;
+    let mut labels: Labels = Vec::with_capacity(sample.labels.len());
+    for (name, value) in &sample.labels {
+        if name == "le" && sample.suffix == Suffix::Bucket {
+            le = Some(value.clone());
+            continue;
+        }
+        let collapse = collapse_status && name == "status";
+        let output_name = if collapse { "status_class" } else { name };
+        // Decide before copying: most labels are summed away.
+        if by.is_some_and(|by| !by.iter().any(|kept| kept == output_name)) {
+            continue;
+        }
+        let value = if collapse {
+            status_class(value)
+        } else {
+            value.clone()
+        };
+        labels.push((output_name.to_string(), value));
+    }
+    labels.sort();
+    (labels, le)
 }
 
 /// Keeps at most `max_series` samples, dropping whole histogram and summary
