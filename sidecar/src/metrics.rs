@@ -8,7 +8,7 @@ use prometheus::{Gauge, IntCounter, IntGauge, Registry};
 
 mod aggregate;
 mod logship;
-pub use aggregate::{AggregateMetrics, SCRAPE_FAILURE_REASONS};
+pub use aggregate::AggregateMetrics;
 pub use logship::{CHECKPOINT_ERROR_REASONS, LogshipMetrics};
 
 /// The sidecar's registry and every metric in it.
@@ -165,9 +165,10 @@ mod tests {
             "todo_logship_lines_shipped_total{sink=\"loki\"} 0".to_string(),
             "todo_logship_dead_lettered_total{sink=\"loki\"} 0".to_string(),
         ];
-        for reason in SCRAPE_FAILURE_REASONS {
+        for reason in crate::aggregate::events::ScrapeFailureReason::ALL {
             expected.push(format!(
-                "todo_app_scrape_failures_total{{reason=\"{reason}\"}} 0"
+                "todo_app_scrape_failures_total{{reason=\"{}\"}} 0",
+                reason.as_str()
             ));
         }
         for reason in CHECKPOINT_ERROR_REASONS {

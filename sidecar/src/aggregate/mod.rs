@@ -10,6 +10,7 @@
 //! → `exposition` (model, encoding); `pg` (database gauges); `remote_write`.
 
 pub mod config;
+pub mod events;
 pub mod exposition;
 pub mod parse;
 pub mod pg;
@@ -27,6 +28,7 @@ use crate::component::{Component, ComponentHealth, HealthHandle, Shutdown};
 use crate::configuration::Settings;
 use crate::metrics::{AggregateMetrics, Metrics};
 use config::AggregateSettings;
+use events::{AppScrapeFailed, PgGaugesUnreadable, RuleNotApplied, SeriesDropped};
 use exposition::Family;
 use parse::Format;
 use pg::{PgProbe, PgStats};
@@ -189,19 +191,18 @@ impl Aggregator {
         let app = match app {
             Ok((families, skipped)) => {
                 for reason in skipped {
-                    tracing::warn!(reason = %reason, "an aggregation rule was not applied");
+                    RuleNotApplied { reason: &reason }.emit();
                 }
                 families
             }
             Err(error) => {
-                metrics
-                    .app_scrape_failures_total
-                    .with_label_values(&[error.reason()])
-                    .inc();
                 let url = redacted(&self.settings.app_metrics_url);
-                let problem = format!("cannot scrape the app at {url}: {error}");
-                tracing::warn!(error = %error, url = %url, "cannot scrape the app's metrics");
-                problems.push(problem);
+                AppScrapeFailed {
+                    error: &error,
+                    url: &url,
+                }
+                .emit(metrics);
+                problems.push(format!("cannot scrape the app at {url}: {error}"));
                 Vec::new()
             }
         };
@@ -213,9 +214,8 @@ impl Aggregator {
             match result {
                 Ok(stats) => record_pg(metrics, &stats),
                 Err(error) => {
-                    tracing::warn!(error = %error, "cannot read the database gauges");
+                    PgGaugesUnreadable { error: &error }.emit(metrics);
                     problems.push(format!("cannot read the database gauges: {error}"));
-                    clear_pg(metrics);
                 }
             }
         }
@@ -290,12 +290,11 @@ impl Aggregator {
         match outcome {
             Ok((families, skipped, dropped)) => {
                 if dropped > 0 {
-                    metrics.series_dropped_total.inc_by(dropped as u64);
-                    tracing::warn!(
+                    SeriesDropped {
                         dropped,
-                        max_series = self.settings.max_series,
-                        "the app exposes more series than aggregate.max_series; the excess is dropped"
-                    );
+                        max_series: self.settings.max_series,
+                    }
+                    .emit(metrics);
                 }
                 metrics
                     .series
@@ -348,15 +347,6 @@ fn record_pg(metrics: &AggregateMetrics, stats: &PgStats) {
         .pg_oldest_transaction_age_seconds
         .with_label_values(&[] as &[&str])
         .set(stats.oldest_transaction_age_seconds);
-}
-
-/// Absent, not zero: a zero would read as "no connections, empty database".
-fn clear_pg(metrics: &AggregateMetrics) {
-    metrics.pg_up.with_label_values(&[] as &[&str]).set(0);
-    metrics.pg_connections.reset();
-    metrics.pg_database_size_bytes.reset();
-    metrics.todos.reset();
-    metrics.pg_oldest_transaction_age_seconds.reset();
 }
 
 /// `url` for logs and messages, without what may be a credential: the

@@ -20,6 +20,9 @@ use anyhow::Context;
 use reqwest::header::HeaderValue;
 
 use super::config::RemoteWriteSettings;
+use super::events::{
+    DropReason, PushFailureReason, RemoteWriteDropped, RemoteWriteFailed, RemoteWriteSent,
+};
 use super::exposition::Family;
 use crate::component::Shutdown;
 use crate::http::{Backoff, Credentials};
@@ -231,6 +234,14 @@ pub enum PushError {
 }
 
 impl PushError {
+    /// Why the samples were given up, when this is the last attempt's error.
+    pub fn reason(&self) -> PushFailureReason {
+        match self {
+            PushError::Retryable { .. } => PushFailureReason::RetriesExhausted,
+            PushError::Rejected(_) => PushFailureReason::Rejected,
+        }
+    }
+
     /// A retryable failure without `Retry-After`.
     pub fn retryable(message: impl Into<String>) -> PushError {
         PushError::Retryable {
@@ -456,13 +467,11 @@ impl Producer {
             let mut queue = shared.queue.lock().expect("never poisoned");
             let dropped = queue.push(series, self.per_request);
             if dropped > 0 {
-                metrics
-                    .remote_write_samples_dropped_total
-                    .inc_by(dropped as u64);
-                tracing::warn!(
-                    dropped,
-                    "remote_write queue full; dropped the oldest samples"
-                );
+                RemoteWriteDropped {
+                    samples: dropped as u64,
+                    reason: DropReason::QueueFull,
+                }
+                .emit(metrics);
             }
             metrics
                 .remote_write_queue_samples
@@ -532,15 +541,18 @@ impl Pusher {
             shared.in_flight.store(0, Ordering::SeqCst);
             match outcome {
                 Ok(()) => {
-                    metrics.remote_write_samples_sent_total.inc_by(samples);
+                    RemoteWriteSent { samples }.emit(metrics);
                     source.pushed(None);
                 }
                 Err(error) => {
-                    metrics.remote_write_samples_failed_total.inc_by(samples);
+                    RemoteWriteFailed {
+                        samples,
+                        error: &error,
+                    }
+                    .emit(metrics);
                     source.pushed(Some(format!(
                         "remote_write: {samples} samples given up: {error}"
                     )));
-                    tracing::warn!(error = %error, samples, "remote_write push failed; samples given up");
                 }
             }
         }
@@ -569,8 +581,11 @@ impl Pusher {
 fn count_unsent(shared: &Shared, metrics: &AggregateMetrics) {
     let left = shared.queued_samples() as u64 + shared.in_flight.load(Ordering::SeqCst);
     if left > 0 {
-        metrics.remote_write_samples_dropped_total.inc_by(left);
-        tracing::info!(samples = left, "remote_write stopped with samples unsent");
+        RemoteWriteDropped {
+            samples: left,
+            reason: DropReason::Shutdown,
+        }
+        .emit(metrics);
     }
     metrics.remote_write_queue_samples.set(0);
 }

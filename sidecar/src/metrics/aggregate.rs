@@ -6,10 +6,7 @@
 use prometheus::core::Collector;
 use prometheus::{GaugeVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts};
 
-/// `reason` label values of `todo_app_scrape_failures_total`
-/// (`ScrapeError::reason`), exposed at 0 from start-up.
-pub const SCRAPE_FAILURE_REASONS: &[&str] =
-    &["timeout", "connect", "status", "too_large", "body", "parse"];
+use crate::aggregate::events::ScrapeFailureReason;
 
 /// Metrics of `crate::aggregate`.
 #[derive(Clone)]
@@ -137,10 +134,10 @@ impl AggregateMetrics {
             )
             .expect("valid metric"),
         };
-        for reason in SCRAPE_FAILURE_REASONS {
+        for reason in ScrapeFailureReason::ALL {
             metrics
                 .app_scrape_failures_total
-                .with_label_values(&[reason]);
+                .with_label_values(&[reason.as_str()]);
         }
         metrics
     }

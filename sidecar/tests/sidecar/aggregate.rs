@@ -13,6 +13,7 @@ use diesel::connection::SimpleConnection;
 use diesel::{Connection, PgConnection};
 
 use crate::helpers::{ChildGuard, Sidecar, TestDb, free_port, http, spawn_run, wait_for};
+use todo_sidecar::aggregate::events::ScrapeFailureReason;
 
 /// What the fake app answers on `/metrics`.
 #[derive(Clone)]
@@ -389,6 +390,51 @@ fn aggregate_database_gauges_count_connections_and_vanish_when_the_database_is_d
     let (_, ready) = http(running.port, "GET", "/health/ready").expect("answers");
     assert!(ready.contains("cannot read the database gauges"), "{ready}");
     assert_promtool_accepts(&body);
+}
+
+#[test]
+fn aggregate_a_failed_scrape_is_logged_and_counted_under_the_same_reason() {
+    // Arrange: every scrape of the sidecar collects anew.
+    let db = TestDb::create();
+    let app = AppFixture::start(APP_EXPOSITION);
+    let mut sidecar = sidecar_for(&db, &app.url());
+    sidecar.set("SIDECAR__AGGREGATE__CACHE_TTL_MS", "0");
+    let (_guard, port, lines) = spawn_run(&sidecar);
+
+    // Assert: before any failure, every reason is exposed at 0.
+    let body = scrape(port);
+    for reason in ScrapeFailureReason::ALL {
+        let series = format!(
+            "todo_app_scrape_failures_total{{reason=\"{}\"}}",
+            reason.as_str()
+        );
+        assert_eq!(value(&body, &series), Some(0.0), "{series} in {body}");
+    }
+
+    // Act: the app answers something that is not an exposition.
+    app.set(|answer| answer.body = "<html>502 Bad Gateway</html>\n".to_string());
+    let body = scrape(port);
+
+    // Assert: the warning and the counter name the same reason.
+    let logged = wait_for(
+        "the scrape failure's log line",
+        Duration::from_secs(10),
+        || {
+            let line = lines.recv_timeout(Duration::from_millis(100)).ok()?;
+            let record: serde_json::Value = serde_json::from_str(&line).expect("JSON lines");
+            (record["msg"] == "cannot scrape the app's metrics").then_some(record)
+        },
+    );
+    assert_eq!(logged["reason"], "parse", "{logged}");
+    assert_eq!(
+        value(&body, "todo_app_scrape_failures_total{reason=\"parse\"}"),
+        Some(1.0),
+        "{body}"
+    );
+    assert_eq!(
+        value(&body, "todo_app_scrape_failures_total{reason=\"connect\"}"),
+        Some(0.0)
+    );
 }
 
 #[test]
