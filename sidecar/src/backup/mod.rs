@@ -2,6 +2,7 @@
 //! and the component that `run` supervises (metrics from the store, and
 //! scheduled backups when `backup.schedule` is set).
 
+pub mod events;
 pub mod postgres;
 pub mod restore;
 pub mod retention;
@@ -18,6 +19,10 @@ use futures_util::future::BoxFuture;
 use crate::component::{Component, ComponentHealth, HealthHandle, Shutdown};
 use crate::configuration::{RetentionSettings, Settings};
 use crate::metrics::BackupMetrics;
+use events::{
+    BackupFailed, DrillRecordRead, DrillRecordUnreadable, RetentionApplied, RetentionFailed,
+    SnapshotsListed,
+};
 use snapshot::{Catalog, Manifest};
 use store::{Store, StoreError};
 
@@ -68,39 +73,40 @@ pub async fn run_backup(
     metrics: &BackupMetrics,
     interrupted: impl Future<Output = &'static str>,
 ) -> Result<Manifest, BackupError> {
-    let outcome = snapshot::take_snapshot(settings, store, interrupted).await;
-    if outcome.is_ok() {
-        // Retention only after a success: a failing backup never deletes.
-        // The snapshot is published by now, so a retention failure is not a
-        // failed backup (a retried backup Job would publish one more each
-        // time): it is logged, and the next backup's retention catches up.
-        match prune(store, &settings.backup.retention).await {
-            Ok(report) if !report.deleted.is_empty() => {
-                tracing::info!(deleted = ?report.deleted, "retention applied");
-            }
-            Ok(_) => {}
-            Err(error) => tracing::error!(
-                error = format!("{error:#}"),
-                "the snapshot was published but retention failed; old snapshots stay until a later backup prunes them"
-            ),
-        }
-    }
-    match &outcome {
-        Ok(_) => {
+    match snapshot::take_snapshot(settings, store, interrupted).await {
+        Ok(manifest) => {
+            // Retention only after a success: a failing backup never deletes.
+            apply_retention(store, &settings.backup.retention).await;
             if let Err(error) = refresh_metrics(store, metrics).await {
                 tracing::warn!(error = %error, "could not refresh the backup metrics from the store");
             }
+            Ok(manifest)
         }
-        Err(BackupError::Locked) => {}
-        Err(error) => {
-            metrics.failures_total.inc();
-            tracing::error!(
-                error = format!("{error:#}"),
-                "backup failed; nothing was published"
-            );
+        Err(failed) => {
+            if !matches!(failed.error, BackupError::Locked) {
+                BackupFailed {
+                    stage: failed.stage,
+                    error: &failed.error,
+                }
+                .emit(metrics);
+            }
+            Err(failed.error)
         }
     }
-    outcome
+}
+
+/// Retention after a published snapshot. Its failure is not a failed backup
+/// (a retried backup Job would publish one more each time): it is logged,
+/// and the next backup's retention catches up.
+async fn apply_retention(store: &Store, retention: &RetentionSettings) {
+    match prune(store, retention).await {
+        Ok(report) if !report.deleted.is_empty() => RetentionApplied {
+            deleted: &report.deleted,
+        }
+        .emit(),
+        Ok(_) => {}
+        Err(error) => RetentionFailed { error: &error }.emit(),
+    }
 }
 
 /// Applies the retention policy, and removes incomplete objects older than the grace period.
@@ -157,31 +163,16 @@ pub async fn refresh_metrics(
     metrics: &BackupMetrics,
 ) -> Result<Catalog, BackupError> {
     let catalog = snapshot::catalog(store).await?;
-    metrics.snapshots.set(catalog.complete.len() as i64);
-    match catalog.complete.first() {
-        Some(newest) => {
-            metrics
-                .last_success_timestamp_seconds
-                .set(newest.finished_at.timestamp_millis() as f64 / 1000.0);
-            metrics.last_duration_seconds.set(newest.duration_seconds());
-            metrics.last_size_bytes.set(newest.compressed_bytes as i64);
-        }
-        None => {
-            metrics.last_success_timestamp_seconds.set(0.0);
-            metrics.last_duration_seconds.set(0.0);
-            metrics.last_size_bytes.set(0);
-        }
-    }
+    SnapshotsListed { catalog: &catalog }.emit(metrics);
     match store.get(restore::DRILL_RECORD).await {
         Ok(bytes) => match serde_json::from_slice::<restore::DrillRecord>(&bytes) {
-            Ok(record) => metrics
-                .restore_drill_last_success_timestamp_seconds
-                .set(record.succeeded_at.timestamp_millis() as f64 / 1000.0),
-            Err(error) => tracing::warn!(error = %error, "the restore drill record does not parse"),
+            Ok(record) => DrillRecordRead {
+                succeeded_at: Some(record.succeeded_at),
+            }
+            .emit(metrics),
+            Err(error) => DrillRecordUnreadable { error: &error }.emit(),
         },
-        Err(StoreError::NotFound { .. }) => metrics
-            .restore_drill_last_success_timestamp_seconds
-            .set(0.0),
+        Err(StoreError::NotFound { .. }) => DrillRecordRead { succeeded_at: None }.emit(metrics),
         Err(error) => {
             return Err(anyhow::Error::new(error)
                 .context("Failed to read the restore drill record")

@@ -18,6 +18,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
 use super::BackupError;
+use super::events::RestoreDrillSucceeded;
 use super::postgres::{self, PgTool, Session, quote_identifier};
 use super::snapshot::{self, Manifest, read_limited};
 use super::store::Store;
@@ -311,5 +312,10 @@ pub async fn restore_drill(
         )
         .await
         .context("Failed to record the restore drill's success in the store")?;
+    RestoreDrillSucceeded {
+        snapshot: &manifest.id,
+        tables_checked: report.tables_checked,
+    }
+    .emit();
     Ok(report)
 }

@@ -19,6 +19,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
 use super::BackupError;
+use super::events::{BackupPublished, BackupStage};
 use super::postgres::{self, PgTool, Session};
 use super::store::{ObjectInfo, Store, StoreError, TEMP_PREFIX, Upload};
 use crate::configuration::Settings;
@@ -193,6 +194,29 @@ pub async fn catalog(store: &Store) -> Result<Catalog, BackupError> {
     Ok(catalog)
 }
 
+/// A snapshot that failed, and the step it failed at.
+#[derive(Debug)]
+pub struct FailedAt {
+    /// The step.
+    pub stage: BackupStage,
+    /// Why.
+    pub error: BackupError,
+}
+
+/// Tags an error with the step of the backup it happened at.
+trait AtStage<T> {
+    fn at(self, stage: BackupStage) -> Result<T, FailedAt>;
+}
+
+impl<T, E: Into<BackupError>> AtStage<T> for Result<T, E> {
+    fn at(self, stage: BackupStage) -> Result<T, FailedAt> {
+        self.map_err(|error| FailedAt {
+            stage,
+            error: error.into(),
+        })
+    }
+}
+
 /// Takes one snapshot and publishes it; on any failure nothing is published,
 /// and nothing is left behind. `interrupted` resolving while the database is
 /// dumped aborts the upload (see [`super::run_backup`]).
@@ -200,33 +224,39 @@ pub async fn take_snapshot(
     settings: &Settings,
     store: &Store,
     interrupted: impl Future<Output = &'static str>,
-) -> Result<Manifest, BackupError> {
+) -> Result<Manifest, FailedAt> {
     let started_at = Utc::now();
     let clock = Instant::now();
     let database = &settings.database;
     let mut session = Session::connect(database.url.clone(), database.connect_timeout())
         .await
-        .context("Failed to connect to the database")?;
-    if !session.try_backup_lock().await? {
-        return Err(BackupError::Locked);
+        .context("Failed to connect to the database")
+        .at(BackupStage::Connect)?;
+    if !session.try_backup_lock().await.at(BackupStage::Lock)? {
+        return Err(BackupError::Locked).at(BackupStage::Lock);
     }
-    let server = session.server_version().await?;
+    let server = session.server_version().await.at(BackupStage::Connect)?;
     let pg_dump = postgres::find_tool(
         "pg_dump",
         settings.backup.pg_dump_path.as_deref(),
         server.major,
         &format!("the server (PostgreSQL {})", server.text),
-    )?;
+    )
+    .at(BackupStage::Tools)?;
     let id = new_id(started_at);
     tracing::info!(snapshot = %id, store = %store.describe(), pg_dump = %pg_dump.path.display(), "backup started");
     // The store first: an unwritable store or a missing bucket fails before
     // the database does any work.
-    let mut upload = store.begin_upload(&data_name(&id)).await.with_context(|| {
-        format!(
-            "Failed to start writing snapshot {id} to {}",
-            store.describe()
-        )
-    })?;
+    let mut upload = store
+        .begin_upload(&data_name(&id))
+        .await
+        .with_context(|| {
+            format!(
+                "Failed to start writing snapshot {id} to {}",
+                store.describe()
+            )
+        })
+        .at(BackupStage::Store)?;
     let streamed = tokio::select! {
         streamed = stream_dump(settings, &mut session, &pg_dump, &mut upload) => streamed,
         // Dropping the dump closes its channel, which kills pg_dump.
@@ -247,13 +277,15 @@ pub async fn take_snapshot(
                     ))
                     .into(),
                 error => error,
-            });
+            })
+            .at(BackupStage::Dump);
         }
     };
     upload
         .finish()
         .await
-        .with_context(|| format!("Failed to write snapshot {id} to {}", store.describe()))?;
+        .with_context(|| format!("Failed to write snapshot {id} to {}", store.describe()))
+        .at(BackupStage::Upload)?;
     // The data is complete: failing to close the read-only transaction
     // changes nothing about it.
     if let Err(error) = session.end_snapshot().await {
@@ -277,7 +309,9 @@ pub async fn take_snapshot(
         format: "pg_dump custom archive, zstd".to_string(),
         tables,
     };
-    let document = serde_json::to_vec_pretty(&manifest).context("Failed to encode the manifest")?;
+    let document = serde_json::to_vec_pretty(&manifest)
+        .context("Failed to encode the manifest")
+        .at(BackupStage::Manifest)?;
     store
         .put(&manifest_name(&id), Bytes::from(document))
         .await
@@ -286,16 +320,14 @@ pub async fn take_snapshot(
                 "Failed to write the manifest of snapshot {id} to {}",
                 store.describe()
             )
-        })?;
+        })
+        .at(BackupStage::Manifest)?;
     // The session (and with it the advisory lock) closes when dropped.
     drop(session);
-    tracing::info!(
-        snapshot = %id,
-        compressed_bytes = manifest.compressed_bytes,
-        raw_bytes = manifest.raw_bytes,
-        duration_seconds = manifest.duration_seconds(),
-        "backup published"
-    );
+    BackupPublished {
+        manifest: &manifest,
+    }
+    .emit();
     Ok(manifest)
 }
 

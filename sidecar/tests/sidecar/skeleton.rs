@@ -168,6 +168,17 @@ fn a_failing_scheduled_backup_counts_a_failure_and_the_sidecar_keeps_serving() {
         Duration::from_secs(60),
         || metric(running.port, "todo_backup_failures_total").filter(|count| *count >= 1.0),
     );
+    // The same event wrote the log line, with the step that failed.
+    let logged = wait_for("the failure's log line", Duration::from_secs(10), || {
+        let line = running
+            .lines
+            .recv_timeout(Duration::from_millis(100))
+            .ok()?;
+        let record: serde_json::Value = serde_json::from_str(&line).expect("JSON lines");
+        (record["msg"] == "backup failed; nothing was published").then_some(record)
+    });
+    assert_eq!(logged["stage"], "connect", "{logged}");
+    assert_eq!(logged["level"], 50, "an ERROR line: {logged}");
     let (status, body) = http(running.port, "GET", "/health/ready").expect("answers");
     assert_eq!(status, 200, "{body}");
     let ready: serde_json::Value = serde_json::from_str(&body).expect("JSON");
