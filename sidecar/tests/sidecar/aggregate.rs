@@ -2,184 +2,18 @@
 //! a small real HTTP server stands in for the app's `/metrics`; the sidecar's
 //! `/metrics` is checked value by value and with `promtool check metrics`.
 
-use std::io::Write;
 use std::net::TcpListener;
-use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use diesel::connection::SimpleConnection;
 use diesel::{Connection, PgConnection};
 
-use crate::helpers::{ChildGuard, Sidecar, TestDb, free_port, http, spawn_run, wait_for};
+use crate::helpers::{
+    AppFixture, TestDb, assert_promtool_accepts, free_port, http, readiness, sample_lines, scrape,
+    sidecar_for, spawn_run, start_run, timed_scrape, value, wait_for, with_config_file,
+};
 use todo_sidecar::aggregate::events::ScrapeFailureReason;
-
-/// What the fake app answers on `/metrics`.
-#[derive(Clone)]
-pub struct Answer {
-    pub body: String,
-    pub content_type: &'static str,
-    pub delay: Duration,
-}
-
-/// A real HTTP server on 127.0.0.1:0 serving a settable exposition.
-pub struct AppFixture {
-    pub port: u16,
-    answer: Arc<Mutex<Answer>>,
-    /// `/metrics` requests received.
-    pub requests: Arc<AtomicUsize>,
-}
-
-impl AppFixture {
-    pub fn start(body: &str) -> AppFixture {
-        let answer = Arc::new(Mutex::new(Answer {
-            body: body.to_string(),
-            content_type: "text/plain; version=0.0.4; charset=utf-8",
-            delay: Duration::ZERO,
-        }));
-        let listener = TcpListener::bind("127.0.0.1:0").expect("binds the fixture");
-        let port = listener.local_addr().expect("has an address").port();
-        let shared = (answer.clone(), Arc::new(AtomicUsize::new(0)));
-        let requests = shared.1.clone();
-        std::thread::spawn(move || {
-            actix_web::rt::System::new().block_on(async move {
-                let shared = actix_web::web::Data::new(shared);
-                actix_web::HttpServer::new(move || {
-                    actix_web::App::new().app_data(shared.clone()).route(
-                        "/metrics",
-                        actix_web::web::get().to(
-                            |state: actix_web::web::Data<(
-                                Arc<Mutex<Answer>>,
-                                Arc<AtomicUsize>,
-                            )>| async move {
-                                state.1.fetch_add(1, Ordering::SeqCst);
-                                let answer = state.0.lock().expect("not poisoned").clone();
-                                actix_web::rt::time::sleep(answer.delay).await;
-                                actix_web::HttpResponse::Ok()
-                                    .content_type(answer.content_type)
-                                    .body(answer.body)
-                            },
-                        ),
-                    )
-                })
-                .workers(1)
-                .disable_signals()
-                .listen(listener)
-                .expect("listens")
-                .run()
-                .await
-                .expect("serves");
-            });
-        });
-        AppFixture {
-            port,
-            answer,
-            requests,
-        }
-    }
-
-    pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}/metrics", self.port)
-    }
-
-    pub fn set(&self, change: impl FnOnce(&mut Answer)) {
-        change(&mut self.answer.lock().expect("not poisoned"));
-    }
-}
-
-/// A running `todo-sidecar run` (killed when dropped) and its admin port.
-pub struct Running {
-    _guard: ChildGuard,
-    pub port: u16,
-}
-
-/// Starts `run` and waits for the aggregate component's first collection.
-pub fn start_run(sidecar: &Sidecar) -> Running {
-    let (guard, port, lines) = spawn_run(sidecar);
-    // Keep draining stdout so the sidecar never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines.iter() {});
-    wait_for(
-        "the aggregate component's first collection",
-        Duration::from_secs(30),
-        || {
-            let (_, body) = http(port, "GET", "/health/ready")?;
-            let ready: serde_json::Value = serde_json::from_str(&body).ok()?;
-            let status = ready["components"]["aggregate"]["status"].as_str()?;
-            (status == "ok" || status == "degraded").then_some(())
-        },
-    );
-    Running {
-        _guard: guard,
-        port,
-    }
-}
-
-/// A sidecar for `db` scraping `app_url`, with backups off.
-pub fn sidecar_for(db: &TestDb, app_url: &str) -> Sidecar {
-    let mut sidecar = Sidecar::local(db);
-    sidecar
-        .set("SIDECAR__BACKUP__ENABLED", "false")
-        .set("SIDECAR__AGGREGATE__APP_METRICS_URL", app_url);
-    sidecar
-}
-
-/// Writes `yaml` to a file in `dir` and points the sidecar at it.
-pub fn with_config_file(sidecar: &mut Sidecar, dir: &tempfile::TempDir, yaml: &str) {
-    let path = dir.path().join("sidecar.yaml");
-    std::fs::write(&path, yaml).expect("writes the config file");
-    sidecar.set("SIDECAR_CONFIG_FILE", path.to_str().expect("UTF-8 path"));
-}
-
-/// The sidecar's `/metrics` body.
-pub fn scrape(port: u16) -> String {
-    let (status, body) = http(port, "GET", "/metrics").expect("the sidecar answers /metrics");
-    assert_eq!(status, 200, "{body}");
-    body
-}
-
-/// The value of the series written exactly as `series` (name and labels).
-pub fn value(body: &str, series: &str) -> Option<f64> {
-    body.lines()
-        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
-        .map(|value| match value {
-            "+Inf" => f64::INFINITY,
-            "-Inf" => f64::NEG_INFINITY,
-            other => other.parse().expect("a number"),
-        })
-}
-
-/// Lines of samples (not comments) whose name starts with `prefix`.
-pub fn sample_lines<'a>(body: &'a str, prefix: &str) -> Vec<&'a str> {
-    body.lines()
-        .filter(|line| !line.starts_with('#') && line.starts_with(prefix))
-        .collect()
-}
-
-/// Runs `promtool check metrics` on `body` and asserts it passes.
-pub fn assert_promtool_accepts(body: &str) {
-    let mut child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("runs promtool (Debian package prometheus)");
-    let mut stdin = child.stdin.take().expect("stdin is piped");
-    let input = body.to_string();
-    let writer = std::thread::spawn(move || stdin.write_all(input.as_bytes()));
-    let output = child.wait_with_output().expect("promtool finishes");
-    writer
-        .join()
-        .expect("writer thread")
-        .expect("writes to promtool");
-    assert!(
-        output.status.success(),
-        "promtool check metrics failed:\n{}{}\n--- exposition\n{body}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
 
 /// An exposition like the app's: counters with status, a histogram, gauges
 /// and process metrics (which the sidecar also exposes).
@@ -387,7 +221,7 @@ fn aggregate_database_gauges_count_connections_and_vanish_when_the_database_is_d
     }
     assert_eq!(value(&body, "todo_app_up"), Some(1.0));
     assert_eq!(sample_lines(&body, "todo_http_requests_total").len(), 5);
-    let (_, ready) = http(running.port, "GET", "/health/ready").expect("answers");
+    let ready = readiness(running.port);
     assert!(ready.contains("cannot read the database gauges"), "{ready}");
     assert_promtool_accepts(&body);
 }
@@ -491,7 +325,7 @@ fn aggregate_garbage_from_the_app_is_an_error_and_the_last_good_scrape_is_not_se
         Some(1.0)
     );
     assert!(sample_lines(&body, "todo_http_").is_empty(), "{body}");
-    let (_, ready) = http(running.port, "GET", "/health/ready").expect("answers");
+    let ready = readiness(running.port);
     assert!(
         ready.contains("not a valid exposition: line 1: expected a metric name"),
         "{ready}"
@@ -528,9 +362,7 @@ fn aggregate_a_slow_app_times_out_and_the_scrape_stays_fast() {
     let running = start_run(&sidecar);
 
     // Act
-    let started = Instant::now();
-    let body = scrape(running.port);
-    let took = started.elapsed();
+    let (body, took) = timed_scrape(running.port);
 
     // Assert
     assert!(took < Duration::from_secs(5), "the scrape took {took:?}");
@@ -800,15 +632,10 @@ fn aggregate_a_database_query_that_waits_is_cut_by_the_statement_timeout() {
         .set("SIDECAR__AGGREGATE__CACHE_TTL_MS", "0")
         .set("SIDECAR__AGGREGATE__DATABASE_STATEMENT_TIMEOUT_MS", "300");
     let running = start_run(&sidecar);
-    let mut locker = db.connect();
-    locker
-        .batch_execute("BEGIN; LOCK TABLE todos IN ACCESS EXCLUSIVE MODE")
-        .expect("locks the table");
+    let mut locker = db.lock_table("todos");
 
     // Act
-    let started = Instant::now();
-    let body = scrape(running.port);
-    let took = started.elapsed();
+    let (body, took) = timed_scrape(running.port);
 
     // Assert: given up after the timeout, well within the scrape deadline.
     assert!(
@@ -819,7 +646,7 @@ fn aggregate_a_database_query_that_waits_is_cut_by_the_statement_timeout() {
     assert!(sample_lines(&body, "todo_todos").is_empty());
     assert!(sample_lines(&body, "todo_pg_connections").is_empty());
     assert_eq!(value(&body, "todo_app_up"), Some(1.0));
-    let (_, ready) = http(running.port, "GET", "/health/ready").expect("answers");
+    let ready = readiness(running.port);
     // statement_timeout or lock_timeout (both set), whichever fires first.
     assert!(
         ready.contains("Failed to count the todos: canceling statement due to"),
@@ -862,9 +689,7 @@ fn aggregate_a_black_holed_database_costs_one_deadline_then_fails_fast() {
     let running = start_run(&sidecar);
 
     // Act: the connection attempt still hangs (libpq waits up to 30 s).
-    let started = Instant::now();
-    let body = scrape(running.port);
-    let took = started.elapsed();
+    let (body, took) = timed_scrape(running.port);
 
     // Assert: no second wait behind the first; the app's metrics are served.
     assert!(
@@ -874,7 +699,7 @@ fn aggregate_a_black_holed_database_costs_one_deadline_then_fails_fast() {
     assert_eq!(value(&body, "todo_pg_up"), Some(0.0));
     assert!(sample_lines(&body, "todo_pg_database_size_bytes").is_empty());
     assert_eq!(value(&body, "todo_app_up"), Some(1.0));
-    let (_, ready) = http(running.port, "GET", "/health/ready").expect("answers");
+    let ready = readiness(running.port);
     assert!(
         ready.contains("the previous read of the database gauges is still running"),
         "{ready}"

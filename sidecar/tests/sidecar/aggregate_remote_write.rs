@@ -6,10 +6,11 @@ use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::aggregate::{
-    AppFixture, RULES_YAML, scrape, sidecar_for, start_run, value, with_config_file,
+use crate::aggregate::RULES_YAML;
+use crate::helpers::{
+    AppFixture, ChildGuard, TestDb, free_port, http, scrape, sidecar_for, start_run, value,
+    wait_for, with_config_file,
 };
-use crate::helpers::{ChildGuard, TestDb, free_port, http, wait_for};
 
 /// A Prometheus of its own, stopped (and its storage removed) on drop.
 struct Prometheus {

@@ -2,13 +2,15 @@
 //! failure (checked in process through the same `run_backup` that `run`
 //! schedules), no published snapshot, and earlier snapshots intact.
 
-use std::os::unix::fs::PermissionsExt;
 use std::process::Stdio;
 use std::time::Duration;
 
 use diesel::connection::SimpleConnection;
 
-use crate::helpers::{ChildGuard, PasswordCluster, Sidecar, TestDb, Tmpfs, free_port, wait_for};
+use crate::helpers::{
+    ChildGuard, PG_DUMP_WITH_THE_REAL_VERSION, PasswordCluster, Sidecar, TestDb, Tmpfs, free_port,
+    wait_for,
+};
 use todo_sidecar::backup::store::Store;
 use todo_sidecar::backup::{BackupError, run_backup};
 use todo_sidecar::metrics::Metrics;
@@ -137,16 +139,8 @@ fn a_pg_dump_older_than_the_server_is_refused_with_what_to_install() {
     // only the current client, so the old one is a stand-in script).
     let db = TestDb::create();
     db.seed_small();
-    let bin = tempfile::tempdir().expect("tempdir");
-    let old = bin.path().join("pg_dump");
-    std::fs::write(&old, "#!/bin/sh\necho 'pg_dump (PostgreSQL) 9.6.24'\n")
-        .expect("writes the script");
-    std::fs::set_permissions(&old, std::fs::Permissions::from_mode(0o755)).expect("chmod");
     let mut sidecar = Sidecar::local(&db);
-    sidecar.set(
-        "SIDECAR__BACKUP__PG_DUMP_PATH",
-        old.to_str().expect("UTF-8"),
-    );
+    sidecar.use_pg_dump_script("#!/bin/sh\necho 'pg_dump (PostgreSQL) 9.6.24'\n");
 
     let outcome = sidecar.run(&["backup", "run"]);
 
@@ -217,10 +211,7 @@ fn a_table_lock_held_past_backup_lock_wait_seconds_fails_the_backup_instead_of_h
     let mut sidecar = Sidecar::local(&db);
     sidecar.run(&["backup", "run"]).assert_code(0);
     let earlier = sidecar.list().remove(0);
-    let mut holder = db.connect();
-    holder
-        .batch_execute("BEGIN; LOCK TABLE items IN ACCESS EXCLUSIVE MODE")
-        .expect("locks the table");
+    let mut holder = db.lock_table("items");
     sidecar.set("SIDECAR__BACKUP__LOCK_WAIT_SECONDS", "1");
 
     let started = std::time::Instant::now();
@@ -248,10 +239,7 @@ fn a_backup_killed_midway_publishes_nothing_and_prune_cleans_up_after_the_grace_
     let mut sidecar = Sidecar::local(&db);
     sidecar.run(&["backup", "run"]).assert_code(0);
     let earlier = sidecar.list().remove(0);
-    let mut holder = db.connect();
-    holder
-        .batch_execute("BEGIN; LOCK TABLE items IN ACCESS EXCLUSIVE MODE")
-        .expect("locks the table");
+    let mut holder = db.lock_table("items");
     let child = sidecar
         .command(&["backup", "run"])
         .stdout(Stdio::null())
@@ -377,19 +365,9 @@ fn a_pg_dump_that_exits_non_zero_fails_the_backup_with_its_message_and_leaves_no
     let db = TestDb::create();
     db.seed_small();
     let mut sidecar = Sidecar::local(&db);
-    let tools = tempfile::tempdir().expect("a temporary directory");
-    let script = tools.path().join("failing-pg_dump");
-    std::fs::write(
-        &script,
-        "#!/bin/sh\nif [ \"$1\" = --version ]; then exec pg_dump --version; fi\nprintf PGDMP\necho 'pg_dump: error: query failed: simulated failure' >&2\nexit 1\n",
-    )
-    .expect("writes the script");
-    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-        .expect("makes it executable");
-    sidecar.set(
-        "SIDECAR__BACKUP__PG_DUMP_PATH",
-        script.to_str().expect("UTF-8"),
-    );
+    sidecar.use_pg_dump_script(&format!(
+        "{PG_DUMP_WITH_THE_REAL_VERSION}printf PGDMP\necho 'pg_dump: error: query failed: simulated failure' >&2\nexit 1\n"
+    ));
 
     // Act
     let outcome = sidecar.run(&["backup", "run"]);

@@ -6,16 +6,24 @@
 use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use diesel::connection::SimpleConnection;
 use diesel::sql_types::Text;
 use diesel::{Connection, PgConnection, QueryableByName, RunQueryDsl};
 use todo_sidecar::configuration::Settings;
+
+/// The start of a pg_dump stand-in script
+/// ([`Sidecar::use_pg_dump_script`]) that answers `--version` as the real
+/// pg_dump does, so the version check passes and the script's own behaviour
+/// follows.
+pub const PG_DUMP_WITH_THE_REAL_VERSION: &str =
+    "#!/bin/sh\nif [ \"$1\" = --version ]; then exec pg_dump --version; fi\n";
 
 /// The binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_todo-sidecar");
@@ -77,6 +85,18 @@ impl TestDb {
 
     pub fn connect(&self) -> PgConnection {
         PgConnection::establish(&self.url).expect("connects to the test database")
+    }
+
+    /// A session holding an ACCESS EXCLUSIVE lock on `table` until it runs
+    /// `ROLLBACK` (or is dropped).
+    pub fn lock_table(&self, table: &str) -> PgConnection {
+        let mut holder = self.connect();
+        holder
+            .batch_execute(&format!(
+                "BEGIN; LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE"
+            ))
+            .expect("locks the table");
+        holder
     }
 
     pub fn execute(&self, sql: &str) {
@@ -224,6 +244,24 @@ impl Sidecar {
     pub fn set(&mut self, name: &str, value: &str) -> &mut Sidecar {
         self.vars.insert(name.to_string(), value.to_string());
         self
+    }
+
+    /// A directory for the test's own files, removed with the sidecar.
+    pub fn scratch_dir(&self) -> &Path {
+        self._temp.path()
+    }
+
+    /// Writes `script` as an executable stand-in for pg_dump and points
+    /// `backup.pg_dump_path` at it (see [`PG_DUMP_WITH_THE_REAL_VERSION`]).
+    pub fn use_pg_dump_script(&mut self, script: &str) -> &mut Sidecar {
+        let path = self._temp.path().join("pg_dump-stand-in");
+        std::fs::write(&path, script).expect("writes the pg_dump script");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
+            .expect("makes it executable");
+        self.set(
+            "SIDECAR__BACKUP__PG_DUMP_PATH",
+            path.to_str().expect("UTF-8 path"),
+        )
     }
 
     /// The settings the binary would load (for in-process calls).
@@ -418,6 +456,13 @@ impl Moto {
 
     pub fn endpoint(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// A moto server with `bucket` created.
+    pub fn with_bucket(bucket: &str) -> Moto {
+        let moto = Moto::start();
+        moto.create_bucket(bucket);
+        moto
     }
 
     pub fn create_bucket(&self, bucket: &str) {
@@ -707,4 +752,185 @@ impl Drop for PasswordCluster {
             .args(["-m", "immediate", "stop"])
             .output();
     }
+}
+
+// --- The app's `/metrics` stand-in and the aggregating sidecar (aggregate tests).
+
+/// What the fake app answers on `/metrics`.
+#[derive(Clone)]
+pub struct Answer {
+    pub body: String,
+    pub content_type: &'static str,
+    pub delay: Duration,
+}
+
+/// A real HTTP server on 127.0.0.1:0 serving a settable exposition.
+pub struct AppFixture {
+    pub port: u16,
+    answer: Arc<Mutex<Answer>>,
+    /// `/metrics` requests received.
+    pub requests: Arc<AtomicUsize>,
+}
+
+impl AppFixture {
+    pub fn start(body: &str) -> AppFixture {
+        let answer = Arc::new(Mutex::new(Answer {
+            body: body.to_string(),
+            content_type: "text/plain; version=0.0.4; charset=utf-8",
+            delay: Duration::ZERO,
+        }));
+        let listener = TcpListener::bind("127.0.0.1:0").expect("binds the fixture");
+        let port = listener.local_addr().expect("has an address").port();
+        let shared = (answer.clone(), Arc::new(AtomicUsize::new(0)));
+        let requests = shared.1.clone();
+        std::thread::spawn(move || {
+            actix_web::rt::System::new().block_on(async move {
+                let shared = actix_web::web::Data::new(shared);
+                actix_web::HttpServer::new(move || {
+                    actix_web::App::new().app_data(shared.clone()).route(
+                        "/metrics",
+                        actix_web::web::get().to(
+                            |state: actix_web::web::Data<(
+                                Arc<Mutex<Answer>>,
+                                Arc<AtomicUsize>,
+                            )>| async move {
+                                state.1.fetch_add(1, Ordering::SeqCst);
+                                let answer = state.0.lock().expect("not poisoned").clone();
+                                actix_web::rt::time::sleep(answer.delay).await;
+                                actix_web::HttpResponse::Ok()
+                                    .content_type(answer.content_type)
+                                    .body(answer.body)
+                            },
+                        ),
+                    )
+                })
+                .workers(1)
+                .disable_signals()
+                .listen(listener)
+                .expect("listens")
+                .run()
+                .await
+                .expect("serves");
+            });
+        });
+        AppFixture {
+            port,
+            answer,
+            requests,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/metrics", self.port)
+    }
+
+    pub fn set(&self, change: impl FnOnce(&mut Answer)) {
+        change(&mut self.answer.lock().expect("not poisoned"));
+    }
+}
+
+/// A running `todo-sidecar run` (killed when dropped) and its admin port.
+pub struct Running {
+    _guard: ChildGuard,
+    pub port: u16,
+}
+
+/// Starts `run` and waits for the aggregate component's first collection.
+pub fn start_run(sidecar: &Sidecar) -> Running {
+    let (guard, port, lines) = spawn_run(sidecar);
+    // Keep draining stdout so the sidecar never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines.iter() {});
+    wait_for(
+        "the aggregate component's first collection",
+        Duration::from_secs(30),
+        || {
+            let (_, body) = http(port, "GET", "/health/ready")?;
+            let ready: serde_json::Value = serde_json::from_str(&body).ok()?;
+            let status = ready["components"]["aggregate"]["status"].as_str()?;
+            (status == "ok" || status == "degraded").then_some(())
+        },
+    );
+    Running {
+        _guard: guard,
+        port,
+    }
+}
+
+/// A sidecar for `db` scraping `app_url`, with backups off.
+pub fn sidecar_for(db: &TestDb, app_url: &str) -> Sidecar {
+    let mut sidecar = Sidecar::local(db);
+    sidecar
+        .set("SIDECAR__BACKUP__ENABLED", "false")
+        .set("SIDECAR__AGGREGATE__APP_METRICS_URL", app_url);
+    sidecar
+}
+
+/// Writes `yaml` to a file in `dir` and points the sidecar at it.
+pub fn with_config_file(sidecar: &mut Sidecar, dir: &tempfile::TempDir, yaml: &str) {
+    let path = dir.path().join("sidecar.yaml");
+    std::fs::write(&path, yaml).expect("writes the config file");
+    sidecar.set("SIDECAR_CONFIG_FILE", path.to_str().expect("UTF-8 path"));
+}
+
+/// The sidecar's `/metrics` body.
+pub fn scrape(port: u16) -> String {
+    let (status, body) = http(port, "GET", "/metrics").expect("the sidecar answers /metrics");
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+/// The sidecar's `/metrics` body, and how long it took to come.
+pub fn timed_scrape(port: u16) -> (String, Duration) {
+    let started = Instant::now();
+    let body = scrape(port);
+    (body, started.elapsed())
+}
+
+/// The sidecar's `/health/ready` body.
+pub fn readiness(port: u16) -> String {
+    let (_, body) = http(port, "GET", "/health/ready").expect("the sidecar answers readiness");
+    body
+}
+
+/// The value of the series written exactly as `series` (name and labels).
+pub fn value(body: &str, series: &str) -> Option<f64> {
+    body.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .map(|value| match value {
+            "+Inf" => f64::INFINITY,
+            "-Inf" => f64::NEG_INFINITY,
+            other => other.parse().expect("a number"),
+        })
+}
+
+/// Lines of samples (not comments) whose name starts with `prefix`.
+pub fn sample_lines<'a>(body: &'a str, prefix: &str) -> Vec<&'a str> {
+    body.lines()
+        .filter(|line| !line.starts_with('#') && line.starts_with(prefix))
+        .collect()
+}
+
+/// Runs `promtool check metrics` on `body` and asserts it passes.
+pub fn assert_promtool_accepts(body: &str) {
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("runs promtool (Debian package prometheus)");
+    let mut stdin = child.stdin.take().expect("stdin is piped");
+    let input = body.to_string();
+    let writer = std::thread::spawn(move || stdin.write_all(input.as_bytes()));
+    let output = child.wait_with_output().expect("promtool finishes");
+    writer
+        .join()
+        .expect("writer thread")
+        .expect("writes to promtool");
+    assert!(
+        output.status.success(),
+        "promtool check metrics failed:\n{}{}\n--- exposition\n{body}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
 }

@@ -6,24 +6,18 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::helpers::{Moto, Sidecar, TestDb, wait_for};
+use crate::helpers::{Moto, PG_DUMP_WITH_THE_REAL_VERSION, Sidecar, TestDb, wait_for};
 
-/// A pg_dump that reports the real version, then writes a few bytes and
-/// hangs (as one waiting for a lock would), recording its pid.
-fn hanging_pg_dump(dir: &Path) -> (PathBuf, PathBuf) {
-    let script = dir.join("hanging-pg_dump");
-    let pid_file = dir.join("pg_dump.pid");
-    std::fs::write(
-        &script,
-        format!(
-            "#!/bin/sh\nif [ \"$1\" = --version ]; then exec pg_dump --version; fi\necho $$ > {}\nprintf PGDMP\nexec sleep 600\n",
-            pid_file.display()
-        ),
-    )
-    .expect("writes the script");
-    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-        .expect("makes it executable");
-    (script, pid_file)
+/// Gives the sidecar a pg_dump that reports the real version, then writes a
+/// few bytes and hangs (as one waiting for a lock would), recording its pid;
+/// returns the file with the pid.
+fn use_hanging_pg_dump(sidecar: &mut Sidecar) -> PathBuf {
+    let pid_file = sidecar.scratch_dir().join("pg_dump.pid");
+    sidecar.use_pg_dump_script(&format!(
+        "{PG_DUMP_WITH_THE_REAL_VERSION}echo $$ > {}\nprintf PGDMP\nexec sleep 600\n",
+        pid_file.display()
+    ));
+    pid_file
 }
 
 /// Starts `backup run`, waits until pg_dump runs, sends `signal`; returns
@@ -74,12 +68,7 @@ fn sigterm_during_a_local_backup_removes_the_temporary_file_and_kills_pg_dump() 
     let db = TestDb::create();
     db.seed_small();
     let mut sidecar = Sidecar::local(&db);
-    let tools = tempfile::tempdir().expect("a temporary directory");
-    let (script, pid_file) = hanging_pg_dump(tools.path());
-    sidecar.set(
-        "SIDECAR__BACKUP__PG_DUMP_PATH",
-        script.to_str().expect("UTF-8"),
-    );
+    let pid_file = use_hanging_pg_dump(&mut sidecar);
 
     let (code, stderr, pg_dump) = interrupt_backup(&sidecar, &pid_file, "TERM");
 
@@ -91,17 +80,11 @@ fn sigterm_during_a_local_backup_removes_the_temporary_file_and_kills_pg_dump() 
 
 #[test]
 fn sigint_during_an_s3_backup_aborts_the_multipart_upload() {
-    let moto = Moto::start();
-    moto.create_bucket("backups");
+    let moto = Moto::with_bucket("backups");
     let db = TestDb::create();
     db.seed_small();
     let mut sidecar = Sidecar::s3(&db, &moto.endpoint(), "backups");
-    let tools = tempfile::tempdir().expect("a temporary directory");
-    let (script, pid_file) = hanging_pg_dump(tools.path());
-    sidecar.set(
-        "SIDECAR__BACKUP__PG_DUMP_PATH",
-        script.to_str().expect("UTF-8"),
-    );
+    let pid_file = use_hanging_pg_dump(&mut sidecar);
 
     let (code, stderr, pg_dump) = interrupt_backup(&sidecar, &pid_file, "INT");
 

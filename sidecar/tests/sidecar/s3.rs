@@ -11,8 +11,7 @@ const MULTIPART_ROWS: u32 = 200_000;
 #[test]
 fn a_multipart_snapshot_in_s3_verifies_and_restores_identically() {
     // Arrange
-    let moto = Moto::start();
-    moto.create_bucket("backups");
+    let moto = Moto::with_bucket("backups");
     let db = TestDb::create();
     db.seed_small();
     db.add_random_rows(MULTIPART_ROWS);
@@ -70,8 +69,7 @@ fn a_missing_bucket_fails_clearly() {
 #[test]
 fn a_server_error_mid_upload_aborts_the_upload_and_keeps_the_earlier_snapshot() {
     // Arrange: every part after the first answers 500.
-    let moto = Moto::start();
-    moto.create_bucket("backups");
+    let moto = Moto::with_bucket("backups");
     let proxy = FaultyProxy::start(moto.port, 2);
     let db = TestDb::create();
     db.seed_small();
@@ -109,8 +107,7 @@ fn a_server_error_mid_upload_aborts_the_upload_and_keeps_the_earlier_snapshot() 
 #[test]
 fn credentials_come_from_mounted_files_and_an_unreadable_file_is_named() {
     // Arrange: no AWS_* variables, the keys in files (as from a Secret).
-    let moto = Moto::start();
-    moto.create_bucket("backups");
+    let moto = Moto::with_bucket("backups");
     let db = TestDb::create();
     db.seed_small();
     let mut sidecar = Sidecar::s3(&db, &moto.endpoint(), "backups");
@@ -150,8 +147,7 @@ fn a_snapshot_that_takes_longer_than_the_request_timeout_to_read_still_verifies(
     // Arrange: a snapshot of about 20 MiB, read back through a 1.5 MiB/s
     // link with 5 s allowed per request. One GET (and object_store's one
     // resumed retry) would need more than twice that.
-    let moto = Moto::start();
-    moto.create_bucket("backups");
+    let moto = Moto::with_bucket("backups");
     let db = TestDb::create();
     db.add_random_rows(600_000);
     let sidecar = Sidecar::s3(&db, &moto.endpoint(), "backups");
@@ -178,8 +174,7 @@ fn a_snapshot_that_takes_longer_than_the_request_timeout_to_read_still_verifies(
 #[test]
 fn a_failed_manifest_put_publishes_nothing_and_prune_removes_the_orphaned_data() {
     // Arrange: every manifest PUT answers 500.
-    let moto = Moto::start();
-    moto.create_bucket("backups");
+    let moto = Moto::with_bucket("backups");
     let proxy = FaultyProxy::failing(moto.port, |request| {
         request.starts_with("PUT ") && request.contains(".manifest.json")
     });
@@ -212,8 +207,7 @@ fn a_failed_manifest_put_publishes_nothing_and_prune_removes_the_orphaned_data()
 fn retention_that_cannot_delete_keeps_the_new_snapshot_and_prune_says_why() {
     // Arrange: keep one snapshot; every delete (DeleteObject, or the
     // DeleteObjects POST object_store may use) answers 500.
-    let moto = Moto::start();
-    moto.create_bucket("backups");
+    let moto = Moto::with_bucket("backups");
     let proxy = FaultyProxy::failing(moto.port, |request| {
         request.starts_with("DELETE ") || request.contains("?delete")
     });
