@@ -6,26 +6,29 @@
 //! conventional `DATABASE_URL` and `PORT`. Every struct rejects unknown keys,
 //! and [`Settings::validate`] rejects values that would fail later, so a typo
 //! stops start-up with the key named instead of being silently ignored.
+//! The layering, the PostgreSQL URL handling and the shared errors are
+//! `todo_common`'s, the same as todo-sidecar's.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use config::{Config, Environment, File, FileFormat};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
+use todo_common::configuration::{Layers, SettingsError as CommonSettingsError, load_layers};
+use todo_common::pg_url::{is_postgres_url, with_connection_options};
 
 /// The defaults, kept once in `configuration/base.yaml` and compiled in so the
 /// binary runs even where that directory is not shipped.
 const BASE_YAML: &str = include_str!("../../configuration/base.yaml");
 
-/// Why the settings could not be loaded.
+/// Why the settings could not be loaded: the errors both programs share
+/// (see [`todo_common::configuration::SettingsError`]), or the app's own.
 #[derive(Debug, thiserror::Error)]
 pub enum SettingsError {
-    #[error("invalid configuration: {0}")]
-    Load(#[from] config::ConfigError),
-    #[error("invalid configuration: `{key}` {problem}")]
-    Invalid { key: &'static str, problem: String },
+    /// A layer did not load, or a value cannot work (key named).
+    #[error(transparent)]
+    Common(#[from] CommonSettingsError),
     #[error(
         "APP_ENVIRONMENT must be `local` or `production`, got `{0}` (it picks configuration/<environment>.yaml)"
     )]
@@ -36,10 +39,13 @@ impl SettingsError {
     /// A value that parses but cannot work, naming its key (never its value,
     /// which may be a secret).
     pub fn invalid(key: &'static str, problem: impl Into<String>) -> SettingsError {
-        SettingsError::Invalid {
-            key,
-            problem: problem.into(),
-        }
+        SettingsError::Common(CommonSettingsError::invalid(key, problem))
+    }
+}
+
+impl From<config::ConfigError> for SettingsError {
+    fn from(error: config::ConfigError) -> SettingsError {
+        SettingsError::Common(CommonSettingsError::Load(error))
     }
 }
 
@@ -349,114 +355,6 @@ pub fn validate_trace_sampler(vars: &HashMap<String, String>) -> Result<(), Sett
     Ok(())
 }
 
-/// The layers of one program's configuration, lowest first: compiled-in
-/// defaults, an optional file, `PREFIX__SECTION__KEY` variables, then
-/// conventional variables overriding single keys. Shared by todo-app and
-/// todo-sidecar so both load (and reject unknown keys) the same way.
-pub struct Layers<'a> {
-    /// The defaults, compiled into the binary.
-    pub base_yaml: &'a str,
-    /// A YAML file and whether it must exist.
-    pub file: Option<(PathBuf, bool)>,
-    /// `APP` or `SIDECAR`: variables `PREFIX__SECTION__KEY` set `section.key`.
-    pub env_prefix: &'a str,
-    /// The process environment (tests pass their own).
-    pub vars: &'a HashMap<String, String>,
-    /// `(key, VARIABLE)`: the variable, when set, wins for that key (`DATABASE_URL`, `PORT`).
-    pub overrides: &'a [(&'a str, &'a str)],
-}
-
-/// Builds and deserializes the layered configuration.
-pub fn load_layers<T: serde::de::DeserializeOwned>(
-    layers: Layers<'_>,
-) -> Result<T, config::ConfigError> {
-    let marker = format!("{}__", layers.env_prefix);
-    // Only this program's variables: the `config` crate would otherwise read
-    // the real process environment, which tests must not depend on.
-    let own_vars: config::Map<String, String> = layers
-        .vars
-        .iter()
-        .filter(|(name, _)| name.starts_with(&marker))
-        .map(|(name, value)| (name.clone(), value.clone()))
-        .collect();
-    let mut builder =
-        Config::builder().add_source(File::from_str(layers.base_yaml, FileFormat::Yaml));
-    if let Some((path, required)) = layers.file {
-        builder = builder.add_source(File::from(path).required(required));
-    }
-    builder = builder.add_source(
-        Environment::with_prefix(layers.env_prefix)
-            .prefix_separator("__")
-            .separator("__")
-            .try_parsing(true)
-            .source(Some(own_vars)),
-    );
-    for (key, variable) in layers.overrides {
-        builder = builder.set_override_option(*key, layers.vars.get(*variable).cloned())?;
-    }
-    builder.build()?.try_deserialize()
-}
-
-/// Whether a database URL is one libpq and diesel accept (checked without
-/// ever echoing the value, which may hold a password): a `postgres://` or
-/// `postgresql://` URL whose every `%` starts a valid escape. libpq quotes
-/// a badly escaped part, which may be the password, in its error message.
-pub fn is_postgres_url(url: &str) -> bool {
-    let scheme_ok = url.starts_with("postgres://") || url.starts_with("postgresql://");
-    let bytes = url.as_bytes();
-    let escapes_ok = bytes.iter().enumerate().all(|(at, byte)| {
-        *byte != b'%'
-            || (bytes.get(at + 1).is_some_and(u8::is_ascii_hexdigit)
-                && bytes.get(at + 2).is_some_and(u8::is_ascii_hexdigit))
-    });
-    scheme_ok && escapes_ok
-}
-
-/// Seconds of silence before TCP keepalive probes start, the gap between
-/// probes, and how many unanswered probes drop the connection.
-const KEEPALIVES: [(&str, &str); 4] = [
-    ("keepalives", "1"),
-    ("keepalives_idle", "10"),
-    ("keepalives_interval", "5"),
-    ("keepalives_count", "3"),
-];
-/// Milliseconds sent data may stay unacknowledged before the kernel drops
-/// the connection.
-const TCP_USER_TIMEOUT_MS: &str = "10000";
-
-/// `url` with libpq connection options added, each unless the operator set
-/// it: `connect_timeout`, `application_name` (so `pg_stat_activity` shows
-/// which program a session is), TCP keepalives and `tcp_user_timeout`.
-/// The last two bound how long a thread can sit in a read or write to a
-/// database host that vanished (a failover, a partition): without them
-/// the kernel waits 15 minutes to 2 hours.
-pub fn with_connection_options(
-    url: &SecretString,
-    connect_timeout: Duration,
-    application_name: &str,
-) -> SecretString {
-    let mut text = url.expose_secret().to_string();
-    let connect_timeout = connect_timeout.as_secs().max(1).to_string();
-    let options = [
-        ("connect_timeout", connect_timeout.as_str()),
-        ("application_name", application_name),
-        ("tcp_user_timeout", TCP_USER_TIMEOUT_MS),
-    ]
-    .into_iter()
-    .chain(KEEPALIVES);
-    for (key, value) in options {
-        let present = text
-            .split(['?', '&'])
-            .skip(1)
-            .any(|pair| pair.split('=').next() == Some(key));
-        if !present {
-            let separator = if text.contains('?') { '&' } else { '?' };
-            text = format!("{text}{separator}{key}={value}");
-        }
-    }
-    SecretString::from(text)
-}
-
 impl ServerSettings {
     pub fn client_request_timeout(&self) -> Duration {
         Duration::from_millis(self.client_request_timeout_ms)
@@ -504,75 +402,5 @@ impl DatabaseSettings {
 impl AuthSettings {
     pub fn key_cache_ttl(&self) -> Duration {
         Duration::from_secs(self.key_cache_ttl_seconds)
-    }
-}
-
-/// Replaces the path (database name) of a PostgreSQL URL, keeping its query.
-pub fn replace_database_name(url: &str, name: &str) -> String {
-    let (without_query, query) = match url.split_once('?') {
-        Some((head, query)) => (head, Some(query)),
-        None => (url, None),
-    };
-    // The path starts at the first '/' after "scheme://authority".
-    let authority_start = without_query.find("://").map(|i| i + 3).unwrap_or(0);
-    let base = match without_query[authority_start..].find('/') {
-        Some(slash) => &without_query[..authority_start + slash],
-        None => without_query,
-    };
-    match query {
-        Some(query) => format!("{base}/{name}?{query}"),
-        None => format!("{base}/{name}"),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn database_name_is_replaced_and_query_kept() {
-        assert_eq!(
-            replace_database_name("postgres://u:p@h:5432/db?sslmode=require", "other"),
-            "postgres://u:p@h:5432/other?sslmode=require"
-        );
-        assert_eq!(
-            replace_database_name("postgres://h", "other"),
-            "postgres://h/other"
-        );
-    }
-
-    #[test]
-    fn a_url_libpq_would_quote_in_an_error_is_refused() {
-        assert!(is_postgres_url("postgres://app:p%40ss@db:5432/todo"));
-        assert!(!is_postgres_url("postgres://app:s3cr%zzet@db/todo"));
-        assert!(!is_postgres_url("postgres://app:s3cret%@db/todo"));
-        assert!(!is_postgres_url("postgres://app:s3cr%4@db/todo"));
-        assert!(!is_postgres_url("mysql://app@db/todo"));
-    }
-
-    #[test]
-    fn connection_options_are_added_unless_the_operator_set_them() {
-        let url = SecretString::from("postgres://app@db/todo?keepalives_idle=30&sslmode=require");
-        let with = with_connection_options(&url, Duration::from_secs(3), "todo-app");
-        let text = with.expose_secret();
-        assert!(text.starts_with("postgres://app@db/todo?keepalives_idle=30&sslmode=require&"));
-        for option in [
-            "connect_timeout=3",
-            "application_name=todo-app",
-            "tcp_user_timeout=10000",
-            "keepalives=1",
-            "keepalives_interval=5",
-            "keepalives_count=3",
-        ] {
-            assert!(text.contains(option), "{option} missing from {text}");
-        }
-        assert_eq!(text.matches("keepalives_idle=").count(), 1, "{text}");
-
-        let bare =
-            with_connection_options(&SecretString::from("postgres://db/x"), Duration::ZERO, "t");
-        assert!(
-            bare.expose_secret()
-                .starts_with("postgres://db/x?connect_timeout=1&")
-        );
     }
 }

@@ -8,7 +8,7 @@
 //!
 //! Each component owns one section (`backup`, `logship`, `aggregate`): adding
 //! a component is one field here and one section in base.yaml. The layering
-//! itself is todo-app's `configuration::load_layers`, shared by both programs.
+//! itself is `todo_common::configuration::load_layers`, shared by both programs.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -17,9 +17,10 @@ use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
-/// Why the settings could not be loaded: the same error type as todo-app's.
-pub use todo_app::configuration::SettingsError;
-use todo_app::configuration::{Layers, is_postgres_url, load_layers};
+/// Why the settings could not be loaded: the error both programs share.
+pub use todo_common::configuration::SettingsError;
+use todo_common::configuration::{Layers, load_layers};
+use todo_common::pg_url::is_postgres_url;
 
 pub use crate::aggregate::config::{AggregateSettings, RemoteWriteSettings, RuleSettings};
 pub use crate::logship::config::LogshipSettings;

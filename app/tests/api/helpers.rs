@@ -11,10 +11,11 @@ use std::time::{Duration, Instant};
 use diesel::{Connection, PgConnection, RunQueryDsl};
 use secrecy::ExposeSecret;
 use serde_json::Value;
-use todo_app::configuration::{Settings, replace_database_name};
+use todo_app::configuration::Settings;
 use todo_app::db::api_keys;
 use todo_app::domain::Owner;
 use todo_app::startup::{Application, ShutdownHandle};
+use todo_common::pg_url::replace_database_name;
 use uuid::Uuid;
 
 /// The server every test database lives on; the CI script may point it elsewhere.

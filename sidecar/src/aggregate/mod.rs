@@ -349,26 +349,9 @@ fn record_pg(metrics: &AggregateMetrics, stats: &PgStats) {
         .set(stats.oldest_transaction_age_seconds);
 }
 
-/// `url` for logs and messages, without what may be a credential: the
-/// user and password (a token is sometimes sent as the user) and the query
-/// string (`?api_key=…`). Secrets never appear in logs.
-pub(crate) fn redacted(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut parsed) => {
-            if !parsed.username().is_empty() {
-                let _ = parsed.set_username("REDACTED");
-            }
-            if parsed.password().is_some() {
-                let _ = parsed.set_password(Some("REDACTED"));
-            }
-            if parsed.query().is_some() {
-                parsed.set_query(Some("REDACTED"));
-            }
-            parsed.to_string()
-        }
-        Err(_) => "(an invalid URL)".to_string(),
-    }
-}
+/// `url` for logs and messages, without what may be a credential (one
+/// redaction for every URL the programs log: `todo_common::redact`).
+pub(crate) use todo_common::redact::redacted_url as redacted;
 
 /// Milliseconds since the epoch.
 pub(crate) fn now_ms() -> i64 {

@@ -93,7 +93,7 @@ impl PgProbe {
         PgProbe {
             // Its own application_name, so an operator looking for the
             // backup's session in pg_stat_activity does not find this one.
-            url: todo_app::configuration::with_connection_options(
+            url: todo_common::pg_url::with_connection_options(
                 url,
                 connect_timeout,
                 "todo-sidecar-aggregate",

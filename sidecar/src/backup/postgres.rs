@@ -15,6 +15,7 @@ use diesel::connection::SimpleConnection;
 use diesel::sql_types::{BigInt, Bool, Integer, Text};
 use diesel::{Connection, PgConnection, QueryableByName, RunQueryDsl};
 use secrecy::{ExposeSecret, SecretString};
+use todo_common::pg_url::decode_component;
 
 use super::BackupError;
 
@@ -34,7 +35,7 @@ pub struct ChildConnection {
 /// The URL with the shared libpq connection options (connect timeout, TCP
 /// keepalives and user timeout, `application_name=todo-sidecar`), unless set.
 pub fn with_connection_options(url: &SecretString, connect_timeout: Duration) -> SecretString {
-    todo_app::configuration::with_connection_options(url, connect_timeout, "todo-sidecar")
+    todo_common::pg_url::with_connection_options(url, connect_timeout, "todo-sidecar")
 }
 
 /// Splits the password out of `url` for a child process.
@@ -46,7 +47,7 @@ pub fn child_connection(url: &SecretString) -> Result<ChildConnection, BackupErr
         })?;
     let mut password = parsed
         .password()
-        .map(|encoded| SecretString::from(percent_decode(encoded)));
+        .map(|encoded| SecretString::from(decode_component(encoded)));
     let _ = parsed.set_password(None);
     // libpq also takes `?password=`; it must not reach the command line either.
     if parsed.query_pairs().any(|(key, _)| key == "password") {
@@ -70,39 +71,15 @@ pub fn child_connection(url: &SecretString) -> Result<ChildConnection, BackupErr
     })
 }
 
-fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut index = 0;
-    while index < bytes.len() {
-        if bytes[index] == b'%'
-            && index + 2 < bytes.len()
-            && let Some(byte) = std::str::from_utf8(&bytes[index + 1..index + 3])
-                .ok()
-                .and_then(|hex| u8::from_str_radix(hex, 16).ok())
-        {
-            out.push(byte);
-            index += 3;
-        } else {
-            out.push(bytes[index]);
-            index += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 /// The database name in a URL (for messages and manifests; never the URL).
 pub fn database_name(url: &SecretString) -> String {
-    url::Url::parse(url.expose_secret())
-        .ok()
-        .map(|parsed| parsed.path().trim_start_matches('/').to_string())
-        .filter(|name| !name.is_empty())
+    todo_common::pg_url::database_name(url.expose_secret())
         .unwrap_or_else(|| "postgres".to_string())
 }
 
 /// The same server with another database name.
 pub fn with_database(url: &SecretString, database: &str) -> SecretString {
-    SecretString::from(todo_app::configuration::replace_database_name(
+    SecretString::from(todo_common::pg_url::replace_database_name(
         url.expose_secret(),
         database,
     ))

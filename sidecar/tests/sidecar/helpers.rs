@@ -79,7 +79,7 @@ impl TestDb {
         admin
             .batch_execute(&format!("CREATE DATABASE \"{name}\""))
             .expect("creates the test database");
-        let url = todo_app::configuration::replace_database_name(&admin_url(), &name);
+        let url = todo_common::pg_url::replace_database_name(&admin_url(), &name);
         TestDb { name, url }
     }
 
