@@ -1,17 +1,17 @@
 //! The `logship` section of the settings: which files to tail, where the
-//! checkpoint lives, how lines are batched and retried, the dead-letter file,
-//! and one sub-section per sink.
+//! checkpoint lives, how lines are batched and retried, the dead-letter file.
+//! Each sink's sub-section is in its folder (`sinks/<name>/config.rs`).
 //!
 //! Re-exported by `crate::configuration`. The component runs when `paths` is
 //! not empty: the chart sets the paths exactly when it gives the app a log
 //! file, so a separate `enabled` flag could only disagree with them.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
+pub use super::sinks::SinksSettings;
 use crate::configuration::SettingsError;
 
 /// Log shipping (`logship.*`).
@@ -99,110 +99,6 @@ pub struct DeadLetterSettings {
     pub max_bytes: u64,
 }
 
-/// The sinks (`logship.sinks.*`).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SinksSettings {
-    /// Lines to the sidecar's stdout.
-    pub stdout: StdoutSettings,
-    /// Grafana Loki's push API.
-    pub loki: LokiSettings,
-    /// Elasticsearch or OpenSearch `_bulk`.
-    pub elasticsearch: ElasticsearchSettings,
-    /// An OpenTelemetry collector (OTLP/HTTP, protobuf).
-    pub otlp: OtlpSettings,
-}
-
-/// The stdout sink (`logship.sinks.stdout.*`).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct StdoutSettings {
-    /// Write every line, as read, to stdout (which the sidecar shares with
-    /// its own logs; for debugging and for clusters that collect stdout).
-    pub enabled: bool,
-}
-
-/// Loki (`logship.sinks.loki.*`).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LokiSettings {
-    /// Base URL (`http://loki:3100`); `/loki/api/v1/push` is appended. Empty: off.
-    #[serde(default, deserialize_with = "crate::configuration::empty_is_none")]
-    pub url: Option<String>,
-    /// Labels set on every stream (`app`, `namespace`, `pod`…). Keep them
-    /// few and of low cardinality: never request or trace ids.
-    pub labels: BTreeMap<String, String>,
-    /// Add a `level` label from the bunyan level (`info`, `error`…).
-    pub level_label: bool,
-    /// `X-Scope-OrgID` (multi-tenant Loki); empty: not sent.
-    #[serde(default, deserialize_with = "crate::configuration::empty_is_none")]
-    pub tenant_id: Option<String>,
-    /// HTTP options.
-    pub http: HttpSettings,
-}
-
-/// Elasticsearch / OpenSearch (`logship.sinks.elasticsearch.*`).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ElasticsearchSettings {
-    /// Base URL (`https://es:9200`); `/_bulk` is appended. Empty: off.
-    #[serde(default, deserialize_with = "crate::configuration::empty_is_none")]
-    pub url: Option<String>,
-    /// Index name, with strftime fields (`%Y`, `%m`, `%d`) taken from each
-    /// line's `time` (UTC): `todo-logs-%Y.%m.%d`.
-    pub index: String,
-    /// HTTP options.
-    pub http: HttpSettings,
-}
-
-/// OTLP/HTTP logs (`logship.sinks.otlp.*`).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct OtlpSettings {
-    /// Base URL (`http://otel-collector:4318`); `/v1/logs` is appended. Empty: off.
-    #[serde(default, deserialize_with = "crate::configuration::empty_is_none")]
-    pub url: Option<String>,
-    /// The `service.name` resource attribute of the records.
-    pub service_name: String,
-    /// HTTP options.
-    pub http: HttpSettings,
-}
-
-/// Options shared by the HTTP sinks (`logship.sinks.<sink>.http.*`).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HttpSettings {
-    /// Compress request bodies with gzip.
-    pub gzip: bool,
-    /// `bearer` (token from `token_file`), `basic` (`username` and
-    /// `password_file`), or empty: no authentication.
-    pub auth: Option<AuthKind>,
-    /// File holding the bearer token (a mounted Secret).
-    pub token_file: Option<PathBuf>,
-    /// User name for basic authentication.
-    pub username: Option<String>,
-    /// File holding the basic-auth password (a mounted Secret).
-    pub password_file: Option<PathBuf>,
-    /// PEM file of extra CA certificates trusted for this sink's TLS.
-    pub ca_file: Option<PathBuf>,
-}
-
-pub use crate::http::AuthKind;
-
-/// Label names that would make one stream per request: refused for Loki.
-const HIGH_CARDINALITY_LABELS: &[&str] = &[
-    "request_id",
-    "trace_id",
-    "span_id",
-    "msg",
-    "message",
-    "time",
-    "owner",
-    "latency",
-    "uri",
-    "path",
-];
-
 impl LogshipSettings {
     /// Whether `run` starts the log shipper.
     pub fn enabled(&self) -> bool {
@@ -224,31 +120,7 @@ impl LogshipSettings {
         if !self.enabled() {
             return Ok(());
         }
-        let sinks = &self.sinks;
-        if !sinks.stdout.enabled
-            && sinks.loki.url.is_none()
-            && sinks.elasticsearch.url.is_none()
-            && sinks.otlp.url.is_none()
-        {
-            return Err(SettingsError::invalid(
-                "logship.sinks",
-                "needs at least one sink (stdout.enabled, loki.url, elasticsearch.url or otlp.url) when logship.paths is set",
-            ));
-        }
-        for (key, url) in [
-            ("logship.sinks.loki.url", &sinks.loki.url),
-            ("logship.sinks.elasticsearch.url", &sinks.elasticsearch.url),
-            ("logship.sinks.otlp.url", &sinks.otlp.url),
-        ] {
-            if let Some(url) = url
-                && !crate::configuration::is_http_url(url)
-            {
-                return Err(SettingsError::invalid(
-                    key,
-                    "must be an http:// or https:// URL with a host",
-                ));
-            }
-        }
+        self.sinks.validate()?;
         if self.max_line_bytes < 64 {
             return Err(SettingsError::invalid(
                 "logship.max_line_bytes",
@@ -286,43 +158,6 @@ impl LogshipSettings {
                 "logship.retry",
                 "initial_backoff_ms must be at least 1 and at most max_backoff_ms",
             ));
-        }
-        for name in sinks.loki.labels.keys() {
-            if HIGH_CARDINALITY_LABELS.contains(&name.as_str()) {
-                return Err(SettingsError::invalid(
-                    "logship.sinks.loki.labels",
-                    format!("must not hold the high-cardinality label `{name}`"),
-                ));
-            }
-        }
-        if sinks.loki.labels.len() > 8 {
-            return Err(SettingsError::invalid(
-                "logship.sinks.loki.labels",
-                "holds more than 8 labels",
-            ));
-        }
-        for (key, http) in [
-            ("logship.sinks.loki.http", &sinks.loki.http),
-            (
-                "logship.sinks.elasticsearch.http",
-                &sinks.elasticsearch.http,
-            ),
-            ("logship.sinks.otlp.http", &sinks.otlp.http),
-        ] {
-            match http.auth {
-                Some(AuthKind::Bearer) if http.token_file.is_none() => {
-                    return Err(SettingsError::invalid(key, "auth bearer needs token_file"));
-                }
-                Some(AuthKind::Basic)
-                    if http.username.is_none() || http.password_file.is_none() =>
-                {
-                    return Err(SettingsError::invalid(
-                        key,
-                        "auth basic needs username and password_file",
-                    ));
-                }
-                _ => {}
-            }
         }
         Ok(())
     }
@@ -378,38 +213,6 @@ mod tests {
     }
 
     #[test]
-    fn an_empty_sink_url_is_off_and_a_url_without_scheme_is_refused() {
-        let error = load(&[
-            ("SIDECAR__LOGSHIP__PATHS", "/logs/app.log"),
-            ("SIDECAR__LOGSHIP__SINKS__LOKI__URL", ""),
-        ])
-        .unwrap_err();
-        assert!(
-            error.contains("needs at least one sink"),
-            "empty is off: {error}"
-        );
-        let settings = load(&[
-            ("SIDECAR__LOGSHIP__PATHS", "/logs/app.log"),
-            ("SIDECAR__LOGSHIP__SINKS__STDOUT__ENABLED", "true"),
-            ("SIDECAR__LOGSHIP__SINKS__OTLP__URL", " "),
-            ("SIDECAR__LOGSHIP__SINKS__LOKI__TENANT_ID", ""),
-        ])
-        .unwrap();
-        assert_eq!(settings.logship.sinks.otlp.url, None);
-        assert_eq!(settings.logship.sinks.loki.tenant_id, None);
-        for sink in ["LOKI", "ELASTICSEARCH", "OTLP"] {
-            let variable = format!("SIDECAR__LOGSHIP__SINKS__{sink}__URL");
-            let error = load(&[
-                ("SIDECAR__LOGSHIP__PATHS", "/logs/app.log"),
-                (variable.as_str(), "loki:3100"),
-            ])
-            .unwrap_err();
-            let key = format!("logship.sinks.{}.url", sink.to_lowercase());
-            assert!(error.contains(&key), "{error}");
-        }
-    }
-
-    #[test]
     fn values_that_would_lose_every_line_name_their_key() {
         for (variable, value, key) in [
             (
@@ -431,34 +234,6 @@ mod tests {
             .unwrap_err();
             assert!(error.contains(key), "{error}");
         }
-    }
-
-    #[test]
-    fn paths_without_a_sink_are_refused() {
-        let error = load(&[("SIDECAR__LOGSHIP__PATHS", "/logs/app.log")]).unwrap_err();
-        assert!(error.contains("logship.sinks"), "{error}");
-    }
-
-    #[test]
-    fn a_high_cardinality_loki_label_is_refused() {
-        let error = load(&[
-            ("SIDECAR__LOGSHIP__PATHS", "/logs/app.log"),
-            ("SIDECAR__LOGSHIP__SINKS__LOKI__URL", "http://loki:3100"),
-            ("SIDECAR__LOGSHIP__SINKS__LOKI__LABELS__REQUEST_ID", "x"),
-        ])
-        .unwrap_err();
-        assert!(error.contains("request_id"), "{error}");
-    }
-
-    #[test]
-    fn bearer_auth_without_a_token_file_is_refused() {
-        let error = load(&[
-            ("SIDECAR__LOGSHIP__PATHS", "/logs/app.log"),
-            ("SIDECAR__LOGSHIP__SINKS__LOKI__URL", "http://loki:3100"),
-            ("SIDECAR__LOGSHIP__SINKS__LOKI__HTTP__AUTH", "bearer"),
-        ])
-        .unwrap_err();
-        assert!(error.contains("token_file"), "{error}");
     }
 
     #[test]

@@ -119,6 +119,18 @@ impl Event {
     }
 }
 
+/// An event of `text` read at offset 0 of file `[0; 16]`, for unit tests.
+#[cfg(test)]
+pub fn test_event(text: &str) -> Event {
+    Event::from_line(&Line {
+        path_index: 0,
+        bytes: text.as_bytes().to_vec(),
+        original_len: text.len(),
+        end_offset: 0,
+        file_id: [0; 16],
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

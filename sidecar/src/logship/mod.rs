@@ -9,7 +9,8 @@
 //! - `checkpoint`: the atomically written positions;
 //! - `event`: a line decoded into what the sinks need;
 //! - `pipeline`: batch → send → acknowledge → checkpoint;
-//! - `sinks`: the wire formats, retries and the dead-letter file.
+//! - `sinks`: one folder per sink (settings, wire format), registered in
+//!   `sinks/mod.rs`; the shared HTTP delivery and the dead-letter file.
 
 pub mod checkpoint;
 pub mod config;
@@ -26,11 +27,7 @@ use futures_util::future::BoxFuture;
 use crate::component::{Component, HealthHandle, Shutdown};
 use crate::metrics::LogshipMetrics;
 use config::LogshipSettings;
-use sinks::elasticsearch::ElasticsearchSink;
-use sinks::loki::LokiSink;
-use sinks::otlp::OtlpSink;
-use sinks::stdout::StdoutSink;
-use sinks::{HttpDelivery, Sink};
+use sinks::Sink;
 
 /// The log shipper as a component of `todo-sidecar run`.
 pub struct LogshipComponent {
@@ -49,35 +46,9 @@ impl LogshipComponent {
     }
 }
 
-/// The configured sinks, stdout first.
+/// The configured sinks, in the registry's order (stdout first).
 pub fn build_sinks(settings: &LogshipSettings) -> anyhow::Result<Vec<Sink>> {
-    let mut sinks = Vec::new();
-    let configured = &settings.sinks;
-    if configured.stdout.enabled {
-        sinks.push(Sink::Stdout(StdoutSink));
-    }
-    if configured.loki.url.is_some() {
-        sinks.push(Sink::Http(Box::new(HttpDelivery::new(
-            Box::new(LokiSink::new(&configured.loki)?),
-            &configured.loki.http,
-            &settings.retry,
-        )?)));
-    }
-    if configured.elasticsearch.url.is_some() {
-        sinks.push(Sink::Http(Box::new(HttpDelivery::new(
-            Box::new(ElasticsearchSink::new(&configured.elasticsearch)?),
-            &configured.elasticsearch.http,
-            &settings.retry,
-        )?)));
-    }
-    if configured.otlp.url.is_some() {
-        sinks.push(Sink::Http(Box::new(HttpDelivery::new(
-            Box::new(OtlpSink::new(&configured.otlp)?),
-            &configured.otlp.http,
-            &settings.retry,
-        )?)));
-    }
-    Ok(sinks)
+    settings.sinks.build(&settings.retry)
 }
 
 impl Component for LogshipComponent {

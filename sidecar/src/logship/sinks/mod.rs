@@ -1,34 +1,110 @@
-//! The sinks, and what they share: one HTTP client per sink (timeouts, gzip,
-//! bearer or basic auth from a mounted secret file, extra CA certificates),
-//! delivery of a batch with retries (exponential backoff with jitter on
-//! connection errors, 408, 429 and 5xx, honouring `Retry-After`), and the
-//! dead-letter file for what a sink refuses (other 4xx), so that one poison
-//! batch cannot stop the pipeline.
+//! The sinks. Each one is a folder, `<name>/`: `config.rs` (its settings
+//! section `logship.sinks.<name>`, their validation and how the sink is
+//! built from them), `mod.rs` (the sink), `encoder.rs` (its wire format) and
+//! `tests.rs`; it is registered once, in [`registry!`] below, which makes
+//! its settings section and puts it in validation and construction.
 //!
-//! A sink module only knows its wire format: it encodes events into a body
-//! ([`HttpSink::encode`]) and reads the answer ([`HttpSink::classify`]).
+//! What sinks share: `http` (the client, the send/retry loop and the
+//! classification of answers) and `dead_letter` (where refused lines go).
+//! The reasons they report are `crate::logship::events`.
 
-pub mod elasticsearch;
-pub mod loki;
-pub mod otlp;
-pub mod stdout;
+pub mod dead_letter;
+pub mod http;
 
-use std::fs::{self, File, OpenOptions};
-use std::io::Write;
-use std::path::PathBuf;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use anyhow::Context;
-use flate2::Compression;
-use flate2::write::GzEncoder;
-use reqwest::header::{HeaderMap, HeaderValue};
+use serde::Deserialize;
 
-use super::config::{DeadLetterSettings, HttpSettings, RetrySettings};
+pub use dead_letter::DeadLetter;
+pub use http::{HttpDelivery, HttpSettings};
+
+use super::config::RetrySettings;
 use super::event::Event;
-use crate::component::{ComponentHealth, HealthHandle, Shutdown};
-use crate::http::{Backoff, Credentials};
+use crate::component::{HealthHandle, Shutdown};
+use crate::configuration::SettingsError;
 use crate::metrics::LogshipMetrics;
+
+/// One sink's settings section (`logship.sinks.<name>.*`): what the
+/// registry needs of a sink.
+pub trait SinkConfig {
+    /// The key under `logship.sinks.<name>` that turns the sink on (`url`,
+    /// `enabled`), named when no sink is configured.
+    fn switch(&self) -> &'static str;
+    /// Whether the sink is on.
+    fn enabled(&self) -> bool;
+    /// Rejects values that parse but cannot work, naming the key (checked
+    /// at start-up whether the sink is on or not).
+    fn validate(&self) -> Result<(), SettingsError>;
+    /// The sink; reads its secret and CA files now, so a Secret mounted
+    /// late fails the component (retried), not the sidecar.
+    fn build(&self, retry: &RetrySettings) -> anyhow::Result<Sink>;
+}
+
+/// The sink registry: one line per sink, `name: module::Settings`, the name
+/// being its folder, its settings key and its `sink` label. It declares the
+/// modules and the `logship.sinks` section; [`SinksSettings::each`] gives
+/// every sink in this order (stdout first).
+macro_rules! registry {
+    ($($(#[$doc:meta])* $name:ident: $settings:ty,)*) => {
+        $(pub mod $name;)*
+
+        /// The sinks (`logship.sinks.*`); each one that is on gets every line.
+        #[derive(Debug, Clone, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        pub struct SinksSettings {
+            $($(#[$doc])* pub $name: $settings,)*
+        }
+
+        impl SinksSettings {
+            /// Every sink's name and settings, in registry order.
+            pub fn each(&self) -> Vec<(&'static str, &dyn SinkConfig)> {
+                vec![$((stringify!($name), &self.$name as &dyn SinkConfig),)*]
+            }
+        }
+    };
+}
+
+registry! {
+    /// Lines to the sidecar's stdout.
+    stdout: stdout::StdoutSettings,
+    /// Grafana Loki's push API.
+    loki: loki::LokiSettings,
+    /// Elasticsearch or OpenSearch `_bulk`.
+    elasticsearch: elasticsearch::ElasticsearchSettings,
+    /// An OpenTelemetry collector (OTLP/HTTP, protobuf).
+    otlp: otlp::OtlpSettings,
+}
+
+impl SinksSettings {
+    /// At least one sink must be on, and each sink's values must work.
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        let sinks = self.each();
+        if !sinks.iter().any(|(_, sink)| sink.enabled()) {
+            let switches: Vec<String> = sinks
+                .iter()
+                .map(|(name, sink)| format!("{name}.{}", sink.switch()))
+                .collect();
+            let (last, rest) = switches.split_last().expect("the registry is not empty");
+            return Err(SettingsError::invalid(
+                "logship.sinks",
+                format!(
+                    "needs at least one sink ({} or {last}) when logship.paths is set",
+                    rest.join(", ")
+                ),
+            ));
+        }
+        sinks.iter().try_for_each(|(_, sink)| sink.validate())
+    }
+
+    /// The sinks that are on, in registry order.
+    pub fn build(&self, retry: &RetrySettings) -> anyhow::Result<Vec<Sink>> {
+        self.each()
+            .into_iter()
+            .filter(|(_, sink)| sink.enabled())
+            .map(|(_, sink)| sink.build(retry))
+            .collect()
+    }
+}
 
 /// A configured sink.
 pub enum Sink {
@@ -43,7 +119,7 @@ impl Sink {
     pub fn name(&self) -> &'static str {
         match self {
             Sink::Stdout(_) => "stdout",
-            Sink::Http(http) => http.sink.name(),
+            Sink::Http(http) => http.name(),
         }
     }
 
@@ -100,501 +176,69 @@ pub struct DeliveryContext<'a> {
     pub health: &'a HealthHandle,
 }
 
-/// A request body and its content type.
-pub struct Body {
-    /// `Content-Type`.
-    pub content_type: &'static str,
-    /// The uncompressed body.
-    pub bytes: Vec<u8>,
-}
-
-/// What a sink's answer means.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Verdict {
-    /// Every event was accepted.
-    Delivered,
-    /// Nothing was accepted; try again later.
-    Retry {
-        /// The `reason` label.
-        reason: &'static str,
-    },
-    /// Nothing was accepted and trying again cannot help.
-    Reject {
-        /// Why, for the dead-letter file.
-        reason: String,
-    },
-    /// Some events were refused, but the answer does not say which (OTLP
-    /// `partial_success`): the whole batch is dead-lettered.
-    PartiallyRejected {
-        /// How many were refused.
-        rejected: usize,
-        /// Why, for the log and the dead-letter file.
-        reason: String,
-    },
-    /// Per-event outcome (Elasticsearch `_bulk`): events not listed were accepted.
-    Partial {
-        /// Indices (into the events sent) to send again.
-        retry: Vec<usize>,
-        /// Indices refused, with the reason.
-        reject: Vec<(usize, String)>,
-    },
-}
-
-/// The wire format of an HTTP sink.
-pub trait HttpSink: Send + Sync {
-    /// The `sink` label.
-    fn name(&self) -> &'static str;
-    /// The URL batches are posted to.
-    fn url(&self) -> &str;
-    /// Headers besides content type, encoding and auth.
-    fn headers(&self) -> HeaderMap {
-        HeaderMap::new()
-    }
-    /// The request body for `events`.
-    fn encode(&self, events: &[&Event]) -> anyhow::Result<Body>;
-    /// What a 2xx answer says (only `_bulk` has per-event outcomes).
-    fn classify_success(&self, _body: &[u8], _sent: usize) -> Verdict {
-        Verdict::Delivered
-    }
-}
-
-/// An HTTP sink with its client.
-pub struct HttpDelivery {
-    sink: Box<dyn HttpSink>,
-    client: reqwest::Client,
-    gzip: bool,
-    authorization: Option<HeaderValue>,
-}
-
-impl HttpDelivery {
-    /// The client for `sink` with its `http` options (reads the secret files now).
-    pub fn new(
-        sink: Box<dyn HttpSink>,
-        http: &HttpSettings,
-        retry: &RetrySettings,
-    ) -> anyhow::Result<HttpDelivery> {
-        crate::http::install_crypto_provider();
-        let mut builder = reqwest::Client::builder()
-            .timeout(Duration::from_millis(retry.request_timeout_ms.max(1)))
-            .connect_timeout(Duration::from_millis(retry.request_timeout_ms.max(1)))
-            .user_agent(concat!("todo-sidecar/", env!("CARGO_PKG_VERSION")));
-        if let Some(ca_file) = &http.ca_file {
-            let pem = fs::read(ca_file)
-                .with_context(|| format!("Failed to read the CA file {}", ca_file.display()))?;
-            let certificates = reqwest::Certificate::from_pem_bundle(&pem)
-                .with_context(|| format!("Failed to parse the CA file {}", ca_file.display()))?;
-            builder = builder.tls_certs_merge(certificates);
-        }
-        let client = builder.build().context("Failed to build the HTTP client")?;
-        let authorization = Credentials {
-            auth: http.auth,
-            token_file: http.token_file.as_deref(),
-            username: http.username.as_deref(),
-            password_file: http.password_file.as_deref(),
-        }
-        .header()?;
-        Ok(HttpDelivery {
-            sink,
-            client,
-            gzip: http.gzip,
-            authorization,
-        })
-    }
-
-    async fn deliver(
-        &self,
-        events: &[Event],
-        context: &DeliveryContext<'_>,
-    ) -> Result<(), Stopped> {
-        let name = self.sink.name();
-        let mut pending: Vec<&Event> = events.iter().collect();
-        let mut backoff = Backoff::new(
-            Duration::from_millis(context.retry.initial_backoff_ms),
-            Duration::from_millis(context.retry.max_backoff_ms),
-        );
-        loop {
-            let attempt = {
-                let mut give_up = context.give_up.clone();
-                tokio::select! {
-                    biased;
-                    _ = give_up.requested() => return Err(Stopped),
-                    verdict = self.attempt(&pending) => verdict,
-                }
-            };
-            let (reason, retry_after) = match attempt {
-                Ok(Verdict::Delivered) => {
-                    count_shipped(context, name, pending.len());
-                    return Ok(());
-                }
-                Ok(Verdict::Reject { reason }) => {
-                    tracing::warn!(sink = name, lines = pending.len(), reason = %reason, "the sink refused a batch; dead-lettering it");
-                    context.failures(name, "rejected");
-                    context
-                        .dead_letter
-                        .write(name, &reason, &pending, context.metrics);
-                    return Ok(());
-                }
-                Ok(Verdict::PartiallyRejected { rejected, reason }) => {
-                    tracing::warn!(sink = name, lines = pending.len(), rejected, reason = %reason, "the sink refused part of a batch without saying which lines; dead-lettering the batch");
-                    count_shipped(context, name, pending.len() - rejected);
-                    context.failures(name, "partial_success");
-                    context
-                        .dead_letter
-                        .write(name, &reason, &pending, context.metrics);
-                    return Ok(());
-                }
-                Ok(Verdict::Partial { retry, reject }) => {
-                    let delivered = pending.len() - retry.len() - reject.len();
-                    count_shipped(context, name, delivered);
-                    if !reject.is_empty() {
-                        context.failures(name, "rejected");
-                        for (index, reason) in &reject {
-                            context.dead_letter.write(
-                                name,
-                                reason,
-                                &[pending[*index]],
-                                context.metrics,
-                            );
-                        }
-                    }
-                    if retry.is_empty() {
-                        return Ok(());
-                    }
-                    pending = retry.iter().map(|&index| pending[index]).collect();
-                    ("item_retryable", None)
-                }
-                Ok(Verdict::Retry { reason }) => (reason, None),
-                Err(Failure {
-                    reason,
-                    retry_after,
-                    message,
-                }) => {
-                    tracing::warn!(sink = name, reason, error = %message, "sending a batch failed; retrying");
-                    (reason, retry_after)
-                }
-            };
-            context.failures(name, reason);
-            context.health.set(ComponentHealth::Degraded {
-                message: format!("{name}: {reason}; retrying"),
-            });
-            let wait = backoff.next(retry_after);
-            let mut give_up = context.give_up.clone();
-            let mut shutdown = context.shutdown.clone();
-            let draining = shutdown.is_requested();
-            tokio::select! {
-                biased;
-                _ = give_up.requested() => return Err(Stopped),
-                // SIGTERM ends this wait: the drain is short, and the sink
-                // may be back already (restarted in the same rollout).
-                _ = shutdown.requested(), if !draining => {}
-                _ = tokio::time::sleep(wait) => {}
-            }
-        }
-    }
-
-    async fn attempt(&self, events: &[&Event]) -> Result<Verdict, Failure> {
-        let body = self.sink.encode(events).map_err(|error| Failure {
-            reason: "encode",
-            retry_after: None,
-            message: format!("{error:#}"),
-        })?;
-        let mut request = self
-            .client
-            .post(self.sink.url())
-            .headers(self.sink.headers())
-            .header(reqwest::header::CONTENT_TYPE, body.content_type);
-        if let Some(authorization) = &self.authorization {
-            request = request.header(reqwest::header::AUTHORIZATION, authorization.clone());
-        }
-        request = if self.gzip {
-            request
-                .header(reqwest::header::CONTENT_ENCODING, "gzip")
-                .body(gzip(&body.bytes))
-        } else {
-            request.body(body.bytes)
-        };
-        let response = request.send().await.map_err(|error| Failure {
-            reason: if error.is_timeout() {
-                "timeout"
-            } else {
-                "connection"
-            },
-            retry_after: None,
-            message: error.to_string(),
-        })?;
-        let status = response.status();
-        let retry_after = crate::http::retry_after(&response);
-        let answer = response.bytes().await.map_err(|error| Failure {
-            reason: "connection",
-            retry_after: None,
-            message: format!("reading the answer: {error}"),
-        })?;
-        let excerpt = || String::from_utf8_lossy(&answer[..answer.len().min(512)]).into_owned();
-        if status.is_success() {
-            return Ok(self.sink.classify_success(&answer, events.len()));
-        }
-        if status.as_u16() == 429 {
-            return Err(Failure {
-                reason: "rate_limited",
-                retry_after,
-                message: format!("{status}: {}", excerpt()),
-            });
-        }
-        if status.is_server_error() || status.as_u16() == 408 {
-            return Err(Failure {
-                reason: "server_error",
-                retry_after,
-                message: format!("{status}: {}", excerpt()),
-            });
-        }
-        // Refused credentials or a wrong address say nothing about the
-        // lines: a rotated Secret or a misrouted proxy would otherwise send
-        // all traffic to the dead-letter file. Retried, like a sink outage,
-        // until an operator fixes it (health says why).
-        if matches!(status.as_u16(), 401 | 403 | 407) {
-            return Err(Failure {
-                reason: "unauthorized",
-                retry_after,
-                message: format!("{status}: {}", excerpt()),
-            });
-        }
-        if status.as_u16() == 404 {
-            return Err(Failure {
-                reason: "not_found",
-                retry_after,
-                message: format!("{status}: {}", excerpt()),
-            });
-        }
-        Ok(Verdict::Reject {
-            reason: format!("{status}: {}", excerpt()),
-        })
-    }
-}
-
-fn count_shipped(context: &DeliveryContext<'_>, sink: &str, lines: usize) {
-    context
-        .metrics
-        .lines_shipped_total
-        .with_label_values(&[sink])
-        .inc_by(lines as u64);
-}
-
-impl DeliveryContext<'_> {
-    fn failures(&self, sink: &str, reason: &str) {
-        self.metrics
-            .failures_total
-            .with_label_values(&[sink, reason])
-            .inc();
-    }
-}
-
-struct Failure {
-    reason: &'static str,
-    retry_after: Option<Duration>,
-    message: String,
-}
-
-fn gzip(bytes: &[u8]) -> Vec<u8> {
-    let mut encoder = GzEncoder::new(Vec::with_capacity(bytes.len() / 4), Compression::fast());
-    encoder
-        .write_all(bytes)
-        .expect("writing into a Vec cannot fail");
-    encoder.finish().expect("writing into a Vec cannot fail")
-}
-
-/// The dead-letter file: one JSON object per refused line
-/// (`{"time","sink","reason","line"}`), bounded in size.
-pub struct DeadLetter {
-    path: PathBuf,
-    max_bytes: u64,
-    file: Mutex<Option<(File, u64)>>,
-}
-
-impl DeadLetter {
-    /// The dead-letter file of the settings (opened on first use).
-    pub fn new(settings: &DeadLetterSettings) -> DeadLetter {
-        DeadLetter {
-            path: settings.path.clone(),
-            max_bytes: settings.max_bytes.max(1),
-            file: Mutex::new(None),
-        }
-    }
-
-    /// Appends `events` refused by `sink` for `reason`, and counts them.
-    /// Never fails: a dead-letter file that cannot be written is logged and
-    /// counted, and the pipeline goes on.
-    pub fn write(&self, sink: &str, reason: &str, events: &[&Event], metrics: &LogshipMetrics) {
-        let time = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-        let mut records = Vec::new();
-        for event in events {
-            let record = serde_json::json!({
-                "time": time,
-                "sink": sink,
-                "reason": reason,
-                "line": event.text,
-            });
-            serde_json::to_writer(&mut records, &record).expect("JSON into a Vec");
-            records.push(b'\n');
-        }
-        match self.append(&records) {
-            Ok(written) => {
-                metrics
-                    .dead_lettered_total
-                    .with_label_values(&[sink])
-                    .inc_by(written as u64);
-                if written < events.len() {
-                    tracing::error!(path = %self.path.display(), written, dropped = events.len() - written, "the refused lines do not fit in the dead-letter file's bound; the rest are dropped");
-                    metrics
-                        .failures_total
-                        .with_label_values(&[sink, "dead_letter_overflow"])
-                        .inc();
-                }
-            }
-            Err(error) => {
-                tracing::error!(path = %self.path.display(), error = %format!("{error:#}"), lines = events.len(), "cannot write the dead-letter file; the refused lines are dropped");
-                metrics
-                    .failures_total
-                    .with_label_values(&[sink, "dead_letter_write"])
-                    .inc();
-            }
-        }
-    }
-
-    /// Appends whole records, as many as fit; returns how many were written.
-    fn append(&self, records: &[u8]) -> anyhow::Result<usize> {
-        let mut guard = self.file.lock().expect("never poisoned");
-        if guard.is_none() {
-            if let Some(parent) = self.path.parent().filter(|p| !p.as_os_str().is_empty()) {
-                fs::create_dir_all(parent)?;
-            }
-            let file = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&self.path)
-                .with_context(|| format!("Failed to open {}", self.path.display()))?;
-            let size = file.metadata()?.len();
-            *guard = Some((file, size));
-        }
-        let (_, size) = guard.as_ref().expect("opened above");
-        if *size > 0 && size + records.len() as u64 > self.max_bytes {
-            // Keep one previous file: bounded at twice max_bytes.
-            let mut previous = self.path.as_os_str().to_owned();
-            previous.push(".1");
-            fs::rename(&self.path, PathBuf::from(previous))
-                .context("Failed to rotate the dead-letter file")?;
-            let file = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&self.path)
-                .with_context(|| format!("Failed to open {}", self.path.display()))?;
-            *guard = Some((file, 0));
-        }
-        let (file, size) = guard.as_mut().expect("opened above");
-        // Records beyond the bound (a huge batch refused at once) are left
-        // out whole, so that every line in the file stays valid JSON.
-        let room = self.max_bytes.saturating_sub(*size) as usize;
-        let records = if records.len() <= room {
-            records
-        } else {
-            let fits = records[..room].iter().rposition(|&byte| byte == b'\n');
-            &records[..fits.map_or(0, |newline| newline + 1)]
-        };
-        file.write_all(records)?;
-        *size += records.len() as u64;
-        Ok(records.iter().filter(|&&byte| byte == b'\n').count())
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use super::*;
-    use crate::logship::source::Line;
+    use crate::configuration::load_for_test as load;
 
-    fn event(text: &str) -> Event {
-        Event::from_line(&Line {
-            path_index: 0,
-            bytes: text.as_bytes().to_vec(),
-            original_len: text.len(),
-            end_offset: 0,
-            file_id: [0; 16],
-        })
+    #[test]
+    fn without_a_sink_the_error_names_each_sink_s_switch() {
+        let error = load(&[("SIDECAR__LOGSHIP__PATHS", "/logs/app.log")]).unwrap_err();
+        assert!(
+            error.contains(
+                "needs at least one sink (stdout.enabled, loki.url, elasticsearch.url or otlp.url)"
+            ),
+            "{error}"
+        );
     }
 
     #[test]
-    fn the_dead_letter_file_is_bounded_and_every_record_stays_whole() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("dead.ndjson");
-        let dead_letter = DeadLetter::new(&DeadLetterSettings {
-            path: path.clone(),
-            max_bytes: 1000,
-        });
-        let metrics = LogshipMetrics::new();
-        let events: Vec<Event> = (0..40)
-            .map(|n| event(&format!("poison line {n:03}")))
-            .collect();
-
-        for chunk in events.chunks(4) {
-            let refs: Vec<&Event> = chunk.iter().collect();
-            dead_letter.write("loki", "400 Bad Request", &refs, &metrics);
+    fn an_empty_sink_url_is_off_and_a_url_without_scheme_is_refused() {
+        let error = load(&[
+            ("SIDECAR__LOGSHIP__PATHS", "/logs/app.log"),
+            ("SIDECAR__LOGSHIP__SINKS__LOKI__URL", ""),
+        ])
+        .unwrap_err();
+        assert!(
+            error.contains("needs at least one sink"),
+            "empty is off: {error}"
+        );
+        let settings = load(&[
+            ("SIDECAR__LOGSHIP__PATHS", "/logs/app.log"),
+            ("SIDECAR__LOGSHIP__SINKS__STDOUT__ENABLED", "true"),
+            ("SIDECAR__LOGSHIP__SINKS__OTLP__URL", " "),
+            ("SIDECAR__LOGSHIP__SINKS__LOKI__TENANT_ID", ""),
+        ])
+        .unwrap();
+        assert_eq!(settings.logship.sinks.otlp.url, None);
+        assert_eq!(settings.logship.sinks.loki.tenant_id, None);
+        for sink in ["LOKI", "ELASTICSEARCH", "OTLP"] {
+            let variable = format!("SIDECAR__LOGSHIP__SINKS__{sink}__URL");
+            let error = load(&[
+                ("SIDECAR__LOGSHIP__PATHS", "/logs/app.log"),
+                (variable.as_str(), "loki:3100"),
+            ])
+            .unwrap_err();
+            let key = format!("logship.sinks.{}.url", sink.to_lowercase());
+            assert!(error.contains(&key), "{error}");
         }
-
-        let current = fs::read_to_string(&path).unwrap();
-        let previous = fs::read_to_string(dir.path().join("dead.ndjson.1")).unwrap();
-        assert!(current.len() <= 1000 && previous.len() <= 1000);
-        let mut lines: Vec<String> = previous
-            .lines()
-            .chain(current.lines())
-            .map(|record| {
-                let record: serde_json::Value = serde_json::from_str(record).unwrap();
-                assert_eq!(record["sink"], "loki");
-                assert_eq!(record["reason"], "400 Bad Request");
-                record["line"].as_str().unwrap().to_string()
-            })
-            .collect();
-        // The newest records are kept, in order, and all are counted.
-        lines.dedup();
-        assert_eq!(lines.last().unwrap(), "poison line 039");
-        assert!(lines.windows(2).all(|pair| pair[0] < pair[1]));
-        assert_eq!(
-            metrics
-                .dead_lettered_total
-                .with_label_values(&["loki"])
-                .get(),
-            40
-        );
     }
 
     #[test]
-    fn dead_letters_that_do_not_fit_are_counted_as_dropped_not_as_written() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("dead.ndjson");
-        let dead_letter = DeadLetter::new(&DeadLetterSettings {
-            path: path.clone(),
-            max_bytes: 300,
-        });
-        let metrics = LogshipMetrics::new();
-        let events: Vec<Event> = (0..10)
-            .map(|n| event(&format!("poison line {n:03}")))
-            .collect();
-        let refs: Vec<&Event> = events.iter().collect();
-
-        dead_letter.write("loki", "413 Payload Too Large", &refs, &metrics);
-
-        let written = fs::read_to_string(&path).unwrap().lines().count();
-        assert!(written > 0 && written < 10, "{written} records fit");
-        assert_eq!(
-            metrics
-                .dead_lettered_total
-                .with_label_values(&["loki"])
-                .get(),
-            written as u64
-        );
-        assert_eq!(
-            metrics
-                .failures_total
-                .with_label_values(&["loki", "dead_letter_overflow"])
-                .get(),
-            1
-        );
+    fn bearer_auth_without_a_token_file_is_refused() {
+        for sink in ["LOKI", "ELASTICSEARCH", "OTLP"] {
+            let url = format!("SIDECAR__LOGSHIP__SINKS__{sink}__URL");
+            let auth = format!("SIDECAR__LOGSHIP__SINKS__{sink}__HTTP__AUTH");
+            let error = load(&[
+                ("SIDECAR__LOGSHIP__PATHS", "/logs/app.log"),
+                (url.as_str(), "http://sink:3100"),
+                (auth.as_str(), "bearer"),
+            ])
+            .unwrap_err();
+            let key = format!("logship.sinks.{}.http", sink.to_lowercase());
+            assert!(
+                error.contains(&key) && error.contains("token_file"),
+                "{error}"
+            );
+        }
     }
 }
