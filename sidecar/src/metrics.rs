@@ -1,21 +1,25 @@
 //! Every metric `todo-sidecar` exposes, in its own registry: names are owned
 //! here and nowhere else (dashboards and alerts use exactly these).
 //!
-//! Each component gets one struct of metrics (`BackupMetrics` today; the log
-//! shipping and aggregation components add theirs beside it).
+//! Each component gets one struct of metrics, in a file of its own
+//! (`metrics/{backup,aggregate,logship}.rs`); what moves them is the
+//! component's internal events (`backup/events.rs`, `aggregate/events.rs`),
+//! which write the log line in the same place.
 
-use prometheus::{Gauge, IntCounter, IntGauge, Registry};
+use prometheus::Registry;
 
 mod aggregate;
+mod backup;
 mod logship;
 pub use aggregate::AggregateMetrics;
+pub use backup::BackupMetrics;
 pub use logship::{CHECKPOINT_ERROR_REASONS, LogshipMetrics};
 
 /// The sidecar's registry and every metric in it.
 #[derive(Clone)]
 pub struct Metrics {
     registry: Registry,
-    /// The backup component's metrics.
+    /// The backup component's metrics (`metrics/backup.rs`).
     pub backup: BackupMetrics,
     /// The aggregation component's metrics (`metrics/aggregate.rs`).
     pub aggregate: AggregateMetrics,
@@ -23,70 +27,12 @@ pub struct Metrics {
     pub logship: LogshipMetrics,
 }
 
-/// Backup metrics. The "last" and "snapshots" gauges are set from the store
-/// itself (see `backup::refresh_metrics`), so they stay true across restarts
-/// and for backups taken by another process (the CronJob).
-#[derive(Clone)]
-pub struct BackupMetrics {
-    /// `todo_backup_last_success_timestamp_seconds`: finish time of the newest complete snapshot.
-    pub last_success_timestamp_seconds: Gauge,
-    /// `todo_backup_last_duration_seconds`: how long the newest complete snapshot took.
-    pub last_duration_seconds: Gauge,
-    /// `todo_backup_last_size_bytes`: compressed size of the newest complete snapshot.
-    pub last_size_bytes: IntGauge,
-    /// `todo_backup_snapshots`: complete snapshots in the store.
-    pub snapshots: IntGauge,
-    /// `todo_backup_failures_total`: backups attempted by this process that failed.
-    pub failures_total: IntCounter,
-    /// `todo_backup_restore_drill_last_success_timestamp_seconds`: the last successful restore drill.
-    pub restore_drill_last_success_timestamp_seconds: Gauge,
-}
-
 impl Metrics {
     /// Creates and registers every metric, plus the process metrics.
     pub fn new() -> Metrics {
         let registry = Registry::new();
-        let backup = BackupMetrics {
-            last_success_timestamp_seconds: Gauge::new(
-                "todo_backup_last_success_timestamp_seconds",
-                "Unix time the newest complete backup snapshot in the store finished; 0 when there is none.",
-            )
-            .expect("valid metric"),
-            last_duration_seconds: Gauge::new(
-                "todo_backup_last_duration_seconds",
-                "How long the newest complete backup snapshot took, start to finish.",
-            )
-            .expect("valid metric"),
-            last_size_bytes: IntGauge::new(
-                "todo_backup_last_size_bytes",
-                "Compressed size of the newest complete backup snapshot.",
-            )
-            .expect("valid metric"),
-            snapshots: IntGauge::new(
-                "todo_backup_snapshots",
-                "Complete backup snapshots in the store.",
-            )
-            .expect("valid metric"),
-            failures_total: IntCounter::new(
-                "todo_backup_failures_total",
-                "Backups started by this process that failed (nothing was published).",
-            )
-            .expect("valid metric"),
-            restore_drill_last_success_timestamp_seconds: Gauge::new(
-                "todo_backup_restore_drill_last_success_timestamp_seconds",
-                "Unix time of the last successful restore drill recorded in the store; 0 when none.",
-            )
-            .expect("valid metric"),
-        };
-        for collector in [
-            Box::new(backup.last_success_timestamp_seconds.clone())
-                as Box<dyn prometheus::core::Collector>,
-            Box::new(backup.last_duration_seconds.clone()),
-            Box::new(backup.last_size_bytes.clone()),
-            Box::new(backup.snapshots.clone()),
-            Box::new(backup.failures_total.clone()),
-            Box::new(backup.restore_drill_last_success_timestamp_seconds.clone()),
-        ] {
+        let backup = BackupMetrics::new();
+        for collector in backup.collectors() {
             registry
                 .register(collector)
                 .expect("metric names are unique");

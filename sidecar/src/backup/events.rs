@@ -10,8 +10,8 @@
 //! true across restarts and for backups taken by the CronJob.
 //!
 //! Adding an event: a type here with `emit` (taking `&BackupMetrics` when it
-//! moves a metric); its metric in `crate::metrics` (`BackupMetrics`, created
-//! at 0 there); `emit` where it happens.
+//! moves a metric); its metric in `crate::metrics::backup` (`BackupMetrics`,
+//! created at 0 there); `emit` where it happens.
 
 use std::fmt;
 
@@ -236,7 +236,7 @@ mod tests {
 
     #[test]
     fn a_failed_backup_is_counted_once_whatever_its_stage() {
-        let metrics = crate::metrics::Metrics::new().backup;
+        let metrics = BackupMetrics::new();
         let error = BackupError::Other(anyhow::anyhow!("pg_dump failed"));
 
         for stage in BackupStage::ALL {
@@ -259,7 +259,7 @@ mod tests {
 
     #[test]
     fn an_empty_store_sets_the_gauges_to_0() {
-        let metrics = crate::metrics::Metrics::new().backup;
+        let metrics = BackupMetrics::new();
         metrics.snapshots.set(3);
         metrics.last_size_bytes.set(10);
         metrics
