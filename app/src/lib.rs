@@ -5,7 +5,6 @@ pub mod actors;
 pub mod auth;
 pub mod cli;
 pub mod configuration;
-pub mod connection_errors;
 pub mod db;
 pub mod domain;
 pub mod error;

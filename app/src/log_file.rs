@@ -14,10 +14,9 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
-use crate::metrics::telemetry_counters;
-
-/// Bytes of whole lines gathered before they are written to the file.
-pub const WRITE_BUFFER_BYTES: usize = 64 * 1024;
+use todo_common::metrics::telemetry_counters;
+// Bytes of whole lines gathered before they are written: as stdout's writer.
+use todo_common::telemetry::WRITE_BUFFER_BYTES;
 
 /// An append-only log file that rotates by size. Not thread-safe by itself:
 /// it sits behind `tracing-appender`'s single writer thread.

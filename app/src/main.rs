@@ -19,7 +19,7 @@ fn main() -> ExitCode {
     // One rustls crypto provider for the whole process (the HTTPS listener
     // and the OTLP exporter's client); feature unification in the workspace
     // can otherwise leave reqwest without one, or with two.
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    todo_common::http::install_crypto_provider();
     let settings = match Settings::load() {
         Ok(settings) => settings,
         Err(error) => {

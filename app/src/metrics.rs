@@ -1,17 +1,16 @@
 //! Every Prometheus metric of `todo-app`: names, help texts, labels and
-//! buckets live here and nowhere else. One registry per [`Metrics`] value
-//! (no global default registry), served on the admin port's `/metrics`.
+//! buckets live here and nowhere else, except those both programs expose
+//! the same way (process metrics and the telemetry counters:
+//! `todo_trace_spans_dropped_total`, `todo_log_lines_dropped_total`,
+//! `todo_http_connection_errors_total`), which `todo_common::metrics` owns
+//! and this registry includes. One registry per [`Metrics`] value (no global
+//! default registry), served on the admin port's `/metrics`.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{LazyLock, Mutex};
-
-use prometheus::core::{Collector, Desc};
-use prometheus::proto::MetricFamily;
+use prometheus::core::Collector;
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
-use tracing_appender::non_blocking::ErrorCounter;
+use todo_common::metrics::{register_process_metrics, register_telemetry_metrics, render_registry};
 
 /// Buckets for a service whose p99 should be a few milliseconds: 0.5 ms to 10 s.
 const LATENCY_BUCKETS: &[f64] = &[
@@ -35,8 +34,6 @@ pub const DB_ERROR_KINDS: &[&str] = &["unavailable", "overloaded", "timeout", "q
 pub const POOL_STATES: &[&str] = &["idle", "active"];
 /// `reason` label values of `todo_auth_failures_total`.
 pub const AUTH_FAILURE_REASONS: &[&str] = &["missing", "malformed", "invalid"];
-/// `reason` label values of `todo_trace_spans_dropped_total`.
-pub const SPAN_DROP_REASONS: &[&str] = &["queue_full", "export_failed"];
 /// `result` label values of `todo_tls_certificate_reloads_total`.
 pub const TLS_RELOAD_RESULTS: &[&str] = &["success", "failure"];
 
@@ -193,7 +190,6 @@ impl Metrics {
             tls_certificate_reloads.with_label_values(&[result]);
         }
 
-        let telemetry = telemetry_counters();
         for collector in [
             Box::new(http_requests.clone()) as Box<dyn Collector>,
             Box::new(http_request_duration.clone()),
@@ -208,14 +204,12 @@ impl Metrics {
             Box::new(in_flight_limited.clone()),
             Box::new(tls_certificate_reloads.clone()),
             Box::new(build_info),
-            Box::new(telemetry.spans_dropped.clone()),
-            Box::new(DroppedLogLines),
-            Box::new(connection_errors().clone()),
         ] {
             registry
                 .register(collector)
                 .expect("metric names are unique");
         }
+        register_telemetry_metrics(&registry);
         register_process_metrics(&registry);
 
         Metrics {
@@ -249,144 +243,6 @@ impl Metrics {
     /// The Prometheus text exposition of every registered metric.
     pub fn render(&self) -> String {
         render_registry(&self.registry)
-    }
-}
-
-/// Adds the standard process metrics (CPU seconds, resident memory, open
-/// fds, start time) to a registry; both programs expose them.
-pub fn register_process_metrics(registry: &Registry) {
-    #[cfg(target_os = "linux")]
-    registry
-        .register(Box::new(
-            prometheus::process_collector::ProcessCollector::for_self(),
-        ))
-        .expect("process metrics register once per registry");
-}
-
-/// The Prometheus text exposition (format 0.0.4) of a registry.
-pub fn render_registry(registry: &Registry) -> String {
-    let mut buffer = Vec::new();
-    TextEncoder::new()
-        .encode(&registry.gather(), &mut buffer)
-        .expect("encoding metrics into a Vec cannot fail");
-    String::from_utf8(buffer).expect("the text format is UTF-8")
-}
-
-/// Process-wide telemetry counters: logging and tracing are set up once per
-/// process, before any [`Metrics`] exists, and every registry exposes these.
-pub struct TelemetryCounters {
-    /// `todo_trace_spans_dropped_total{reason}`: spans not exported.
-    spans_dropped: IntCounterVec,
-    log_writers: Mutex<Vec<ErrorCounter>>,
-    /// Lines the log file could not take (disk full, say).
-    unwritten_log_lines: AtomicU64,
-}
-
-impl TelemetryCounters {
-    /// Counts spans that were not exported (`queue_full` or `export_failed`).
-    pub fn spans_dropped(&self, reason: &str, spans: u64) {
-        self.spans_dropped
-            .with_label_values(&[reason])
-            .inc_by(spans);
-    }
-
-    /// Includes a non-blocking log writer's drops in `todo_log_lines_dropped_total`.
-    pub fn watch_log_writer(&self, counter: ErrorCounter) {
-        self.log_writers
-            .lock()
-            .expect("never poisoned")
-            .push(counter);
-    }
-
-    /// Counts lines that reached a log writer but could not be written.
-    pub fn log_lines_unwritten(&self, lines: u64) {
-        self.unwritten_log_lines.fetch_add(lines, Ordering::Relaxed);
-    }
-
-    pub(crate) fn dropped_log_lines(&self) -> u64 {
-        let queue_full: u64 = self
-            .log_writers
-            .lock()
-            .expect("never poisoned")
-            .iter()
-            .map(|counter| counter.dropped_lines() as u64)
-            .sum();
-        queue_full + self.unwritten_log_lines.load(Ordering::Relaxed)
-    }
-}
-
-static TELEMETRY_COUNTERS: LazyLock<TelemetryCounters> = LazyLock::new(|| {
-    let spans_dropped = IntCounterVec::new(
-        Opts::new(
-            "todo_trace_spans_dropped_total",
-            "Trace spans dropped instead of exported, by reason (queue_full, export_failed).",
-        ),
-        &["reason"],
-    )
-    .expect("valid metric");
-    for reason in SPAN_DROP_REASONS {
-        spans_dropped.with_label_values(&[reason]);
-    }
-    TelemetryCounters {
-        spans_dropped,
-        log_writers: Mutex::new(Vec::new()),
-        unwritten_log_lines: AtomicU64::new(0),
-    }
-});
-
-/// The process-wide telemetry counters.
-pub fn telemetry_counters() -> &'static TelemetryCounters {
-    &TELEMETRY_COUNTERS
-}
-
-/// `todo_http_connection_errors_total{reason}`: connections that ended in an
-/// error before a request reached the API (see [`crate::connection_errors`]).
-/// Process-wide, like the telemetry counters: the log layer that counts
-/// them exists before any [`Metrics`].
-pub fn connection_errors() -> &'static IntCounterVec {
-    static CONNECTION_ERRORS: LazyLock<IntCounterVec> = LazyLock::new(|| {
-        let counter = IntCounterVec::new(
-            Opts::new(
-                "todo_http_connection_errors_total",
-                "Connections that ended in an error before a request reached the API (requests the HTTP parser refused, broken connections), by reason.",
-            ),
-            &["reason"],
-        )
-        .expect("valid metric");
-        // A closed set of reasons: each exists at 0 from start-up.
-        for reason in crate::connection_errors::Reason::ALL {
-            counter.with_label_values(&[reason.label()]);
-        }
-        counter
-    });
-    &CONNECTION_ERRORS
-}
-
-/// `todo_log_lines_dropped_total`, read from the log writers at each scrape.
-struct DroppedLogLines;
-
-const DROPPED_LOG_LINES_NAME: &str = "todo_log_lines_dropped_total";
-const DROPPED_LOG_LINES_HELP: &str = "Log lines dropped because the log writer could not keep up or the log file could not be written.";
-
-impl Collector for DroppedLogLines {
-    fn desc(&self) -> Vec<&Desc> {
-        static DESC: LazyLock<Desc> = LazyLock::new(|| {
-            Desc::new(
-                DROPPED_LOG_LINES_NAME.to_string(),
-                DROPPED_LOG_LINES_HELP.to_string(),
-                vec![],
-                Default::default(),
-            )
-            .expect("valid metric")
-        });
-        vec![&DESC]
-    }
-
-    fn collect(&self) -> Vec<MetricFamily> {
-        let counter =
-            IntCounter::new(DROPPED_LOG_LINES_NAME, DROPPED_LOG_LINES_HELP).expect("valid metric");
-        counter.inc_by(telemetry_counters().dropped_log_lines());
-        counter.collect()
     }
 }
 
@@ -441,7 +297,7 @@ mod tests {
         for line in expected {
             assert!(text.lines().any(|l| l == line), "{line} missing in {text}");
         }
-        for reason in crate::connection_errors::Reason::ALL {
+        for reason in todo_common::connection_errors::Reason::ALL {
             // Process-wide, like the spans below.
             let series = format!(
                 "todo_http_connection_errors_total{{reason=\"{}\"}} ",
@@ -449,7 +305,7 @@ mod tests {
             );
             assert!(text.contains(&series), "{series} missing in {text}");
         }
-        for reason in SPAN_DROP_REASONS {
+        for reason in todo_common::metrics::SPAN_DROP_REASONS {
             // Process-wide: other tests in this process may have counted spans.
             let series = format!("todo_trace_spans_dropped_total{{reason=\"{reason}\"}} ");
             assert!(text.contains(&series), "{series} missing in {text}");

@@ -1,8 +1,21 @@
 //! `todo-common`: what todo-app and todo-sidecar truly share, kept once.
-//! `configuration` loads a program's layered settings, `pg_url` handles
-//! PostgreSQL URLs (connection options, database names, percent-decoding),
-//! `redact` makes any URL safe to log.
+//!
+//! - `configuration`: layered settings loading and the shared `SettingsError`.
+//! - `pg_url`: PostgreSQL URLs (connection options, database names,
+//!   percent-decoding).
+//! - `redact`: any URL made safe to log.
+//! - `telemetry`: logging and OTLP tracing set up once per process.
+//! - `connection_errors`: actix-http's per-connection errors counted and
+//!   summarised instead of logged one by one (a layer of `telemetry`).
+//! - `metrics`: process metrics, registry rendering, and the counters of
+//!   `telemetry` that each program registers in its own registry.
+//! - `http`: outbound HTTP (client builders, the rustls provider, secret
+//!   files, backoff, `Retry-After`, status classification).
 
 pub mod configuration;
+pub mod connection_errors;
+pub mod http;
+pub mod metrics;
 pub mod pg_url;
 pub mod redact;
+pub mod telemetry;

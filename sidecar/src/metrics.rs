@@ -1,5 +1,9 @@
 //! Every metric `todo-sidecar` exposes, in its own registry: names are owned
-//! here and nowhere else (dashboards and alerts use exactly these).
+//! here and nowhere else (dashboards and alerts use exactly these), except
+//! those both programs expose the same way (process metrics and the
+//! telemetry counters `todo_trace_spans_dropped_total`,
+//! `todo_log_lines_dropped_total`, `todo_http_connection_errors_total`), which
+//! `todo_common::metrics` owns and this registry includes.
 //!
 //! Each component gets one struct of metrics, in a file of its own
 //! (`metrics/{backup,aggregate,logship}.rs`); what moves them is the
@@ -49,7 +53,8 @@ impl Metrics {
                 .register(collector)
                 .expect("metric names are unique");
         }
-        todo_app::metrics::register_process_metrics(&registry);
+        todo_common::metrics::register_telemetry_metrics(&registry);
+        todo_common::metrics::register_process_metrics(&registry);
         Metrics {
             registry,
             backup,
@@ -60,7 +65,7 @@ impl Metrics {
 
     /// The Prometheus text exposition of every registered metric.
     pub fn render(&self) -> String {
-        todo_app::metrics::render_registry(&self.registry)
+        todo_common::metrics::render_registry(&self.registry)
     }
 }
 
@@ -108,6 +113,10 @@ mod tests {
             "todo_remote_write_samples_failed_total 0".to_string(),
             "todo_remote_write_samples_dropped_total 0".to_string(),
             "todo_logship_lines_read_total 0".to_string(),
+            // Its own logging's drops, not the app's (issue 13).
+            "todo_log_lines_dropped_total 0".to_string(),
+            "todo_trace_spans_dropped_total{reason=\"queue_full\"} 0".to_string(),
+            "todo_trace_spans_dropped_total{reason=\"export_failed\"} 0".to_string(),
             "todo_logship_lines_shipped_total{sink=\"loki\"} 0".to_string(),
             "todo_logship_dead_lettered_total{sink=\"loki\"} 0".to_string(),
         ];

@@ -1,8 +1,8 @@
 """The binaries the images ship are built the way the images need them.
 
-todo-app exports traces with reqwest; its TLS (rustls) must come from
-todo-app's own dependencies, not from the sidecar's through the workspace's
-feature unification, or `cargo build -p todo-app` (todo-app built alone)
+todo-app exports traces with reqwest (through todo-common's telemetry); its
+TLS (rustls) must come from todo-app's own dependencies (todo-common's
+included), not from the sidecar's through the workspace's feature unification, or `cargo build -p todo-app` (todo-app built alone)
 could not reach an https:// collector. app/tests/api/observability.rs
 exports to one; this keeps the dependency from regressing silently. Cheap:
 `cargo tree` reads the lock file and builds nothing."""

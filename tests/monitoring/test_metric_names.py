@@ -154,7 +154,10 @@ def test_a_fresh_pod_exposes_its_known_counters_at_zero(pod_metrics):
         'todo_db_errors_total{kind="overloaded"} 0',
         'todo_auth_failures_total{reason="missing"} 1',
         'todo_auth_failures_total{reason="invalid"} 0',
-        'todo_trace_spans_dropped_total{reason="export_failed"} 0',
+        # Each program's own telemetry counters, served once per source.
+        'todo_trace_spans_dropped_total{reason="export_failed",source="app"} 0',
+        'todo_trace_spans_dropped_total{reason="export_failed",source="sidecar"} 0',
+        'todo_log_lines_dropped_total{source="sidecar"} 0',
         'todo_app_scrape_failures_total{reason="parse"} 0',
         'todo_logship_checkpoint_errors_total{reason="corrupt"} 0',
         'todo_logship_dead_lettered_total{sink="loki"} 0',

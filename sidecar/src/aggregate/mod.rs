@@ -72,13 +72,7 @@ impl Aggregator {
         let aggregate = settings.aggregate.clone();
         // Compiled once, when the settings loaded.
         let rules = Arc::new(aggregate.rules.clone());
-        // reqwest is built without a default crypto provider (one provider in
-        // the process: ring, as in todo-app); installing twice is harmless.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let client = reqwest::Client::builder()
-            .timeout(aggregate.scrape_timeout())
-            .connect_timeout(aggregate.scrape_timeout())
-            .user_agent(concat!("todo-sidecar/", env!("CARGO_PKG_VERSION")))
+        let client = crate::http::client_builder(crate::USER_AGENT, aggregate.scrape_timeout())
             .build()
             .map_err(|error| anyhow::anyhow!("Failed to build the HTTP client: {error}"))?;
         let pg = aggregate.database_gauges.then(|| {

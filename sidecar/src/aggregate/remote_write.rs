@@ -297,14 +297,15 @@ fn with_causes(error: &dyn std::error::Error) -> String {
     text
 }
 
-/// What an answer other than 2xx means: 5xx and 429 are retried (after
-/// `Retry-After` if given), any other status refuses the data.
+/// What an answer other than 2xx means: what `todo_common::http` classifies
+/// as retryable (5xx, 408, 429) is retried (after `Retry-After` if given),
+/// any other status refuses the data.
 pub fn classify(
     status: reqwest::StatusCode,
     retry_after: Option<Duration>,
     message: String,
 ) -> PushError {
-    if status.is_server_error() || status.as_u16() == 429 {
+    if crate::http::classify_status(status).is_retryable() {
         PushError::Retryable {
             message,
             retry_after,
@@ -503,10 +504,8 @@ impl Pusher {
         }
         .header()
         .context("aggregate.remote_write credentials")?;
-        crate::http::install_crypto_provider();
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_millis(settings.timeout_ms.max(1)))
-            .user_agent(concat!("todo-sidecar/", env!("CARGO_PKG_VERSION")))
+        let timeout = Duration::from_millis(settings.timeout_ms.max(1));
+        let client = crate::http::client_builder(crate::USER_AGENT, timeout)
             .build()
             .map_err(|error| anyhow::anyhow!("Failed to build the remote_write client: {error}"))?;
         Ok(Pusher {
@@ -593,6 +592,12 @@ fn count_unsent(shared: &Shared, metrics: &AggregateMetrics) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn test_client() -> reqwest::Client {
+        crate::http::client_builder("todo-sidecar-test", Duration::from_secs(5))
+            .build()
+            .expect("a client")
+    }
 
     fn series(count: usize) -> Vec<TimeSeries> {
         (0..count)
@@ -736,7 +741,7 @@ mod tests {
                 "{status}"
             );
         }
-        for status in [500, 502, 503] {
+        for status in [408, 500, 502, 503] {
             let status = reqwest::StatusCode::from_u16(status).unwrap();
             assert_eq!(
                 classify(status, None, message()),
@@ -784,15 +789,9 @@ mod tests {
             String::from_utf8_lossy(&head).to_lowercase()
         });
 
-        crate::http::install_crypto_provider();
-        push(
-            &reqwest::Client::new(),
-            &url,
-            authorization.as_ref(),
-            vec![],
-        )
-        .await
-        .unwrap();
+        push(&test_client(), &url, authorization.as_ref(), vec![])
+            .await
+            .unwrap();
 
         let head = received.await.unwrap();
         assert!(
@@ -808,8 +807,7 @@ mod tests {
             .local_addr()
             .unwrap()
             .port();
-        crate::http::install_crypto_provider();
-        let client = reqwest::Client::new();
+        let client = test_client();
 
         let error = push(
             &client,

@@ -155,9 +155,10 @@ mod tests {
 
     async fn scrape(response: Vec<u8>, max_bytes: usize) -> Result<(String, Format), ScrapeError> {
         let url = answering(response).await;
-        crate::http::install_crypto_provider();
         fetch(
-            &reqwest::Client::new(),
+            &crate::http::client_builder("todo-sidecar-test", Duration::from_secs(5))
+                .build()
+                .unwrap(),
             &url,
             Duration::from_secs(5),
             max_bytes,

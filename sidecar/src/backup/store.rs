@@ -609,9 +609,8 @@ fn build_s3(settings: &StoreSettings) -> Result<Store, StoreError> {
         .bucket
         .clone()
         .ok_or_else(|| StoreError::Config("backup.store.bucket is not set".to_string()))?;
-    // reqwest is built without a default crypto provider (one provider in the
-    // process: ring, as in todo-app); installing twice is harmless.
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    // object_store builds its reqwest client without a crypto provider:
+    // main installs the process's one (todo_common::http).
     // from_env: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN,
     // AWS_WEB_IDENTITY_TOKEN_FILE + AWS_ROLE_ARN (IRSA), container and
     // instance credentials. The settings then override what they name.

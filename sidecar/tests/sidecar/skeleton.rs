@@ -90,6 +90,30 @@ fn run_serves_health_and_metrics_and_stops_on_sigterm() {
 }
 
 #[test]
+fn run_exposes_its_own_dropped_log_lines_and_spans_at_zero_from_start_up() {
+    // Arrange: nothing answers at the app's address, so every series is the sidecar's.
+    let db = TestDb::create();
+    let mut sidecar = Sidecar::local(&db);
+    let nowhere = format!("http://127.0.0.1:{}/metrics", free_port());
+    sidecar.set("SIDECAR__AGGREGATE__APP_METRICS_URL", &nowhere);
+
+    // Act
+    let running = start_run(&sidecar);
+
+    // Assert: the sidecar registers the counters its own logging and tracing
+    // count into (they were the app's alone, so the sidecar's drops went unseen).
+    for name in [
+        "todo_log_lines_dropped_total",
+        r#"todo_trace_spans_dropped_total{reason="queue_full"}"#,
+        r#"todo_trace_spans_dropped_total{reason="export_failed"}"#,
+        r#"todo_http_connection_errors_total{reason="header"}"#,
+    ] {
+        assert_eq!(metric(running.port, name), Some(0.0), "{name}");
+    }
+    terminate(running);
+}
+
+#[test]
 fn an_unknown_configuration_key_stops_start_up_naming_the_key() {
     let db = TestDb::create();
     let mut sidecar = Sidecar::local(&db);

@@ -20,7 +20,7 @@ use serde::Deserialize;
 
 // Every HTTP helper of the crate that the sinks use, imported here only.
 pub use crate::http::AuthKind;
-use crate::http::{Backoff, Credentials, install_crypto_provider, retry_after as requested_delay};
+use crate::http::{Backoff, Credentials, StatusClass, retry_after as requested_delay};
 
 use super::{DeliveryContext, Sink, Stopped};
 use crate::component::ComponentHealth;
@@ -171,11 +171,10 @@ impl HttpDelivery {
         http: &HttpSettings,
         retry: &RetrySettings,
     ) -> anyhow::Result<HttpDelivery> {
-        install_crypto_provider();
-        let mut builder = reqwest::Client::builder()
-            .timeout(Duration::from_millis(retry.request_timeout_ms.max(1)))
-            .connect_timeout(Duration::from_millis(retry.request_timeout_ms.max(1)))
-            .user_agent(concat!("todo-sidecar/", env!("CARGO_PKG_VERSION")));
+        let mut builder = crate::http::client_builder(
+            crate::USER_AGENT,
+            Duration::from_millis(retry.request_timeout_ms.max(1)),
+        );
         if let Some(ca_file) = &http.ca_file {
             let pem = fs::read(ca_file)
                 .with_context(|| format!("Failed to read the CA file {}", ca_file.display()))?;
@@ -333,43 +332,26 @@ impl HttpDelivery {
             message: format!("reading the answer: {error}"),
         })?;
         let excerpt = || String::from_utf8_lossy(&answer[..answer.len().min(512)]).into_owned();
-        if status.is_success() {
-            return Ok(self.sink.classify_success(&answer, events.len()));
-        }
-        if status.as_u16() == 429 {
-            return Err(Failure {
-                reason: "rate_limited",
-                retry_after,
-                message: format!("{status}: {}", excerpt()),
-            });
-        }
-        if status.is_server_error() || status.as_u16() == 408 {
-            return Err(Failure {
-                reason: "server_error",
-                retry_after,
-                message: format!("{status}: {}", excerpt()),
-            });
-        }
-        // Refused credentials or a wrong address say nothing about the
-        // lines: a rotated Secret or a misrouted proxy would otherwise send
-        // all traffic to the dead-letter file. Retried, like a sink outage,
-        // until an operator fixes it (health says why).
-        if matches!(status.as_u16(), 401 | 403 | 407) {
-            return Err(Failure {
-                reason: "unauthorized",
-                retry_after,
-                message: format!("{status}: {}", excerpt()),
-            });
-        }
-        if status.as_u16() == 404 {
-            return Err(Failure {
-                reason: "not_found",
-                retry_after,
-                message: format!("{status}: {}", excerpt()),
-            });
-        }
-        Ok(Verdict::Reject {
-            reason: format!("{status}: {}", excerpt()),
+        let reason = match crate::http::classify_status(status) {
+            StatusClass::Success => return Ok(self.sink.classify_success(&answer, events.len())),
+            StatusClass::RateLimited => "rate_limited",
+            StatusClass::ServerError => "server_error",
+            // Refused credentials or a wrong address say nothing about the
+            // lines: a rotated Secret or a misrouted proxy would otherwise send
+            // all traffic to the dead-letter file. Retried, like a sink outage,
+            // until an operator fixes it (health says why).
+            StatusClass::Unauthorized => "unauthorized",
+            StatusClass::NotFound => "not_found",
+            StatusClass::Rejected => {
+                return Ok(Verdict::Reject {
+                    reason: format!("{status}: {}", excerpt()),
+                });
+            }
+        };
+        Err(Failure {
+            reason,
+            retry_after,
+            message: format!("{status}: {}", excerpt()),
         })
     }
 }

@@ -1,7 +1,11 @@
-//! Outbound HTTP, shared by the sidecar's clients (the log shipping sinks
-//! and remote_write): the rustls provider installed once, the
+//! Outbound HTTP, one way for every client of both programs (todo-app's
+//! OTLP exporter; todo-sidecar's scrape of the app, log shipping sinks,
+//! remote_write and S3 store): the rustls provider installed once
+//! ([`install_crypto_provider`], which the client builders call), the
 //! `Authorization` header built from mounted secret files, `Retry-After`,
-//! and one exponential backoff with jitter that honours it.
+//! one exponential backoff with jitter that honours it, and one
+//! classification of answers ([`classify_status`]). URLs are logged through
+//! [`crate::redact::redacted_url`].
 
 use std::fs;
 use std::path::Path;
@@ -22,10 +26,69 @@ pub enum AuthKind {
     Basic,
 }
 
-/// Installs ring as the process's rustls provider (reqwest is built without
-/// one; todo-app uses ring too). Installing twice is harmless.
+/// Installs ring as the process's one rustls crypto provider: reqwest and
+/// object_store are built without one, and the app's HTTPS listener needs
+/// one. Each program's `main` calls it first, and the client builders below
+/// call it for any other caller (tests); installing twice is harmless.
 pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// An async client builder with the crypto provider installed, the
+/// program's `User-Agent`, and `timeout` for the whole request and for
+/// connecting.
+pub fn client_builder(user_agent: &str, timeout: Duration) -> reqwest::ClientBuilder {
+    install_crypto_provider();
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(timeout)
+        .user_agent(user_agent)
+}
+
+/// A blocking client builder with the crypto provider installed (the OTLP
+/// exporter's, which sends from a thread of its own).
+pub fn blocking_client_builder() -> reqwest::blocking::ClientBuilder {
+    install_crypto_provider();
+    reqwest::blocking::Client::builder()
+}
+
+/// What an answer's status says about sending the same request again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusClass {
+    /// 2xx.
+    Success,
+    /// 429: the receiver asks for less; later (after `Retry-After`) works.
+    RateLimited,
+    /// 5xx, or 408: the receiver failed or was too slow this time.
+    ServerError,
+    /// 401, 403, 407: the credentials were refused (a rotated Secret).
+    Unauthorized,
+    /// 404: nothing there (a wrong address or a misrouted proxy).
+    NotFound,
+    /// Any other status: the receiver refuses this request as it is.
+    Rejected,
+}
+
+impl StatusClass {
+    /// Whether the same request may succeed later without anyone changing
+    /// anything. A client may also retry [`StatusClass::Unauthorized`] and
+    /// [`StatusClass::NotFound`] (until an operator fixes the settings)
+    /// rather than drop data that is not at fault.
+    pub fn is_retryable(self) -> bool {
+        matches!(self, StatusClass::RateLimited | StatusClass::ServerError)
+    }
+}
+
+/// The one classification of HTTP answers every client uses.
+pub fn classify_status(status: reqwest::StatusCode) -> StatusClass {
+    match status.as_u16() {
+        200..=299 => StatusClass::Success,
+        429 => StatusClass::RateLimited,
+        408 | 500..=599 => StatusClass::ServerError,
+        401 | 403 | 407 => StatusClass::Unauthorized,
+        404 => StatusClass::NotFound,
+        _ => StatusClass::Rejected,
+    }
 }
 
 /// Where a client's credentials come from (each a key of its section).
@@ -143,6 +206,52 @@ fn jitter() -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn statuses_are_classified_once_for_every_client() {
+        let class = |status: u16| classify_status(reqwest::StatusCode::from_u16(status).unwrap());
+
+        for status in [200, 201, 204] {
+            assert_eq!(class(status), StatusClass::Success, "{status}");
+        }
+        assert_eq!(class(429), StatusClass::RateLimited);
+        for status in [408, 500, 502, 503, 504] {
+            assert_eq!(class(status), StatusClass::ServerError, "{status}");
+        }
+        for status in [401, 403, 407] {
+            assert_eq!(class(status), StatusClass::Unauthorized, "{status}");
+        }
+        assert_eq!(class(404), StatusClass::NotFound);
+        for status in [300, 400, 409, 413, 415, 422] {
+            assert_eq!(class(status), StatusClass::Rejected, "{status}");
+        }
+        let retryable: Vec<u16> = [200, 400, 401, 404, 408, 413, 429, 500, 503]
+            .into_iter()
+            .filter(|status| class(*status).is_retryable())
+            .collect();
+        assert_eq!(retryable, [408, 429, 500, 503]);
+    }
+
+    #[test]
+    fn the_client_builders_install_the_crypto_provider() {
+        let client = client_builder("todo-test/1", Duration::from_secs(1)).build();
+
+        assert!(client.is_ok(), "{:?}", client.err());
+        assert!(rustls::crypto::CryptoProvider::get_default().is_some());
+    }
+
+    #[test]
+    fn a_secret_file_is_read_trimmed_and_a_missing_key_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("secret");
+        fs::write(&path, "  s3cret\n").unwrap();
+
+        let secret = read_secret(Some(&path), "token_file").unwrap();
+        let unset = format!("{:#}", read_secret(None, "token_file").unwrap_err());
+
+        assert_eq!(secret.expose_secret(), "s3cret");
+        assert_eq!(unset, "`token_file` is not set");
+    }
 
     #[test]
     fn retry_after_takes_seconds_or_a_date() {

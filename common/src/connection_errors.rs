@@ -1,6 +1,7 @@
-//! Connections that end in an error before a request reaches the API:
-//! request heads actix-http's parser refuses (malformed, too large, an
-//! unknown HTTP version) and connections broken mid-request.
+//! Connections that end in an error before a request reaches a handler
+//! (todo-app's API and admin listeners, todo-sidecar's admin listener: all
+//! actix-web): request heads actix-http's parser refuses (malformed, too
+//! large, an unknown HTTP version) and connections broken mid-request.
 //!
 //! actix-http answers those itself (see `docs/architecture.md`, "What the
 //! HTTP parser answers") and logs each one at ERROR, without a request id:

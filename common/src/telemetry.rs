@@ -1,0 +1,522 @@
+//! Logs and traces, set up once per process, the same way in both programs.
+//!
+//! Logs: one bunyan JSON object per line, to stdout (unless a program asks
+//! for its file alone) and to the program's log file if it gives one (todo-app's
+//! rotating `log.file`). The filter comes from `RUST_LOG`, else `LOG_LEVEL`,
+//! else `info`. Lines go through `tracing-appender`'s non-blocking writer so
+//! a slow stdout or disk never stalls the work; lines it has to drop are
+//! counted (`todo_log_lines_dropped_total`, see [`crate::metrics`]). Its
+//! writer thread writes lines in batches, at most every [`LOG_FLUSH_PAUSE`]
+//! (see `PacedFlush`). Span fields (request id, owner, trace and span ids)
+//! are attached to every event inside the span by `JsonStorageLayer`.
+//!
+//! Traces: when `OTEL_EXPORTER_OTLP_ENDPOINT` (or `…_TRACES_ENDPOINT`) is set,
+//! spans are exported over OTLP/HTTP protobuf by a batch processor on its own
+//! thread with a bounded queue; spans that do not fit, or whose export
+//! fails, are dropped and counted (`todo_trace_spans_dropped_total`), never
+//! waited for. W3C `traceparent` is the propagation format. An `https://`
+//! collector is verified with the system's roots, or with the certificates
+//! of `OTEL_EXPORTER_OTLP_CERTIFICATE` (see `otlp_http_client`).
+
+use std::io::{BufWriter, Write};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_otlp::{Protocol, WithExportConfig, WithHttpConfig};
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::error::OTelSdkResult;
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::{
+    BatchConfigBuilder, BatchSpanProcessor, SdkTracerProvider, SpanData, SpanExporter,
+    SpanProcessor,
+};
+use tracing::Subscriber;
+use tracing::subscriber::set_global_default;
+use tracing_appender::non_blocking::{NonBlocking, WorkerGuard};
+use tracing_bunyan_formatter::{BunyanFormattingLayer, JsonStorageLayer};
+use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::fmt::writer::MakeWriterExt;
+use tracing_subscriber::layer::{Context, SubscriberExt};
+use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::{EnvFilter, Layer, Registry};
+
+use crate::connection_errors::ConnectionErrorLayer;
+use crate::metrics::telemetry_counters;
+
+/// How much stdout's writer gathers before a `write(2)` (todo-app's log
+/// file buffers as much).
+pub const WRITE_BUFFER_BYTES: usize = 64 * 1024;
+
+/// The log writer thread's pause after each write, so lines gather in its
+/// channel and go out together: a log line reaches stdout or the file at
+/// most this much later.
+pub const LOG_FLUSH_PAUSE: Duration = Duration::from_millis(10);
+
+/// Spans waiting for export at most; more are dropped and counted.
+const SPAN_QUEUE_CAPACITY: usize = 4096;
+/// Longest an export request may take before its spans count as dropped.
+const EXPORT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Whether spans are exported (set once, when the trace pipeline is built).
+static TRACES_EXPORTED: AtomicBool = AtomicBool::new(false);
+
+/// True when spans go to an OTLP collector. Without one, the request path
+/// skips the work that only traces need (database spans, OpenTelemetry
+/// attributes, span names): a span costs as much as a log line to build.
+pub fn traces_exported() -> bool {
+    TRACES_EXPORTED.load(Ordering::Relaxed)
+}
+
+/// The log filter the environment asks for: `RUST_LOG`, else `LOG_LEVEL`, else `default`.
+pub fn env_filter(default: &str) -> EnvFilter {
+    let directive = std::env::var("RUST_LOG")
+        .or_else(|_| std::env::var("LOG_LEVEL"))
+        .unwrap_or_else(|_| default.to_string());
+    EnvFilter::try_new(&directive).unwrap_or_else(|error| {
+        eprintln!("ignoring invalid log filter `{directive}` ({error}); using `{default}`");
+        EnvFilter::new(default)
+    })
+}
+
+/// A subscriber that writes bunyan JSON events to `sink`; actix-http's
+/// per-connection errors (both programs serve HTTP with actix-web) are
+/// counted and summarised instead ([`ConnectionErrorLayer`]).
+pub fn get_subscriber<Sink>(
+    name: &str,
+    filter: EnvFilter,
+    sink: Sink,
+) -> impl Subscriber + Send + Sync + for<'a> LookupSpan<'a> + use<Sink>
+where
+    Sink: for<'a> MakeWriter<'a> + Send + Sync + 'static,
+{
+    Registry::default()
+        .with(filter)
+        .with(JsonStorageLayer)
+        .with(EventsOnly(BunyanFormattingLayer::new(
+            name.to_string(),
+            sink,
+        )))
+        .with(ConnectionErrorLayer)
+}
+
+/// Where a server's log lines go: stdout, a file of the program's (todo-app's
+/// rotating `log.file`), or both; at least one.
+pub struct LogOutput {
+    /// Write every line to stdout; with no file, lines go to stdout anyway.
+    pub stdout: bool,
+    /// Also write every line here (whole lines, one per write).
+    pub file: Option<Box<dyn Write + Send>>,
+}
+
+impl LogOutput {
+    /// Lines to stdout only (todo-sidecar).
+    pub fn stdout_only() -> LogOutput {
+        LogOutput {
+            stdout: true,
+            file: None,
+        }
+    }
+}
+
+/// Keeps logging and tracing alive; dropping it flushes queued log lines
+/// and exports the spans still queued (graceful shutdown).
+pub struct TelemetryGuard {
+    _log_writers: Vec<WorkerGuard>,
+    tracer_provider: Option<SdkTracerProvider>,
+}
+
+impl Drop for TelemetryGuard {
+    fn drop(&mut self) {
+        if let Some(provider) = self.tracer_provider.take()
+            && let Err(error) = provider.shutdown()
+        {
+            eprintln!("flushing traces at shutdown failed: {error}");
+        }
+    }
+}
+
+/// Sets up logging to `output` and, when the OTLP endpoint is configured,
+/// trace export. For a long-running program (todo-app's `serve`,
+/// todo-sidecar's `run`).
+pub fn init_server_telemetry(name: &str, output: LogOutput) -> TelemetryGuard {
+    let mut guards = Vec::new();
+    let tracer_provider = build_tracer_provider(name);
+    TRACES_EXPORTED.store(tracer_provider.is_some(), Ordering::Relaxed);
+    let file = output.file.map(|file| {
+        let (file, guard) = non_blocking(PacedFlush(file));
+        guards.push(guard);
+        file
+    });
+    // Without a file, lines go to stdout whatever `output.stdout` says:
+    // they must go somewhere.
+    let stdout = (output.stdout || file.is_none()).then(|| {
+        let stdout = BufWriter::with_capacity(WRITE_BUFFER_BYTES, std::io::stdout());
+        let (stdout, guard) = non_blocking(PacedFlush(stdout));
+        guards.push(guard);
+        stdout
+    });
+    let provider = tracer_provider.as_ref();
+    match (stdout, file) {
+        (Some(stdout), Some(file)) => install(name, stdout.and(file), provider),
+        (Some(stdout), None) => install(name, stdout, provider),
+        (None, Some(file)) => install(name, file, provider),
+        (None, None) => unreachable!("one of stdout and the file is always set"),
+    }
+    TelemetryGuard {
+        _log_writers: guards,
+        tracer_provider,
+    }
+}
+
+/// Installs the bunyan subscriber writing to `sink`, with the OpenTelemetry
+/// layer when a tracer provider is given.
+fn install<Sink>(name: &str, sink: Sink, tracer_provider: Option<&SdkTracerProvider>)
+where
+    Sink: for<'a> MakeWriter<'a> + Send + Sync + 'static,
+{
+    let otel_layer = tracer_provider.map(|provider| {
+        tracing_opentelemetry::layer()
+            .with_tracer(provider.tracer(name.to_string()))
+            .with_tracked_inactivity(false)
+    });
+    init_subscriber(get_subscriber(name, env_filter("info"), sink).with(otel_layer));
+}
+
+/// Logging to stderr only, for commands whose stdout is their result.
+pub fn init_command_telemetry(name: &str) -> TelemetryGuard {
+    let (stderr, guard) = non_blocking(std::io::stderr());
+    init_subscriber(get_subscriber(name, env_filter("warn"), stderr));
+    TelemetryGuard {
+        _log_writers: vec![guard],
+        tracer_provider: None,
+    }
+}
+
+/// A lossy non-blocking writer whose drops are counted in the metrics.
+fn non_blocking<W: std::io::Write + Send + 'static>(writer: W) -> (NonBlocking, WorkerGuard) {
+    let (writer, guard) = tracing_appender::non_blocking(writer);
+    telemetry_counters().watch_log_writer(writer.error_counter());
+    (writer, guard)
+}
+
+/// The writer behind the server's non-blocking log channels: after each
+/// flush it pauses for [`LOG_FLUSH_PAUSE`] before the writer thread takes
+/// the next lines.
+///
+/// `tracing-appender`'s writer thread writes lines as they arrive and
+/// flushes whenever its channel is empty. Under load that is a wake-up of
+/// the thread and a `write(2)` for every request. With the pause, lines gather in the channel (sending to a
+/// channel nobody is waiting on takes no system call) and the inner writer,
+/// which buffers whole lines, writes them at once: about a hundred writes a
+/// second whatever the request rate. The channel's bound, and the counting
+/// of lines dropped when it is full, stay as they are.
+struct PacedFlush<W>(W);
+
+impl<W: Write> Write for PacedFlush<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.write(buf)
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        self.0.write_all(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()?;
+        std::thread::sleep(LOG_FLUSH_PAUSE);
+        Ok(())
+    }
+}
+
+/// Registers `subscriber` globally and routes `log` records (from r2d2 and
+/// other crates) through it.
+pub fn init_subscriber(subscriber: impl Subscriber + Send + Sync) {
+    // A second call (several tests in one process) keeps the first subscriber.
+    let _ = tracing_log::LogTracer::init();
+    let _ = set_global_default(subscriber);
+}
+
+/// The OTLP trace pipeline, when the standard variables ask for one.
+fn build_tracer_provider(name: &str) -> Option<SdkTracerProvider> {
+    let configured = [
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+    ]
+    .iter()
+    .any(|variable| std::env::var(variable).is_ok_and(|value| !value.is_empty()));
+    let disabled = std::env::var("OTEL_SDK_DISABLED").is_ok_and(|value| value == "true");
+    if !configured || disabled {
+        return None;
+    }
+    opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+    let client = match otlp_http_client(&|variable| std::env::var(variable).ok()) {
+        Ok(client) => client,
+        Err(error) => {
+            eprintln!("traces disabled: {error}");
+            return None;
+        }
+    };
+    let exporter = match opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .with_http_client(client)
+        .with_protocol(Protocol::HttpBinary)
+        .with_timeout(EXPORT_TIMEOUT)
+        .build()
+    {
+        Ok(exporter) => exporter,
+        Err(error) => {
+            eprintln!("traces disabled: the OTLP exporter could not be built: {error}");
+            return None;
+        }
+    };
+    let pending = Arc::new(AtomicUsize::new(0));
+    let batch = BatchSpanProcessor::builder(CountingExporter {
+        inner: exporter,
+        pending: Arc::clone(&pending),
+    })
+    .with_batch_config(
+        BatchConfigBuilder::default()
+            .with_max_queue_size(SPAN_QUEUE_CAPACITY)
+            .with_max_export_batch_size(512)
+            .with_scheduled_delay(Duration::from_millis(1000))
+            .build(),
+    )
+    .build();
+    let service_name = std::env::var("OTEL_SERVICE_NAME").unwrap_or_else(|_| name.to_string());
+    Some(
+        SdkTracerProvider::builder()
+            .with_span_processor(BoundedProcessor {
+                inner: batch,
+                pending,
+            })
+            .with_resource(Resource::builder().with_service_name(service_name).build())
+            .build(),
+    )
+}
+
+/// The variables naming the PEM file of the certificates that verify the
+/// collector, most specific first (the OpenTelemetry specification's names).
+const CERTIFICATE_VARIABLES: [&str; 2] = [
+    "OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE",
+    "OTEL_EXPORTER_OTLP_CERTIFICATE",
+];
+
+/// The OTLP exporter's HTTP client: reqwest's blocking client over rustls
+/// (with the process's ring crypto provider), so an `https://`
+/// collector works. When `OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE` or
+/// `OTEL_EXPORTER_OTLP_CERTIFICATE` names a PEM file, its certificates are
+/// the only roots that verify the collector, as in the other OpenTelemetry
+/// SDKs; otherwise the system's roots do.
+///
+/// The client is built here rather than by opentelemetry-otlp, which has no
+/// TLS unless a feature asks for it and ignores the certificate variables.
+fn otlp_http_client(
+    var: &dyn Fn(&str) -> Option<String>,
+) -> Result<reqwest::blocking::Client, String> {
+    let mut builder = crate::http::blocking_client_builder().timeout(EXPORT_TIMEOUT);
+    let configured = CERTIFICATE_VARIABLES.iter().find_map(|variable| {
+        var(variable)
+            .filter(|path| !path.is_empty())
+            .map(|path| (*variable, path))
+    });
+    if let Some((variable, path)) = configured {
+        let pem = std::fs::read(&path)
+            .map_err(|error| format!("{variable}: cannot read {path}: {error}"))?;
+        let certificates = reqwest::Certificate::from_pem_bundle(&pem)
+            .ok()
+            .filter(|certificates| !certificates.is_empty())
+            .ok_or_else(|| format!("{variable}: {path} holds no PEM certificate"))?;
+        builder = builder.tls_certs_only(certificates);
+    }
+    // The blocking client starts a runtime of its own, which cannot be done
+    // from a thread that already runs one: build it on a thread of its own.
+    std::thread::spawn(move || builder.build())
+        .join()
+        .map_err(|_| "building the OTLP HTTP client panicked".to_string())?
+        .map_err(|error| format!("the OTLP HTTP client could not be built: {error}"))
+}
+
+/// Counts spans in and out of the batch processor so that the spans it
+/// cannot take are counted as dropped instead of silently lost.
+#[derive(Debug)]
+struct BoundedProcessor<P> {
+    inner: P,
+    pending: Arc<AtomicUsize>,
+}
+
+impl<P: SpanProcessor> SpanProcessor for BoundedProcessor<P> {
+    fn on_start(&self, span: &mut opentelemetry_sdk::trace::Span, cx: &opentelemetry::Context) {
+        self.inner.on_start(span, cx);
+    }
+
+    fn on_end(&self, span: SpanData) {
+        if self.pending.fetch_add(1, Ordering::AcqRel) >= SPAN_QUEUE_CAPACITY {
+            self.pending.fetch_sub(1, Ordering::AcqRel);
+            telemetry_counters().spans_dropped("queue_full", 1);
+            return;
+        }
+        self.inner.on_end(span);
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        self.inner.force_flush()
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.inner.shutdown_with_timeout(timeout)
+    }
+
+    fn set_resource(&mut self, resource: &Resource) {
+        self.inner.set_resource(resource);
+    }
+}
+
+/// The OTLP exporter, counting the spans of failed exports as dropped.
+#[derive(Debug)]
+struct CountingExporter<E> {
+    inner: E,
+    pending: Arc<AtomicUsize>,
+}
+
+impl<E: SpanExporter> SpanExporter for CountingExporter<E> {
+    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+        let spans = batch.len();
+        self.pending.fetch_sub(spans, Ordering::AcqRel);
+        let result = self.inner.export(batch).await;
+        if result.is_err() {
+            telemetry_counters().spans_dropped("export_failed", spans as u64);
+        }
+        result
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.inner.shutdown_with_timeout(timeout)
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        self.inner.force_flush()
+    }
+
+    fn set_resource(&mut self, resource: &Resource) {
+        self.inner.set_resource(resource);
+    }
+}
+
+/// Passes only events to the wrapped layer.
+///
+/// `BunyanFormattingLayer` writes a `[SPAN - START]` and a `[SPAN - END]` line
+/// for every span; with a span per request that would triple the log volume
+/// for no information (the request's completion line carries its fields).
+struct EventsOnly<L>(L);
+
+impl<S, L> Layer<S> for EventsOnly<L>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    L: Layer<S>,
+{
+    fn on_event(&self, event: &tracing::Event<'_>, ctx: Context<'_, S>) {
+        self.0.on_event(event, ctx);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn variables(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let pairs: Vec<(String, String)> = pairs
+            .iter()
+            .map(|(key, value)| (key.to_string(), value.to_string()))
+            .collect();
+        move |name| {
+            pairs
+                .iter()
+                .find(|(key, _)| key == name)
+                .map(|(_, value)| value.clone())
+        }
+    }
+
+    fn pem_file(contents: &str) -> std::path::PathBuf {
+        let path = tempfile::Builder::new()
+            .prefix("todo-otlp-")
+            .suffix(".pem")
+            .tempfile()
+            .unwrap()
+            .into_temp_path()
+            .keep()
+            .unwrap();
+        std::fs::write(&path, contents).unwrap();
+        path
+    }
+
+    #[test]
+    fn without_a_certificate_variable_the_client_uses_the_system_roots() {
+        let client = otlp_http_client(&variables(&[]));
+
+        assert!(client.is_ok(), "{:?}", client.err());
+    }
+
+    #[test]
+    fn an_unreadable_certificate_file_is_refused_naming_the_variable_and_the_path() {
+        let error = otlp_http_client(&variables(&[(
+            "OTEL_EXPORTER_OTLP_CERTIFICATE",
+            "/nonexistent/ca.pem",
+        )]))
+        .unwrap_err();
+
+        assert!(
+            error.starts_with("OTEL_EXPORTER_OTLP_CERTIFICATE: cannot read /nonexistent/ca.pem"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn a_certificate_file_without_a_pem_certificate_is_refused() {
+        let path = pem_file("not a certificate\n");
+
+        let error = otlp_http_client(&variables(&[(
+            "OTEL_EXPORTER_OTLP_CERTIFICATE",
+            path.to_str().unwrap(),
+        )]))
+        .unwrap_err();
+
+        assert!(error.ends_with("holds no PEM certificate"), "{error}");
+        std::fs::remove_file(path).unwrap();
+    }
+
+    #[test]
+    fn the_traces_certificate_variable_wins_over_the_general_one() {
+        let general = pem_file("not a certificate either\n");
+
+        let error = otlp_http_client(&variables(&[
+            (
+                "OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE",
+                "/nonexistent/traces.pem",
+            ),
+            ("OTEL_EXPORTER_OTLP_CERTIFICATE", general.to_str().unwrap()),
+        ]))
+        .unwrap_err();
+
+        assert!(
+            error.starts_with("OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE: cannot read"),
+            "{error}"
+        );
+        std::fs::remove_file(general).unwrap();
+    }
+
+    #[test]
+    fn paced_flush_writes_through_and_pauses_after_each_flush() {
+        let mut writer = PacedFlush(BufWriter::new(Vec::new()));
+        writer.write_all(b"one\n").unwrap();
+        writer.write_all(b"two\n").unwrap();
+        assert!(writer.0.get_ref().is_empty(), "lines wait for the flush");
+
+        let started = std::time::Instant::now();
+        writer.flush().unwrap();
+
+        assert!(started.elapsed() >= LOG_FLUSH_PAUSE);
+        assert_eq!(writer.0.get_ref().as_slice(), b"one\ntwo\n");
+    }
+}
