@@ -144,6 +144,26 @@ fn sensitive_header(value: &str) -> anyhow::Result<HeaderValue> {
     Ok(header)
 }
 
+/// A failed request's error for logs and health messages: without its URL
+/// (the caller names it, redacted: it may carry a credential) and with its
+/// causes, which say what actually failed (reqwest's own message is only
+/// "error sending request"). A cause whose text already ends the message
+/// is not repeated.
+pub fn describe_error(error: reqwest::Error) -> String {
+    let error = error.without_url();
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(&error);
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.ends_with(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
 /// `Retry-After` of a response, if it has a valid one.
 pub fn retry_after(response: &reqwest::Response) -> Option<Duration> {
     response
@@ -238,6 +258,33 @@ mod tests {
 
         assert!(client.is_ok(), "{:?}", client.err());
         assert!(rustls::crypto::CryptoProvider::get_default().is_some());
+    }
+
+    #[test]
+    fn a_failed_request_is_described_with_its_cause_and_without_its_url() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let client = blocking_client_builder()
+            .timeout(Duration::from_secs(5))
+            .build()
+            .unwrap();
+
+        let error = client
+            .get(format!(
+                "http://user:s3cret@127.0.0.1:{port}/push?token=t0ken"
+            ))
+            .send()
+            .unwrap_err();
+        let text = describe_error(error);
+
+        assert!(text.starts_with("error sending request"), "{text}");
+        assert!(text.to_lowercase().contains("connection refused"), "{text}");
+        for secret in ["s3cret", "t0ken", "127.0.0.1"] {
+            assert!(!text.contains(secret), "{secret} in {text}");
+        }
     }
 
     #[test]

@@ -281,22 +281,6 @@ where
     }
 }
 
-/// `error` and each of its causes, joined by `: ` (reqwest's own message
-/// says only "error sending request"; the cause says why).
-fn with_causes(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.ends_with(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
-}
-
 /// What an answer other than 2xx means: what `todo_common::http` classifies
 /// as retryable (5xx, 408, 429) is retried (after `Retry-After` if given),
 /// any other status refuses the data.
@@ -334,7 +318,7 @@ async fn push(
         PushError::retryable(format!(
             "cannot reach {}: {}",
             super::redacted(url),
-            with_causes(&error.without_url())
+            crate::http::describe_error(error)
         ))
     })?;
     let status = response.status();

@@ -101,22 +101,8 @@ fn classify(
     if error.is_timeout() {
         ScrapeError::Timeout(timeout)
     } else {
-        otherwise(describe(error))
+        otherwise(crate::http::describe_error(error))
     }
-}
-
-/// reqwest's error with its causes, which say what actually failed.
-fn describe(error: reqwest::Error) -> String {
-    // Without the URL: the caller names it, redacted.
-    let error = error.without_url();
-    let mut text = error.to_string();
-    let mut source = std::error::Error::source(&error);
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]

@@ -322,14 +322,15 @@ impl HttpDelivery {
                 "connection"
             },
             retry_after: None,
-            message: error.to_string(),
+            // Without the URL, which may hold a credential (`?api_key=`).
+            message: crate::http::describe_error(error),
         })?;
         let status = response.status();
         let retry_after = requested_delay(&response);
         let answer = response.bytes().await.map_err(|error| Failure {
             reason: "connection",
             retry_after: None,
-            message: format!("reading the answer: {error}"),
+            message: format!("reading the answer: {}", crate::http::describe_error(error)),
         })?;
         let excerpt = || String::from_utf8_lossy(&answer[..answer.len().min(512)]).into_owned();
         let reason = match crate::http::classify_status(status) {
