@@ -32,26 +32,29 @@ RUN apt-get -o Acquire::Retries=3 update \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 # Dependencies first, against empty crates: this layer changes only when a
-# manifest or the lock file does, so a source change recompiles our two
+# manifest or the lock file does, so a source change recompiles our three
 # crates, not the few hundred below them.
 COPY Cargo.toml Cargo.lock ./
 COPY app/Cargo.toml app/build.rs app/
+COPY common/Cargo.toml common/
 COPY sidecar/Cargo.toml sidecar/
-RUN mkdir -p app/src sidecar/src \
+RUN mkdir -p app/src common/src sidecar/src \
     && echo 'fn main() {}' > app/src/main.rs && touch app/src/lib.rs \
+    && touch common/src/lib.rs \
     && echo 'fn main() {}' > sidecar/src/main.rs && touch sidecar/src/lib.rs \
     && cargo build --release --locked -p todo-app -p todo-sidecar \
-    && rm -rf app/src sidecar/src
+    && rm -rf app/src common/src sidecar/src
 COPY configuration/base.yaml configuration/
 COPY migrations migrations
 COPY sidecar/configuration sidecar/configuration
 COPY app/src app/src
+COPY common/src common/src
 COPY sidecar/src sidecar/src
 ARG REVISION=unknown
 # The copied sources keep their original times, older than the empty
 # crates' build: touch them, or cargo would keep the empty binaries (which
 # print nothing for --version: the last two lines check that they went).
-RUN find app/src sidecar/src -name '*.rs' -exec touch {} + \
+RUN find app/src common/src sidecar/src -name '*.rs' -exec touch {} + \
     && TODO_GIT_REVISION="${REVISION}" cargo build --release --locked -p todo-app -p todo-sidecar \
     && test -n "$(target/release/todo-app --version)" \
     && test -n "$(target/release/todo-sidecar --version)"
