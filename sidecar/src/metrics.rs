@@ -7,7 +7,7 @@
 //!
 //! Each component gets one struct of metrics, in a file of its own
 //! (`metrics/{backup,aggregate,logship}.rs`); what moves them is the
-//! component's internal events (`backup/events.rs`, `aggregate/events.rs`),
+//! component's internal events (`backup/events.rs`, `aggregate/events.rs`, `logship/events.rs`),
 //! which write the log line in the same place.
 
 use prometheus::Registry;
@@ -17,7 +17,7 @@ mod backup;
 mod logship;
 pub use aggregate::AggregateMetrics;
 pub use backup::BackupMetrics;
-pub use logship::{CHECKPOINT_ERROR_REASONS, LogshipMetrics};
+pub use logship::LogshipMetrics;
 
 /// The sidecar's registry and every metric in it.
 #[derive(Clone)]
@@ -126,9 +126,14 @@ mod tests {
                 reason.as_str()
             ));
         }
-        for reason in CHECKPOINT_ERROR_REASONS {
+        for reason in crate::logship::events::CheckpointErrorReason::ALL {
             expected.push(format!(
                 "todo_logship_checkpoint_errors_total{{reason=\"{reason}\"}} 0"
+            ));
+        }
+        for reason in crate::logship::events::FailureReason::ALL {
+            expected.push(format!(
+                "todo_logship_failures_total{{reason=\"{reason}\",sink=\"loki\"}} 0"
             ));
         }
         for line in expected {

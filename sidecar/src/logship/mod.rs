@@ -8,6 +8,7 @@
 //! - `source`: the tailer (rotation, copytruncate, fingerprints, partial and oversized lines);
 //! - `checkpoint`: the atomically written positions;
 //! - `event`: a line decoded into what the sinks need;
+//! - `events`: what log shipping reports (each event's log line and metric);
 //! - `pipeline`: batch → send → acknowledge → checkpoint;
 //! - `sinks`: one folder per sink (settings, wire format), registered in
 //!   `sinks/mod.rs`; the shared HTTP delivery and the dead-letter file.
@@ -15,6 +16,7 @@
 pub mod checkpoint;
 pub mod config;
 pub mod event;
+pub mod events;
 pub mod pipeline;
 pub mod sinks;
 pub mod source;

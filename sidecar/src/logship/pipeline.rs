@@ -17,9 +17,10 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
-use super::checkpoint::{Checkpoint, LoadError};
+use super::checkpoint::Checkpoint;
 use super::config::LogshipSettings;
 use super::event::Event;
+use super::events::{CheckpointUnusable, CheckpointWriteFailed, DrainTimedOut, Drained, LinesRead};
 use super::sinks::{DeadLetter, DeliveryContext, Sink};
 use super::source::{Line, Position, Tailer, TailerOptions};
 use crate::component::{ComponentHealth, HealthHandle, Shutdown};
@@ -210,21 +211,15 @@ struct Undelivered {
 /// that still held lines.
 fn report_drain(undelivered: &Undelivered, not_acknowledged: u64, metrics: &LogshipMetrics) {
     if not_acknowledged == 0 && undelivered.lines == 0 {
-        tracing::info!("log shipping drained: every line written was shipped");
+        Drained.emit();
         return;
     }
-    for sink in &undelivered.sinks {
-        metrics
-            .failures_total
-            .with_label_values(&[sink, "drain_timeout"])
-            .inc();
+    DrainTimedOut {
+        lines_read_not_shipped: undelivered.lines,
+        bytes_not_shipped: not_acknowledged,
+        sinks: &undelivered.sinks,
     }
-    tracing::error!(
-        lines_read_not_shipped = undelivered.lines,
-        bytes_not_shipped = not_acknowledged,
-        sinks = ?undelivered.sinks,
-        "log shipping stopped at the drain deadline with lines not shipped; they are shipped after a restart if the log files remain, and lost if they go with the pod (raise logship.drain_timeout_seconds and the pod's grace period)"
-    );
+    .emit(metrics);
 }
 
 /// The reader thread: fills batches and hands them over; on shutdown reads
@@ -289,9 +284,10 @@ fn read_batches(
                 .iter()
                 .map(|line| line.bytes.len())
                 .sum::<usize>();
-            metrics
-                .lines_read_total
-                .inc_by((lines.len() - before) as u64);
+            LinesRead {
+                lines: lines.len() - before,
+            }
+            .emit(metrics);
             set_lag(metrics, &tailer, bytes, unacknowledged);
             if !lines.is_empty() && first_line_at.is_none() {
                 first_line_at = Some(Instant::now());
@@ -338,22 +334,11 @@ fn load_checkpoint(settings: &LogshipSettings, metrics: &LogshipMetrics) -> Opti
     match Checkpoint::load(&settings.checkpoint_path) {
         Ok(checkpoint) => Some(checkpoint),
         Err(error) => {
-            metrics
-                .checkpoint_errors_total
-                .with_label_values(&[error.reason()])
-                .inc();
-            match &error {
-                LoadError::Missing(_) => tracing::info!(
-                    error = %error,
-                    start_at = ?settings.start_at,
-                    "no log shipping checkpoint; files start at start_at"
-                ),
-                LoadError::Corrupt { .. } => tracing::warn!(
-                    error = %error,
-                    start_at = ?settings.start_at,
-                    "the log shipping checkpoint is unusable; files start at start_at"
-                ),
+            CheckpointUnusable {
+                error: &error,
+                start_at: settings.start_at,
             }
+            .emit(metrics);
             None
         }
     }
@@ -375,11 +360,7 @@ fn save(
         Err(error) => {
             // Shipping goes on; a restart would repeat more lines.
             let message = format!("{error:#}");
-            tracing::error!(error = %message, "cannot write the log shipping checkpoint");
-            metrics
-                .checkpoint_errors_total
-                .with_label_values(&["write"])
-                .inc();
+            CheckpointWriteFailed { error: &message }.emit(metrics);
             health.set(ComponentHealth::Degraded { message });
         }
     }

@@ -4,9 +4,7 @@
 use prometheus::core::Collector;
 use prometheus::{HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts};
 
-/// `reason` label values of `todo_logship_checkpoint_errors_total`, exposed
-/// at 0 from start-up.
-pub const CHECKPOINT_ERROR_REASONS: &[&str] = &["missing", "corrupt", "write"];
+use crate::logship::events::{CheckpointErrorReason, FailureReason};
 
 /// Metrics of `crate::logship`.
 #[derive(Clone)]
@@ -29,7 +27,7 @@ pub struct LogshipMetrics {
 
 impl LogshipMetrics {
     /// Creates the metrics (unregistered); the checkpoint error counters
-    /// exist at 0 from the start.
+    /// exist at 0 from the start, one for every [`CheckpointErrorReason`].
     pub fn new() -> LogshipMetrics {
         let metrics = LogshipMetrics {
             lines_read_total: IntCounter::new(
@@ -86,19 +84,26 @@ impl LogshipMetrics {
             )
             .expect("valid metric"),
         };
-        for reason in CHECKPOINT_ERROR_REASONS {
-            metrics.checkpoint_errors_total.with_label_values(&[reason]);
+        for reason in CheckpointErrorReason::ALL {
+            metrics
+                .checkpoint_errors_total
+                .with_label_values(&[reason.as_str()]);
         }
         metrics
     }
 
-    /// Creates the per-sink series of a configured sink at 0 (lines shipped
-    /// and dead-lettered), so that a sink's first events are seen by `rate()`
-    /// and its panels show 0 rather than nothing. Sinks are known only once
-    /// the configuration is read, hence not in [`LogshipMetrics::new`].
+    /// Creates the per-sink counters of a configured sink at 0 (lines
+    /// shipped and dead-lettered, and a failure counter for every
+    /// [`FailureReason`]), so that a sink's first events are seen by
+    /// `rate()` and its panels show 0 rather than nothing. Sinks are known
+    /// only once the configuration is read, hence not in [`LogshipMetrics::new`].
     pub fn expose_sink(&self, sink: &str) {
         self.lines_shipped_total.with_label_values(&[sink]);
         self.dead_lettered_total.with_label_values(&[sink]);
+        for reason in FailureReason::ALL {
+            self.failures_total
+                .with_label_values(&[sink, reason.as_str()]);
+        }
     }
 
     /// Every metric, for registration.

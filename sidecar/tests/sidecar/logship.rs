@@ -11,6 +11,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use todo_app::log_file::RotatingFile;
+use todo_sidecar::logship::events::{CheckpointErrorReason, FailureReason};
 
 use super::helpers::{BIN, ChildGuard, free_port, http, wait_for};
 use super::logship_receiver::{Receiver, numbers, tally};
@@ -147,6 +148,15 @@ impl Shipper {
             read("sidecar.stdout"),
             read("sidecar.stderr")
         )
+    }
+
+    /// The sidecar's own log records (JSON lines on its stdout).
+    fn log_records(&self) -> Vec<serde_json::Value> {
+        fs::read_to_string(self.dir.path().join("sidecar.stdout"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|line| serde_json::from_str(line).ok())
+            .collect()
     }
 
     /// The value of one sample of `/metrics` (`name{labels}` as rendered).
@@ -1093,4 +1103,60 @@ fn a_sink_that_is_down_holds_back_the_healthy_one_and_both_get_everything_once()
         (missing.is_empty()).then_some(duplicates)
     });
     assert_eq!(loki.loki_lines().len(), 1000, "nothing sent twice to Loki");
+}
+
+#[test]
+fn every_failure_reason_is_exposed_at_0_and_a_failure_is_logged_and_counted_under_the_same_reason()
+{
+    // Arrange
+    let receiver = Receiver::start();
+    let mut shipper = loki_shipper(&receiver);
+    shipper.start();
+
+    // Assert: once the sink is set up, before any line, every reason is there at 0.
+    let body = wait_for("the sink's counters", Duration::from_secs(30), || {
+        let (_, body) = http(shipper.admin_port, "GET", "/metrics")?;
+        body.contains("todo_logship_lines_shipped_total{sink=\"loki\"} 0")
+            .then_some(body)
+    });
+    for reason in FailureReason::ALL {
+        let sample = format!(
+            "todo_logship_failures_total{{reason=\"{}\",sink=\"loki\"}} 0",
+            reason.as_str()
+        );
+        assert!(
+            body.lines().any(|line| line == sample),
+            "{sample} in {body}"
+        );
+    }
+    for reason in CheckpointErrorReason::ALL {
+        let series = format!(
+            "todo_logship_checkpoint_errors_total{{reason=\"{}\"}} ",
+            reason.as_str()
+        );
+        assert!(body.contains(&series), "{series} in {body}");
+    }
+
+    // Act: the sink answers 503 once.
+    receiver.script(&[503]);
+    append(&shipper.log_path(), &(record(0) + "\n"));
+    assert_eq!(wait_for_all(&receiver, &shipper, 1), 0);
+
+    // Assert: the warning and the counter name the same reason.
+    let failures: Vec<serde_json::Value> = shipper
+        .log_records()
+        .into_iter()
+        .filter(|record| record["msg"] == "sending a batch failed; retrying")
+        .collect();
+    assert_eq!(failures.len(), 1, "{}", shipper.output());
+    assert_eq!(failures[0]["reason"], FailureReason::ServerError.as_str());
+    assert_eq!(failures[0]["sink"], "loki");
+    assert_eq!(
+        shipper.metric("todo_logship_failures_total{reason=\"server_error\",sink=\"loki\"}"),
+        1.0
+    );
+    assert_eq!(
+        shipper.metric("todo_logship_failures_total{reason=\"connection\",sink=\"loki\"}"),
+        0.0
+    );
 }

@@ -11,6 +11,7 @@ use anyhow::Context;
 
 use crate::logship::config::DeadLetterSettings;
 use crate::logship::event::Event;
+use crate::logship::events::{DeadLetterOverflow, DeadLetterWriteFailed, LinesDeadLettered};
 use crate::metrics::LogshipMetrics;
 
 /// The dead-letter file: one JSON object per refused line
@@ -31,17 +32,24 @@ impl DeadLetter {
         }
     }
 
-    /// Appends `events` refused by `sink` for `reason`, and counts them.
+    /// Appends `events` refused by `sink` with its `answer` (the record's
+    /// `reason`), and counts them.
     /// Never fails: a dead-letter file that cannot be written is logged and
     /// counted, and the pipeline goes on.
-    pub fn write(&self, sink: &str, reason: &str, events: &[&Event], metrics: &LogshipMetrics) {
+    pub fn write(
+        &self,
+        sink: &'static str,
+        answer: &str,
+        events: &[&Event],
+        metrics: &LogshipMetrics,
+    ) {
         let time = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
         let mut records = Vec::new();
         for event in events {
             let record = serde_json::json!({
                 "time": time,
                 "sink": sink,
-                "reason": reason,
+                "reason": answer,
                 "line": event.text,
             });
             serde_json::to_writer(&mut records, &record).expect("JSON into a Vec");
@@ -49,25 +57,28 @@ impl DeadLetter {
         }
         match self.append(&records) {
             Ok(written) => {
-                metrics
-                    .dead_lettered_total
-                    .with_label_values(&[sink])
-                    .inc_by(written as u64);
+                LinesDeadLettered {
+                    sink,
+                    lines: written,
+                }
+                .emit(metrics);
                 if written < events.len() {
-                    tracing::error!(path = %self.path.display(), written, dropped = events.len() - written, "the refused lines do not fit in the dead-letter file's bound; the rest are dropped");
-                    metrics
-                        .failures_total
-                        .with_label_values(&[sink, "dead_letter_overflow"])
-                        .inc();
+                    DeadLetterOverflow {
+                        sink,
+                        path: &self.path,
+                        written,
+                        dropped: events.len() - written,
+                    }
+                    .emit(metrics);
                 }
             }
-            Err(error) => {
-                tracing::error!(path = %self.path.display(), error = %format!("{error:#}"), lines = events.len(), "cannot write the dead-letter file; the refused lines are dropped");
-                metrics
-                    .failures_total
-                    .with_label_values(&[sink, "dead_letter_write"])
-                    .inc();
+            Err(error) => DeadLetterWriteFailed {
+                sink,
+                path: &self.path,
+                error: &format!("{error:#}"),
+                lines: events.len(),
             }
+            .emit(metrics),
         }
     }
 

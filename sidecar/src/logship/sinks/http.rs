@@ -20,13 +20,19 @@ use serde::Deserialize;
 
 // Every HTTP helper of the crate that the sinks use, imported here only.
 pub use crate::http::AuthKind;
-use crate::http::{Backoff, Credentials, StatusClass, retry_after as requested_delay};
+use crate::http::{
+    Backoff, Credentials, StatusClass, classify_status, client_builder,
+    retry_after as requested_delay,
+};
 
 use super::{DeliveryContext, Sink, Stopped};
 use crate::component::ComponentHealth;
 use crate::configuration::SettingsError;
 use crate::logship::config::RetrySettings;
 use crate::logship::event::Event;
+use crate::logship::events::{
+    DeliveryFailed, FailureReason, LinesRejected, LinesShipped, PartiallyRejected,
+};
 
 /// Options shared by the HTTP sinks (`logship.sinks.<sink>.http.*`).
 #[derive(Debug, Clone, Deserialize)]
@@ -98,27 +104,27 @@ pub enum Verdict {
     Delivered,
     /// Nothing was accepted; try again later.
     Retry {
-        /// The `reason` label.
-        reason: &'static str,
+        /// Why.
+        reason: FailureReason,
     },
     /// Nothing was accepted and trying again cannot help.
     Reject {
-        /// Why, for the dead-letter file.
-        reason: String,
+        /// The sink's answer, for the log and the dead-letter file.
+        answer: String,
     },
     /// Some events were refused, but the answer does not say which (OTLP
     /// `partial_success`): the whole batch is dead-lettered.
     PartiallyRejected {
         /// How many were refused.
         rejected: usize,
-        /// Why, for the log and the dead-letter file.
-        reason: String,
+        /// The sink's answer, for the log and the dead-letter file.
+        answer: String,
     },
     /// Per-event outcome (Elasticsearch `_bulk`): events not listed were accepted.
     Partial {
         /// Indices (into the events sent) to send again.
         retry: Vec<usize>,
-        /// Indices refused, with the reason.
+        /// Indices refused, with the sink's answer for each.
         reject: Vec<(usize, String)>,
     },
 }
@@ -171,7 +177,7 @@ impl HttpDelivery {
         http: &HttpSettings,
         retry: &RetrySettings,
     ) -> anyhow::Result<HttpDelivery> {
-        let mut builder = crate::http::client_builder(
+        let mut builder = client_builder(
             crate::USER_AGENT,
             Duration::from_millis(retry.request_timeout_ms.max(1)),
         );
@@ -209,6 +215,7 @@ impl HttpDelivery {
         context: &DeliveryContext<'_>,
     ) -> Result<(), Stopped> {
         let name = self.sink.name();
+        let metrics = context.metrics;
         let mut pending: Vec<&Event> = events.iter().collect();
         let mut backoff = Backoff::new(
             Duration::from_millis(context.retry.initial_backoff_ms),
@@ -223,63 +230,89 @@ impl HttpDelivery {
                     verdict = self.attempt(&pending) => verdict,
                 }
             };
-            let (reason, retry_after) = match attempt {
+            let failure = match attempt {
                 Ok(Verdict::Delivered) => {
-                    count_shipped(context, name, pending.len());
+                    LinesShipped {
+                        sink: name,
+                        lines: pending.len(),
+                    }
+                    .emit(metrics);
                     return Ok(());
                 }
-                Ok(Verdict::Reject { reason }) => {
-                    tracing::warn!(sink = name, lines = pending.len(), reason = %reason, "the sink refused a batch; dead-lettering it");
-                    context.failures(name, "rejected");
-                    context
-                        .dead_letter
-                        .write(name, &reason, &pending, context.metrics);
+                Ok(Verdict::Reject { answer }) => {
+                    LinesRejected {
+                        sink: name,
+                        lines: pending.len(),
+                        answer: &answer,
+                    }
+                    .emit(metrics);
+                    context.dead_letter.write(name, &answer, &pending, metrics);
                     return Ok(());
                 }
-                Ok(Verdict::PartiallyRejected { rejected, reason }) => {
-                    tracing::warn!(sink = name, lines = pending.len(), rejected, reason = %reason, "the sink refused part of a batch without saying which lines; dead-lettering the batch");
-                    count_shipped(context, name, pending.len() - rejected);
-                    context.failures(name, "partial_success");
-                    context
-                        .dead_letter
-                        .write(name, &reason, &pending, context.metrics);
+                Ok(Verdict::PartiallyRejected { rejected, answer }) => {
+                    let lines = pending.len();
+                    PartiallyRejected {
+                        sink: name,
+                        lines,
+                        rejected,
+                        answer: &answer,
+                    }
+                    .emit(metrics);
+                    LinesShipped {
+                        sink: name,
+                        lines: lines - rejected,
+                    }
+                    .emit(metrics);
+                    context.dead_letter.write(name, &answer, &pending, metrics);
                     return Ok(());
                 }
                 Ok(Verdict::Partial { retry, reject }) => {
                     let delivered = pending.len() - retry.len() - reject.len();
-                    count_shipped(context, name, delivered);
-                    if !reject.is_empty() {
-                        context.failures(name, "rejected");
-                        for (index, reason) in &reject {
-                            context.dead_letter.write(
-                                name,
-                                reason,
-                                &[pending[*index]],
-                                context.metrics,
-                            );
+                    LinesShipped {
+                        sink: name,
+                        lines: delivered,
+                    }
+                    .emit(metrics);
+                    if let Some((_, first_answer)) = reject.first() {
+                        LinesRejected {
+                            sink: name,
+                            lines: reject.len(),
+                            answer: first_answer,
+                        }
+                        .emit(metrics);
+                        for (index, answer) in &reject {
+                            context
+                                .dead_letter
+                                .write(name, answer, &[pending[*index]], metrics);
                         }
                     }
                     if retry.is_empty() {
                         return Ok(());
                     }
                     pending = retry.iter().map(|&index| pending[index]).collect();
-                    ("item_retryable", None)
+                    Failure {
+                        reason: FailureReason::ItemRetryable,
+                        retry_after: None,
+                        message: format!("{} items answered 429 or 5xx", pending.len()),
+                    }
                 }
-                Ok(Verdict::Retry { reason }) => (reason, None),
-                Err(Failure {
+                Ok(Verdict::Retry { reason }) => Failure {
                     reason,
-                    retry_after,
-                    message,
-                }) => {
-                    tracing::warn!(sink = name, reason, error = %message, "sending a batch failed; retrying");
-                    (reason, retry_after)
-                }
+                    retry_after: None,
+                    message: "the answer could not be read".to_string(),
+                },
+                Err(failure) => failure,
             };
-            context.failures(name, reason);
+            DeliveryFailed {
+                sink: name,
+                reason: failure.reason,
+                error: &failure.message,
+            }
+            .emit(metrics);
             context.health.set(ComponentHealth::Degraded {
-                message: format!("{name}: {reason}; retrying"),
+                message: format!("{name}: {}; retrying", failure.reason),
             });
-            let wait = backoff.next(retry_after);
+            let wait = backoff.next(failure.retry_after);
             let mut give_up = context.give_up.clone();
             let mut shutdown = context.shutdown.clone();
             let draining = shutdown.is_requested();
@@ -296,7 +329,7 @@ impl HttpDelivery {
 
     async fn attempt(&self, events: &[&Event]) -> Result<Verdict, Failure> {
         let body = self.sink.encode(events).map_err(|error| Failure {
-            reason: "encode",
+            reason: FailureReason::Encode,
             retry_after: None,
             message: format!("{error:#}"),
         })?;
@@ -317,9 +350,9 @@ impl HttpDelivery {
         };
         let response = request.send().await.map_err(|error| Failure {
             reason: if error.is_timeout() {
-                "timeout"
+                FailureReason::Timeout
             } else {
-                "connection"
+                FailureReason::Connection
             },
             retry_after: None,
             // Without the URL, which may hold a credential (`?api_key=`).
@@ -328,24 +361,24 @@ impl HttpDelivery {
         let status = response.status();
         let retry_after = requested_delay(&response);
         let answer = response.bytes().await.map_err(|error| Failure {
-            reason: "connection",
+            reason: FailureReason::Connection,
             retry_after: None,
             message: format!("reading the answer: {}", crate::http::describe_error(error)),
         })?;
         let excerpt = || String::from_utf8_lossy(&answer[..answer.len().min(512)]).into_owned();
-        let reason = match crate::http::classify_status(status) {
+        let reason = match classify_status(status) {
             StatusClass::Success => return Ok(self.sink.classify_success(&answer, events.len())),
-            StatusClass::RateLimited => "rate_limited",
-            StatusClass::ServerError => "server_error",
+            StatusClass::RateLimited => FailureReason::RateLimited,
+            StatusClass::ServerError => FailureReason::ServerError,
             // Refused credentials or a wrong address say nothing about the
             // lines: a rotated Secret or a misrouted proxy would otherwise send
             // all traffic to the dead-letter file. Retried, like a sink outage,
             // until an operator fixes it (health says why).
-            StatusClass::Unauthorized => "unauthorized",
-            StatusClass::NotFound => "not_found",
+            StatusClass::Unauthorized => FailureReason::Unauthorized,
+            StatusClass::NotFound => FailureReason::NotFound,
             StatusClass::Rejected => {
                 return Ok(Verdict::Reject {
-                    reason: format!("{status}: {}", excerpt()),
+                    answer: format!("{status}: {}", excerpt()),
                 });
             }
         };
@@ -357,25 +390,9 @@ impl HttpDelivery {
     }
 }
 
-fn count_shipped(context: &DeliveryContext<'_>, sink: &str, lines: usize) {
-    context
-        .metrics
-        .lines_shipped_total
-        .with_label_values(&[sink])
-        .inc_by(lines as u64);
-}
-
-impl DeliveryContext<'_> {
-    fn failures(&self, sink: &str, reason: &str) {
-        self.metrics
-            .failures_total
-            .with_label_values(&[sink, reason])
-            .inc();
-    }
-}
-
+/// A failed attempt, to be retried.
 struct Failure {
-    reason: &'static str,
+    reason: FailureReason,
     retry_after: Option<Duration>,
     message: String,
 }

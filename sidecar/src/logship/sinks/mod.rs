@@ -20,6 +20,7 @@ pub use http::{HttpDelivery, HttpSettings};
 
 use super::config::RetrySettings;
 use super::event::Event;
+use super::events::BatchDelivered;
 use crate::component::{HealthHandle, Shutdown};
 use crate::configuration::SettingsError;
 use crate::metrics::LogshipMetrics;
@@ -140,11 +141,11 @@ impl Sink {
             Sink::Http(http) => http.deliver(events, context).await,
         };
         if outcome.is_ok() {
-            context
-                .metrics
-                .batch_duration_seconds
-                .with_label_values(&[self.name()])
-                .observe(started.elapsed().as_secs_f64());
+            BatchDelivered {
+                sink: self.name(),
+                duration: started.elapsed(),
+            }
+            .emit(context.metrics);
         }
         outcome
     }

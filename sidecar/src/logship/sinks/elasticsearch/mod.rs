@@ -19,6 +19,7 @@ pub use config::{ElasticsearchSettings, validate_index};
 
 use super::http::{Body, HttpSink, Verdict, endpoint};
 use crate::logship::event::Event;
+use crate::logship::events::FailureReason;
 
 /// Indexes into Elasticsearch or OpenSearch.
 pub struct ElasticsearchSink {
@@ -68,7 +69,7 @@ impl HttpSink for ElasticsearchSink {
     fn classify_success(&self, body: &[u8], sent: usize) -> Verdict {
         let Ok(answer) = serde_json::from_slice::<BulkAnswer>(body) else {
             return Verdict::Retry {
-                reason: "bad_answer",
+                reason: FailureReason::BadAnswer,
             };
         };
         if !answer.errors {
@@ -76,7 +77,7 @@ impl HttpSink for ElasticsearchSink {
         }
         if answer.items.len() != sent {
             return Verdict::Retry {
-                reason: "bad_answer",
+                reason: FailureReason::BadAnswer,
             };
         }
         let mut retry = Vec::new();

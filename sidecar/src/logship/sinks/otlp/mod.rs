@@ -70,7 +70,7 @@ impl HttpSink for OtlpSink {
                 rejected: usize::try_from(partial.rejected_log_records)
                     .unwrap_or(sent)
                     .min(sent),
-                reason: format!(
+                answer: format!(
                     "partial success: {} of {sent} records rejected: {}",
                     partial.rejected_log_records, partial.error_message
                 ),

@@ -35,7 +35,7 @@ fn a_partial_success_names_how_many_records_were_rejected() {
         verdict,
         Verdict::PartiallyRejected {
             rejected: 2,
-            reason: "partial success: 2 of 5 records rejected: too old".to_string(),
+            answer: "partial success: 2 of 5 records rejected: too old".to_string(),
         }
     );
 }

@@ -9,6 +9,7 @@ pub use config::StdoutSettings;
 
 use super::DeliveryContext;
 use crate::logship::event::Event;
+use crate::logship::events::{LinesShipped, StdoutWriteFailed};
 
 /// Writes lines to stdout.
 pub struct StdoutSink;
@@ -19,17 +20,22 @@ impl StdoutSink {
     pub fn write(&self, events: &[Event], context: &DeliveryContext<'_>) {
         let buffer = encode(events);
         let mut stdout = std::io::stdout().lock();
+        let metrics = context.metrics;
         match stdout.write_all(&buffer).and_then(|()| stdout.flush()) {
-            Ok(()) => context
-                .metrics
-                .lines_shipped_total
-                .with_label_values(&["stdout"])
-                .inc_by(events.len() as u64),
-            Err(_) => context
-                .metrics
-                .failures_total
-                .with_label_values(&["stdout", "write"])
-                .inc(),
+            Ok(()) => LinesShipped {
+                sink: "stdout",
+                lines: events.len(),
+            }
+            .emit(metrics),
+            Err(error) => {
+                // The lock is released first: the warning goes to stdout too.
+                drop(stdout);
+                StdoutWriteFailed {
+                    lines: events.len(),
+                    error: &error,
+                }
+                .emit(metrics)
+            }
         }
     }
 }
