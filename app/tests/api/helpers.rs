@@ -91,10 +91,9 @@ impl Drop for TestApp {
     }
 }
 
-/// Installs the rustls crypto provider the test clients use (once per process).
-pub fn install_crypto_provider() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-}
+/// Installs the rustls crypto provider the test clients and TLS servers use,
+/// as the programs' `main` does (once per process).
+pub use todo_common::http::install_crypto_provider;
 
 pub fn http_client() -> reqwest::Client {
     install_crypto_provider();
