@@ -150,6 +150,13 @@ impl Shipper {
         )
     }
 
+    /// Waits until every sink acknowledged everything in the files.
+    fn wait_for_no_lag(&self) {
+        wait_for("the lag to drop to 0", Duration::from_secs(10), || {
+            (self.metric("todo_logship_lag_bytes") == 0.0).then_some(())
+        });
+    }
+
     /// The sidecar's own log records (JSON lines on its stdout).
     fn log_records(&self) -> Vec<serde_json::Value> {
         fs::read_to_string(self.dir.path().join("sidecar.stdout"))
@@ -175,6 +182,11 @@ fn record(number: u64) -> String {
         if number.is_multiple_of(10) { 50 } else { 30 },
         number % 1_000_000
     )
+}
+
+/// Records `numbers`, one per line.
+fn records(numbers: std::ops::Range<u64>) -> String {
+    numbers.map(|n| record(n) + "\n").collect()
 }
 
 fn append(path: &PathBuf, text: &str) {
@@ -221,9 +233,7 @@ fn steady_writing_arrives_at_loki_once_with_only_the_configured_labels() {
     let mut writer = RotatingFile::open(shipper.log_path(), 1 << 30, 5).expect("opens app.log");
 
     for chunk in 0..20u64 {
-        let text: String = (chunk * 100..(chunk + 1) * 100)
-            .map(|n| record(n) + "\n")
-            .collect();
+        let text = records(chunk * 100..(chunk + 1) * 100);
         // Flushed as todo-app's log thread does after each batch.
         writer.write_all(text.as_bytes()).unwrap();
         writer.flush().unwrap();
@@ -261,9 +271,7 @@ fn steady_writing_arrives_at_loki_once_with_only_the_configured_labels() {
         shipper.metric("todo_logship_lines_shipped_total{sink=\"loki\"}"),
         2000.0
     );
-    wait_for("the lag to drop to 0", Duration::from_secs(10), || {
-        (shipper.metric("todo_logship_lag_bytes") == 0.0).then_some(())
-    });
+    shipper.wait_for_no_lag();
 }
 
 #[test]
@@ -310,7 +318,7 @@ fn copytruncate_while_shipping_loses_and_repeats_nothing() {
 
     let mut written = 0u64;
     for round in 0..5 {
-        let text: String = (written..written + 300).map(|n| record(n) + "\n").collect();
+        let text = records(written..written + 300);
         append(&path, &text);
         written += 300;
         // Let the shipper read part of the file, as it would in real life.
@@ -326,12 +334,7 @@ fn copytruncate_while_shipping_loses_and_repeats_nothing() {
             .set_len(0)
             .unwrap();
     }
-    append(
-        &path,
-        &(written..written + 100)
-            .map(|n| record(n) + "\n")
-            .collect::<String>(),
-    );
+    append(&path, &records(written..written + 100));
     written += 100;
 
     let duplicates = wait_for_all(&receiver, &shipper, written);
@@ -356,7 +359,7 @@ fn kill_9_at_random_points_repeats_at_most_one_batch_per_kill() {
         let delay = 100 + (seed.wrapping_mul(2654435761).wrapping_add(kill * 7919) % 500);
         let until = Instant::now() + Duration::from_millis(delay);
         while Instant::now() < until {
-            let text: String = (written..written + 40).map(|n| record(n) + "\n").collect();
+            let text = records(written..written + 40);
             writer.write_all(text.as_bytes()).unwrap();
             writer.flush().unwrap();
             written += 40;
@@ -382,10 +385,7 @@ fn a_sink_down_for_5_seconds_gets_everything_when_back_and_lag_grows_meanwhile()
     let mut shipper = loki_shipper(&receiver);
     shipper.start();
     let path = shipper.log_path();
-    append(
-        &path,
-        &(0..500u64).map(|n| record(n) + "\n").collect::<String>(),
-    );
+    append(&path, &records(0..500));
     let lag_at_first = wait_for(
         "lag while the sink is down",
         Duration::from_secs(10),
@@ -395,10 +395,7 @@ fn a_sink_down_for_5_seconds_gets_everything_when_back_and_lag_grows_meanwhile()
         },
     );
     std::thread::sleep(Duration::from_secs(2));
-    append(
-        &path,
-        &(500..1000u64).map(|n| record(n) + "\n").collect::<String>(),
-    );
+    append(&path, &records(500..1000));
     wait_for("the lag to grow", Duration::from_secs(10), || {
         (shipper.metric("todo_logship_lag_bytes") > lag_at_first).then_some(())
     });
@@ -420,9 +417,7 @@ fn a_sink_down_for_5_seconds_gets_everything_when_back_and_lag_grows_meanwhile()
     receiver.resume();
 
     assert_eq!(wait_for_all(&receiver, &shipper, 1000), 0);
-    wait_for("the lag to drop to 0", Duration::from_secs(10), || {
-        (shipper.metric("todo_logship_lag_bytes") == 0.0).then_some(())
-    });
+    shipper.wait_for_no_lag();
     wait_for(
         "the component to be ok again",
         Duration::from_secs(10),
@@ -445,9 +440,7 @@ fn while_a_sink_is_down_the_lag_counts_the_files_rotated_in_meanwhile() {
     shipper.start();
     let path = shipper.log_path();
     let rotated = |index: u64| PathBuf::from(format!("{}.{index}", path.display()));
-    let lines =
-        |numbers: std::ops::Range<u64>| numbers.map(|n| record(n) + "\n").collect::<String>();
-    append(&path, &lines(0..500));
+    append(&path, &records(0..500));
     wait_for(
         "reading to stop behind the batch being retried",
         Duration::from_secs(10),
@@ -456,11 +449,11 @@ fn while_a_sink_is_down_the_lag_counts_the_files_rotated_in_meanwhile() {
 
     // Two rotations as todo-app makes them, 500 lines each.
     std::fs::rename(&path, rotated(1)).unwrap();
-    let second = lines(500..1000);
+    let second = records(500..1000);
     append(&path, &second);
     std::fs::rename(rotated(1), rotated(2)).unwrap();
     std::fs::rename(&path, rotated(1)).unwrap();
-    let third = lines(1000..1500);
+    let third = records(1000..1500);
     append(&path, &third);
 
     let rotated_in = (second.len() + third.len()) as f64;
@@ -471,9 +464,7 @@ fn while_a_sink_is_down_the_lag_counts_the_files_rotated_in_meanwhile() {
     );
     receiver.resume();
     assert_eq!(wait_for_all(&receiver, &shipper, 1500), 0);
-    wait_for("the lag to drop to 0", Duration::from_secs(10), || {
-        (shipper.metric("todo_logship_lag_bytes") == 0.0).then_some(())
-    });
+    shipper.wait_for_no_lag();
 }
 
 #[test]
@@ -483,10 +474,7 @@ fn a_sink_answering_500_then_429_then_200_gets_the_batch_once() {
     let mut shipper = loki_shipper(&receiver);
     shipper.start();
     let started = Instant::now();
-    append(
-        &shipper.log_path(),
-        &(0..100u64).map(|n| record(n) + "\n").collect::<String>(),
-    );
+    append(&shipper.log_path(), &records(0..100));
 
     assert_eq!(wait_for_all(&receiver, &shipper, 100), 0);
     // 429 came with Retry-After: 1, which is honoured.
@@ -509,10 +497,7 @@ fn refused_credentials_or_a_wrong_path_are_retried_not_dead_lettered() {
     receiver.script(&[401, 403, 404]);
     let mut shipper = loki_shipper(&receiver);
     shipper.start();
-    append(
-        &shipper.log_path(),
-        &(0..50u64).map(|n| record(n) + "\n").collect::<String>(),
-    );
+    append(&shipper.log_path(), &records(0..50));
 
     assert_eq!(wait_for_all(&receiver, &shipper, 50), 0);
     assert_eq!(&receiver.statuses()[..4], &[401, 403, 404, 204]);
@@ -534,18 +519,12 @@ fn a_poison_batch_is_dead_lettered_and_the_pipeline_goes_on() {
     let mut shipper = loki_shipper(&receiver);
     shipper.start();
     let path = shipper.log_path();
-    append(
-        &path,
-        &(0..30u64).map(|n| record(n) + "\n").collect::<String>(),
-    );
+    append(&path, &records(0..30));
     wait_for("the dead letters", DELIVERY, || {
         (shipper.dead_letters().len() == 30).then_some(())
     });
 
-    append(
-        &path,
-        &(30..100u64).map(|n| record(n) + "\n").collect::<String>(),
-    );
+    append(&path, &records(30..100));
 
     let deadline = Instant::now() + DELIVERY;
     while tally(&receiver.loki_lines(), 100).0 != (0..30).collect::<Vec<_>>() {
@@ -591,9 +570,9 @@ fn elasticsearch_gets_dated_indices_retries_busy_items_and_dead_letters_poison_o
         .extend(["\"n\":7}".to_string(), "\"n\":77}".to_string()]);
     shipper.start();
     let path = shipper.log_path();
-    let mut text: String = (0..50u64).map(|n| record(n) + "\n").collect();
+    let mut text = records(0..50);
     text.push_str("POISON not json\n");
-    text.push_str(&(50..100u64).map(|n| record(n) + "\n").collect::<String>());
+    text.push_str(&records(50..100));
     append(&path, &text);
 
     let deadline = Instant::now() + DELIVERY;
@@ -686,10 +665,7 @@ fn an_unterminated_last_line_is_shipped_at_shutdown_and_whole_if_its_writer_fini
     let mut shipper = loki_shipper(&receiver);
     shipper.start();
     let path = shipper.log_path();
-    append(
-        &path,
-        &(0..10u64).map(|n| record(n) + "\n").collect::<String>(),
-    );
+    append(&path, &records(0..10));
     let last = record(10);
     append(&path, &last[..40]);
     wait_for_all(&receiver, &shipper, 10);
@@ -727,13 +703,7 @@ fn on_sigterm_every_line_is_shipped_before_exit_even_after_a_sink_outage() {
     shipper.start();
     // todo-app's own writer, rotating every 64 KiB.
     let mut app = RotatingFile::open(shipper.log_path(), 64 * 1024, 50).expect("opens app.log");
-    app.write_all(
-        (0..500u64)
-            .map(|n| record(n) + "\n")
-            .collect::<String>()
-            .as_bytes(),
-    )
-    .unwrap();
+    app.write_all(records(0..500).as_bytes()).unwrap();
     app.flush().unwrap();
     wait_for_all(&receiver, &shipper, 500);
 
@@ -770,10 +740,7 @@ fn at_the_drain_deadline_the_sidecar_exits_counting_what_it_could_not_ship() {
     let mut shipper = loki_shipper(&receiver);
     shipper.set("SIDECAR__LOGSHIP__DRAIN_TIMEOUT_SECONDS", "2");
     shipper.start();
-    append(
-        &shipper.log_path(),
-        &(0..300u64).map(|n| record(n) + "\n").collect::<String>(),
-    );
+    append(&shipper.log_path(), &records(0..300));
     wait_for("the sink failing", DELIVERY, || {
         (shipper.metric("todo_logship_failures_total{reason=\"connection\",sink=\"loki\"}") >= 1.0)
             .then_some(())
@@ -815,10 +782,7 @@ fn the_stdout_sink_prints_every_line() {
     let mut shipper = Shipper::new();
     shipper.set("SIDECAR__LOGSHIP__SINKS__STDOUT__ENABLED", "true");
     shipper.start();
-    append(
-        &shipper.log_path(),
-        &(0..50u64).map(|n| record(n) + "\n").collect::<String>(),
-    );
+    append(&shipper.log_path(), &records(0..50));
 
     let stdout_path = shipper.dir.path().join("sidecar.stdout");
     wait_for("the lines on stdout", DELIVERY, || {
@@ -869,10 +833,7 @@ fn bearer_and_basic_credentials_come_from_secret_files_and_bodies_are_gzipped() 
         );
     shipper.start();
 
-    append(
-        &shipper.log_path(),
-        &(0..300u64).map(|n| record(n) + "\n").collect::<String>(),
-    );
+    append(&shipper.log_path(), &records(0..300));
 
     assert_eq!(wait_for_all(&loki, &shipper, 300), 0);
     wait_for("the documents", DELIVERY, || {
@@ -912,10 +873,7 @@ fn a_corrupt_checkpoint_is_reported_and_shipping_starts_from_the_beginning() {
     let checkpoint = shipper.dir.path().join("state/checkpoint.json");
     fs::create_dir_all(checkpoint.parent().unwrap()).unwrap();
     fs::write(&checkpoint, b"{\"version\":1,\"files\":{\"/x\":{\"fingerpr").unwrap();
-    append(
-        &shipper.log_path(),
-        &(0..100u64).map(|n| record(n) + "\n").collect::<String>(),
-    );
+    append(&shipper.log_path(), &records(0..100));
 
     shipper.start();
 
@@ -944,7 +902,7 @@ fn otlp_records_carry_severity_trace_ids_and_fields() {
     let mut shipper = Shipper::new();
     shipper.set("SIDECAR__LOGSHIP__SINKS__OTLP__URL", &receiver.url());
     shipper.start();
-    let mut text: String = (0..200u64).map(|n| record(n) + "\n").collect();
+    let mut text = records(0..200);
     text.push_str("plain text line 200\n");
     append(&shipper.log_path(), &text);
 
@@ -996,10 +954,7 @@ fn a_sink_behind_tls_is_reached_with_the_configured_ca_file() {
         );
     shipper.start();
 
-    append(
-        &shipper.log_path(),
-        &(0..100u64).map(|n| record(n) + "\n").collect::<String>(),
-    );
+    append(&shipper.log_path(), &records(0..100));
 
     assert_eq!(wait_for_all(&receiver, &shipper, 100), 0);
 }
@@ -1036,14 +991,8 @@ fn every_configured_path_is_shipped() {
     shipper.set("SIDECAR__LOGSHIP__PATHS", &paths);
     shipper.start();
 
-    append(
-        &shipper.log_path(),
-        &(0..300u64).map(|n| record(n) + "\n").collect::<String>(),
-    );
-    append(
-        &other,
-        &(300..600u64).map(|n| record(n) + "\n").collect::<String>(),
-    );
+    append(&shipper.log_path(), &records(0..300));
+    append(&other, &records(300..600));
 
     assert_eq!(wait_for_all(&receiver, &shipper, 600), 0);
     shipper.stop();
@@ -1072,10 +1021,7 @@ fn a_sink_that_is_down_holds_back_the_healthy_one_and_both_get_everything_once()
         &elasticsearch.url(),
     );
     shipper.start();
-    append(
-        &shipper.log_path(),
-        &(0..1000u64).map(|n| record(n) + "\n").collect::<String>(),
-    );
+    append(&shipper.log_path(), &records(0..1000));
 
     wait_for("Elasticsearch failing", DELIVERY, || {
         (shipper
