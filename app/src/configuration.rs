@@ -15,7 +15,9 @@ use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
-use todo_common::configuration::{Layers, SettingsError as CommonSettingsError, load_layers};
+use todo_common::configuration::{
+    Layers, SettingsError as CommonSettingsError, load_layers, validate_trace_sampler,
+};
 use todo_common::pg_url::{is_postgres_url, with_connection_options};
 
 /// The defaults, kept once in `configuration/base.yaml` and compiled in so the
@@ -312,47 +314,6 @@ impl Settings {
         }
         Ok(())
     }
-}
-
-/// The samplers of the standard `OTEL_TRACES_SAMPLER` variable that
-/// opentelemetry_sdk implements (it reads the variable itself when the
-/// tracer provider is built).
-const TRACE_SAMPLERS: [&str; 6] = [
-    "always_on",
-    "always_off",
-    "traceidratio",
-    "parentbased_always_on",
-    "parentbased_always_off",
-    "parentbased_traceidratio",
-];
-
-/// Checks `OTEL_TRACES_SAMPLER` and `OTEL_TRACES_SAMPLER_ARG` the way the
-/// settings are checked. opentelemetry_sdk replaces an unknown sampler with
-/// `parentbased_always_on` and a missing or invalid ratio with 1.0, and says
-/// so only through its internal log, which this build does not have: a typo
-/// would silently export every request's spans (about 20% of GET throughput).
-pub fn validate_trace_sampler(vars: &HashMap<String, String>) -> Result<(), SettingsError> {
-    let Some(sampler) = vars.get("OTEL_TRACES_SAMPLER").filter(|s| !s.is_empty()) else {
-        return Ok(());
-    };
-    if !TRACE_SAMPLERS.contains(&sampler.as_str()) {
-        return Err(SettingsError::invalid(
-            "OTEL_TRACES_SAMPLER",
-            format!("must be one of {}", TRACE_SAMPLERS.join(", ")),
-        ));
-    }
-    if sampler.ends_with("traceidratio") {
-        let ratio = vars
-            .get("OTEL_TRACES_SAMPLER_ARG")
-            .and_then(|arg| arg.trim().parse::<f64>().ok());
-        if !ratio.is_some_and(|ratio| (0.0..=1.0).contains(&ratio)) {
-            return Err(SettingsError::invalid(
-                "OTEL_TRACES_SAMPLER_ARG",
-                format!("must be a ratio from 0 to 1 with OTEL_TRACES_SAMPLER={sampler}"),
-            ));
-        }
-    }
-    Ok(())
 }
 
 impl ServerSettings {

@@ -19,7 +19,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 /// Why the settings could not be loaded: the error both programs share.
 pub use todo_common::configuration::SettingsError;
-use todo_common::configuration::{Layers, load_layers};
+use todo_common::configuration::{Layers, load_layers, validate_trace_sampler};
 use todo_common::pg_url::is_postgres_url;
 
 pub use crate::aggregate::config::{AggregateSettings, RemoteWriteSettings, RuleSettings};
@@ -200,6 +200,7 @@ impl Settings {
             overrides: &[("database.url", "DATABASE_URL")],
         })?;
         settings.validate()?;
+        validate_trace_sampler(vars)?;
         Ok(settings)
     }
 
@@ -360,6 +361,28 @@ mod tests {
         let error = Settings::load_from(&vars(&[("SIDECAR__BACKUP__SCHEDULE", "every day")]))
             .expect_err("bad cron");
         assert!(error.to_string().contains("backup.schedule"), "{error}");
+    }
+
+    #[test]
+    fn a_trace_sampler_the_sdk_would_silently_replace_is_refused_naming_the_variable() {
+        // The sidecar exports traces too when OTEL_* asks: a typo would sample every span.
+        let error = Settings::load_from(&vars(&[("OTEL_TRACES_SAMPLER", "parentbased_ratio")]))
+            .expect_err("unknown sampler");
+        assert!(error.to_string().contains("OTEL_TRACES_SAMPLER"), "{error}");
+        let error = Settings::load_from(&vars(&[
+            ("OTEL_TRACES_SAMPLER", "traceidratio"),
+            ("OTEL_TRACES_SAMPLER_ARG", "10%"),
+        ]))
+        .expect_err("bad ratio");
+        assert!(
+            error.to_string().contains("OTEL_TRACES_SAMPLER_ARG"),
+            "{error}"
+        );
+        let accepted = Settings::load_from(&vars(&[
+            ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"),
+            ("OTEL_TRACES_SAMPLER_ARG", "0.25"),
+        ]));
+        assert!(accepted.is_ok(), "{:?}", accepted.err());
     }
 
     #[test]
