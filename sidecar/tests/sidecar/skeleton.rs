@@ -395,6 +395,24 @@ fn check_config_refuses_an_invalid_configuration_naming_the_key() {
 }
 
 #[test]
+fn check_config_refuses_an_elasticsearch_index_pattern_chrono_cannot_format() {
+    let db = TestDb::create();
+    let mut sidecar = Sidecar::local(&db);
+    // Log shipping on, to stdout only: the Elasticsearch section is checked
+    // all the same, so turning that sink on later cannot fail at run time.
+    let log = sidecar.store_dir.with_file_name("app.log");
+    sidecar.set("SIDECAR__LOGSHIP__PATHS", log.to_str().unwrap());
+    sidecar.set("SIDECAR__LOGSHIP__SINKS__STDOUT__ENABLED", "true");
+    sidecar.set("SIDECAR__LOGSHIP__SINKS__ELASTICSEARCH__INDEX", "todo-%Q");
+
+    let outcome = sidecar.run(&["check-config"]);
+
+    outcome
+        .assert_code(2)
+        .assert_message("logship.sinks.elasticsearch.index");
+}
+
+#[test]
 fn check_config_names_an_unknown_key_of_the_configuration_file() {
     let db = TestDb::create();
     let mut sidecar = Sidecar::local(&db);

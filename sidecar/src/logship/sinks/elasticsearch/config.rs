@@ -35,6 +35,7 @@ impl SinkConfig for ElasticsearchSettings {
 
     fn validate(&self) -> Result<(), SettingsError> {
         validate_url("logship.sinks.elasticsearch.url", &self.url)?;
+        validate_index(&self.index)?;
         self.http.validate("logship.sinks.elasticsearch.http")
     }
 
@@ -43,15 +44,19 @@ impl SinkConfig for ElasticsearchSettings {
     }
 }
 
-/// Rejects an index pattern chrono cannot format (it would panic later).
-pub fn validate_index(pattern: &str) -> anyhow::Result<()> {
+/// Rejects an index pattern chrono cannot format (it would panic later),
+/// naming the key: checked at start-up with the other settings, whether the
+/// sink is on or not.
+pub fn validate_index(pattern: &str) -> Result<(), SettingsError> {
+    const KEY: &str = "logship.sinks.elasticsearch.index";
     if pattern.is_empty() {
-        anyhow::bail!("logship.sinks.elasticsearch.index is empty");
+        return Err(SettingsError::invalid(KEY, "must not be empty"));
     }
     if StrftimeItems::new(pattern).any(|item| matches!(item, Item::Error)) {
-        anyhow::bail!(
-            "logship.sinks.elasticsearch.index `{pattern}` is not a valid strftime pattern"
-        );
+        return Err(SettingsError::invalid(
+            KEY,
+            format!("`{pattern}` is not a valid strftime pattern"),
+        ));
     }
     Ok(())
 }

@@ -78,7 +78,13 @@ fn per_item_errors_are_retried_or_rejected() {
 }
 
 #[test]
-fn an_invalid_index_pattern_is_refused() {
-    assert!(validate_index("logs-%Q").is_err());
+fn an_invalid_index_pattern_is_refused_naming_the_key() {
+    for pattern in ["logs-%Q", ""] {
+        let error = validate_index(pattern).expect_err(pattern).to_string();
+        assert!(
+            error.contains("logship.sinks.elasticsearch.index"),
+            "{error}"
+        );
+    }
     assert!(validate_index("logs-%Y").is_ok());
 }
