@@ -897,6 +897,56 @@ fn a_corrupt_checkpoint_is_reported_and_shipping_starts_from_the_beginning() {
 }
 
 #[test]
+fn an_otlp_partial_success_dead_letters_the_batch_counts_it_and_the_pipeline_goes_on() {
+    let receiver = Receiver::start();
+    // The collector accepts the first export but rejects 3 of its records
+    // without saying which: that whole batch goes to the dead letters.
+    receiver.recorded.lock().unwrap().otlp_reject_next = Some(3);
+    let mut shipper = Shipper::new();
+    shipper.set("SIDECAR__LOGSHIP__SINKS__OTLP__URL", &receiver.url());
+    shipper.start();
+    append(&shipper.log_path(), &records(0..50));
+
+    // Every line is either dead-lettered (the first batch) or delivered.
+    let delivered = wait_for("every line dead-lettered or delivered", DELIVERY, || {
+        let delivered: Vec<u64> = receiver
+            .recorded
+            .lock()
+            .unwrap()
+            .otlp
+            .iter()
+            .map(|record| record.attributes["n"].parse().unwrap())
+            .collect();
+        (delivered.len() + shipper.dead_letters().len() >= 50).then_some(delivered)
+    });
+
+    let dead: Vec<String> = shipper
+        .dead_letters()
+        .iter()
+        .map(|letter| {
+            assert_eq!(letter["sink"], "otlp");
+            letter["line"].as_str().unwrap().to_string()
+        })
+        .collect();
+    let first_batch = dead.len() as u64;
+    assert!(first_batch > 0, "the rejected batch was dead-lettered");
+    assert_eq!(dead, (0..first_batch).map(record).collect::<Vec<_>>());
+    assert_eq!(
+        delivered,
+        (first_batch..50).collect::<Vec<_>>(),
+        "the rest, once, in order"
+    );
+    assert_eq!(
+        shipper.metric("todo_logship_failures_total{reason=\"partial_success\",sink=\"otlp\"}"),
+        1.0
+    );
+    assert_eq!(
+        shipper.metric("todo_logship_dead_lettered_total{sink=\"otlp\"}"),
+        first_batch as f64
+    );
+}
+
+#[test]
 fn otlp_records_carry_severity_trace_ids_and_fields() {
     let receiver = Receiver::start();
     let mut shipper = Shipper::new();

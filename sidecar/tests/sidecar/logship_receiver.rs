@@ -13,7 +13,7 @@ use actix_web::dev::ServerHandle;
 use actix_web::web::{self, Bytes, Data};
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer};
 use opentelemetry_proto::tonic::collector::logs::v1::{
-    ExportLogsServiceRequest, ExportLogsServiceResponse,
+    ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse,
 };
 use opentelemetry_proto::tonic::common::v1::any_value;
 use prost::Message;
@@ -43,6 +43,9 @@ pub struct Recorded {
     /// Documents holding one of these texts get a 429 item the first time
     /// (the text is then removed: the next delivery is accepted).
     pub es_retry_once: Vec<String>,
+    /// The next OTLP export answers 200 with a `partial_success` rejecting
+    /// this many records (then full success); its records are not kept.
+    pub otlp_reject_next: Option<i64>,
 }
 
 /// One OTLP log record, flattened for assertions.
@@ -417,6 +420,18 @@ async fn otlp_logs(
     let mut recorded = recorded.lock().unwrap();
     if let Some(response) = arrive(&request, &mut recorded, "otlp", "application/x-protobuf") {
         return response;
+    }
+    if let Some(rejected) = recorded.otlp_reject_next.take() {
+        recorded.statuses.push(200);
+        let answer = ExportLogsServiceResponse {
+            partial_success: Some(ExportLogsPartialSuccess {
+                rejected_log_records: rejected,
+                error_message: "scripted partial success".to_string(),
+            }),
+        };
+        return HttpResponse::Ok()
+            .content_type("application/x-protobuf")
+            .body(answer.encode_to_vec());
     }
     let export = match ExportLogsServiceRequest::decode(body.as_ref()) {
         Ok(export) => export,
