@@ -14,6 +14,7 @@
 //! word in docs/logship.md's metrics table, which a test checks).
 
 use std::fmt;
+use std::path::Path;
 use std::time::Duration;
 
 use super::checkpoint::LoadError;
@@ -137,6 +138,75 @@ impl CheckpointErrorReason {
 impl fmt::Display for CheckpointErrorReason {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
         formatter.write_str(self.as_str())
+    }
+}
+
+/// Why the tailer could not read a log file: the `reason` label of
+/// `todo_logship_source_errors_total` and of the log line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceErrorReason {
+    /// A file of the path's family exists but cannot be opened (skipped).
+    Unreadable,
+    /// The file was truncated before it was read to its end, and no copy of
+    /// it was found among the rotated files: the unread lines are lost.
+    TruncatedUnread,
+}
+
+impl SourceErrorReason {
+    /// Every reason, each exposed at 0 from start-up.
+    pub const ALL: [SourceErrorReason; 2] = [
+        SourceErrorReason::Unreadable,
+        SourceErrorReason::TruncatedUnread,
+    ];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SourceErrorReason::Unreadable => "unreadable",
+            SourceErrorReason::TruncatedUnread => "truncated_unread",
+        }
+    }
+}
+
+impl fmt::Display for SourceErrorReason {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str(self.as_str())
+    }
+}
+
+/// The tailer could not read a log file: a WARN line and
+/// `todo_logship_source_errors_total{reason}`.
+pub struct SourceError<'a> {
+    /// What went wrong.
+    pub reason: SourceErrorReason,
+    /// The file (a rotated sibling for `unreadable`, the live path for
+    /// `truncated_unread`).
+    pub path: &'a Path,
+    /// The error of the open, for `unreadable`.
+    pub error: Option<&'a std::io::Error>,
+}
+
+impl SourceError<'_> {
+    /// Logs and counts it.
+    pub fn emit(&self, metrics: &LogshipMetrics) {
+        let reason = self.reason.as_str();
+        match self.reason {
+            SourceErrorReason::Unreadable => tracing::warn!(
+                path = %self.path.display(),
+                reason,
+                error = self.error.map(ToString::to_string),
+                "cannot open a log file; skipping it"
+            ),
+            SourceErrorReason::TruncatedUnread => tracing::warn!(
+                path = %self.path.display(),
+                reason,
+                "log file truncated and no copy of it found; lines not yet shipped from before the truncation are lost"
+            ),
+        }
+        metrics
+            .source_errors_total
+            .with_label_values(&[reason])
+            .inc();
     }
 }
 

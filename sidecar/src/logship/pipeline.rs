@@ -51,6 +51,7 @@ pub async fn run(
             max_line_bytes: settings.max_line_bytes,
             fingerprint_bytes: settings.fingerprint_bytes,
             max_rotated_files: settings.max_rotated_files,
+            metrics: metrics.clone(),
         },
         &|path| checkpoint.as_ref()?.position(path),
     );

@@ -24,6 +24,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::config::StartAt;
+use super::events::{SourceError, SourceErrorReason};
+use crate::metrics::LogshipMetrics;
 
 /// Bytes read from a file at a time.
 const CHUNK_BYTES: usize = 64 * 1024;
@@ -94,6 +96,8 @@ pub struct TailerOptions {
     pub fingerprint_bytes: usize,
     /// Rotated siblings looked at (`app.log.1` … `app.log.N`).
     pub max_rotated_files: usize,
+    /// Where files it cannot read are counted (`SourceError` events).
+    pub metrics: LogshipMetrics,
 }
 
 /// What happened while opening the files from a checkpoint, for the log.
@@ -311,9 +315,12 @@ fn open_family(path: &Path, options: &TailerOptions) -> Vec<OpenFile> {
             Ok(_) => {}
             // A gap: a rename in progress, or fewer files than the maximum.
             Err(error) if error.kind() == io::ErrorKind::NotFound => {}
-            Err(error) => {
-                tracing::warn!(path = %candidate.display(), error = %error, "cannot open a log file; skipping it");
+            Err(error) => SourceError {
+                reason: SourceErrorReason::Unreadable,
+                path: &candidate,
+                error: Some(&error),
             }
+            .emit(&options.metrics),
         }
     }
     files.reverse();
@@ -672,7 +679,12 @@ fn restart_truncated(
     } else {
         // The unread tail is gone: the copy is named otherwise (dateext,
         // .gz) or beyond logship.max_rotated_files.
-        tracing::warn!(path = %state.path.display(), "log file truncated and no copy of it found; lines not yet shipped from before the truncation are lost");
+        SourceError {
+            reason: SourceErrorReason::TruncatedUnread,
+            path: &state.path,
+            error: None,
+        }
+        .emit(&options.metrics);
     }
     let mut consumed = false;
     match copy {

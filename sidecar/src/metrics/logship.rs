@@ -4,7 +4,7 @@
 use prometheus::core::Collector;
 use prometheus::{HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts};
 
-use crate::logship::events::{CheckpointErrorReason, FailureReason};
+use crate::logship::events::{CheckpointErrorReason, FailureReason, SourceErrorReason};
 
 /// Metrics of `crate::logship`.
 #[derive(Clone)]
@@ -23,6 +23,16 @@ pub struct LogshipMetrics {
     pub batch_duration_seconds: HistogramVec,
     /// `todo_logship_checkpoint_errors_total{reason}`: checkpoint missing or corrupt at start, or not written.
     pub checkpoint_errors_total: IntCounterVec,
+    /// `todo_logship_source_errors_total{reason}`: log files the tailer could not read.
+    pub source_errors_total: IntCounterVec,
+}
+
+impl std::fmt::Debug for LogshipMetrics {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("LogshipMetrics")
+            .finish_non_exhaustive()
+    }
 }
 
 impl LogshipMetrics {
@@ -83,10 +93,23 @@ impl LogshipMetrics {
                 &["reason"],
             )
             .expect("valid metric"),
+            source_errors_total: IntCounterVec::new(
+                Opts::new(
+                    "todo_logship_source_errors_total",
+                    "Log files the tailer could not read: unreadable (skipped), or truncated_unread (truncated before it was read to its end and no copy found: those lines are lost).",
+                ),
+                &["reason"],
+            )
+            .expect("valid metric"),
         };
         for reason in CheckpointErrorReason::ALL {
             metrics
                 .checkpoint_errors_total
+                .with_label_values(&[reason.as_str()]);
+        }
+        for reason in SourceErrorReason::ALL {
+            metrics
+                .source_errors_total
                 .with_label_values(&[reason.as_str()]);
         }
         metrics
@@ -116,6 +139,7 @@ impl LogshipMetrics {
             Box::new(self.lag_bytes.clone()),
             Box::new(self.batch_duration_seconds.clone()),
             Box::new(self.checkpoint_errors_total.clone()),
+            Box::new(self.source_errors_total.clone()),
         ]
     }
 }

@@ -12,6 +12,7 @@ use proptest::prelude::*;
 use todo_sidecar::logship::checkpoint::Checkpoint;
 use todo_sidecar::logship::config::StartAt;
 use todo_sidecar::logship::source::{Line, Position, Tailer, TailerOptions};
+use todo_sidecar::metrics::LogshipMetrics;
 
 const MAX_FILES: usize = 3;
 
@@ -24,19 +25,23 @@ struct Harness {
     /// Every line delivered, as text.
     delivered: Vec<String>,
     max_line_bytes: usize,
+    /// Where the tailer counts the files it could not read.
+    metrics: LogshipMetrics,
 }
 
 impl Harness {
     fn new(max_line_bytes: usize) -> Harness {
         let dir = tempfile::tempdir().expect("creates a temporary directory");
         let checkpoint = Checkpoint::default();
-        let tailer = open(dir.path(), &checkpoint, max_line_bytes);
+        let metrics = LogshipMetrics::new();
+        let tailer = open(dir.path(), &checkpoint, max_line_bytes, &metrics);
         Harness {
             dir,
             tailer,
             checkpoint,
             delivered: Vec::new(),
             max_line_bytes,
+            metrics,
         }
     }
 
@@ -95,7 +100,12 @@ impl Harness {
         let file = self.dir.path().join("checkpoint.json");
         self.checkpoint.save(&file).expect("saves the checkpoint");
         self.checkpoint = Checkpoint::load(&file).expect("loads the checkpoint");
-        self.tailer = open(self.dir.path(), &self.checkpoint, self.max_line_bytes);
+        self.tailer = open(
+            self.dir.path(),
+            &self.checkpoint,
+            self.max_line_bytes,
+            &self.metrics,
+        );
     }
 
     /// todo-app's rotation: app.log.N-1 → app.log.N, …, app.log → app.log.1, new app.log.
@@ -124,7 +134,12 @@ impl Harness {
     }
 }
 
-fn open(dir: &Path, checkpoint: &Checkpoint, max_line_bytes: usize) -> Tailer {
+fn open(
+    dir: &Path,
+    checkpoint: &Checkpoint,
+    max_line_bytes: usize,
+    metrics: &LogshipMetrics,
+) -> Tailer {
     Tailer::open(
         TailerOptions {
             paths: vec![dir.join("app.log")],
@@ -132,6 +147,7 @@ fn open(dir: &Path, checkpoint: &Checkpoint, max_line_bytes: usize) -> Tailer {
             max_line_bytes,
             fingerprint_bytes: 1024,
             max_rotated_files: MAX_FILES,
+            metrics: metrics.clone(),
         },
         &|path| checkpoint.position(path),
     )
@@ -197,6 +213,41 @@ fn copytruncate_reads_the_copy_then_the_file_from_its_start() {
 }
 
 #[test]
+fn a_truncation_before_the_end_was_read_without_a_copy_is_counted_as_lines_lost() {
+    let mut harness = Harness::new(64 * 1024);
+    write_lines(&harness, 0..5);
+    harness.drain();
+    let lost = |harness: &Harness| {
+        harness
+            .metrics
+            .source_errors_total
+            .with_label_values(&["truncated_unread"])
+            .get()
+    };
+    assert_eq!(lost(&harness), 0, "at 0 from the start");
+    // Written, then truncated away before the tailer looked again, with no
+    // copy anywhere (a copytruncate whose copy is named otherwise).
+    write_lines(&harness, 5..8);
+    OpenOptions::new()
+        .write(true)
+        .open(harness.path())
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+    write_lines(&harness, 100..101);
+
+    harness.drain();
+
+    let mut expected = lines(0..5);
+    expected.extend(lines(100..101));
+    assert_eq!(
+        harness.delivered, expected,
+        "5..8 are gone; the rest is read"
+    );
+    assert_eq!(lost(&harness), 1, "the loss is counted, not only logged");
+}
+
+#[test]
 fn a_new_file_on_a_reused_inode_is_read_from_its_start_after_a_restart() {
     let mut harness = Harness::new(64 * 1024);
     write_lines(&harness, 0..5);
@@ -209,6 +260,7 @@ fn a_new_file_on_a_reused_inode_is_read_from_its_start_after_a_restart() {
             &harness.dir.path().join("elsewhere"),
             &Checkpoint::default(),
             1024,
+            &LogshipMetrics::new(),
         ),
     ));
     // Emptied in place and rewritten: the same inode for certain (deleting
@@ -350,6 +402,7 @@ fn a_missing_checkpoint_starts_at_the_end_when_configured() {
             max_line_bytes: 1024,
             fingerprint_bytes: 1024,
             max_rotated_files: 3,
+            metrics: LogshipMetrics::new(),
         },
         &|_| None,
     );
