@@ -80,7 +80,9 @@ prepare_anchors() {
     mkdir -p "$anchors_dir"
     if [ ! -d "$anchors_dir/express-todo/node_modules" ]; then
         [ -d "$src/express-todo" ] || { echo "no anchors in $src: set ANCHORS_SRC or BENCH_ANCHORS=0" >&2; exit 1; }
-        ensure_packages nodejs npm
+        # The machine may have Node.js from elsewhere than Debian (whose npm
+        # package then conflicts): only install when there is none.
+        command -v npm >/dev/null || ensure_packages nodejs npm
         log "installing the Express anchor in $anchors_dir"
         cp -a "$src/express-todo" "$anchors_dir/"
         (cd "$anchors_dir/express-todo" && npm install --no-audit --no-fund --silent >&2)
