@@ -6,9 +6,12 @@
 #   docker buildx build --target todo-sidecar -t ghcr.io/todo-backend/todo-sidecar:dev .
 #   buildah bud --target todo-app -t todo-app:dev .        (no daemon needed)
 #
-# One file for both because both binaries come out of one `cargo build`: the
-# sidecar links the app's library, so two Dockerfiles would compile the app
-# and the shared dependency tree twice. docs/release.md has the details.
+# One file for both because both binaries come out of one `cargo build` of
+# the workspace's three crates: todo-app and todo-sidecar both depend on
+# todo-common (common/) and on most of the same dependency tree, so two
+# Dockerfiles would compile those twice. (todo-app is only a dev-dependency of
+# the sidecar, for its tests: the sidecar binary does not link it.)
+# docs/release.md has the details.
 #
 # Build arguments:
 #   VERSION, REVISION, SOURCE   the OCI labels (the release workflow sets them
