@@ -49,6 +49,11 @@ def values_for(files: Iterable[str], extra: dict[str, Any] | None = None) -> dic
     return merge(values, extra or {})
 
 
+def chart_values(files: Iterable[str], extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The values the templates see: the chart's values.yaml under the files and `extra`."""
+    return merge(load_values_file("values.yaml"), values_for(files, extra))
+
+
 @functools.lru_cache(maxsize=1)
 def chart():
     import helm_python

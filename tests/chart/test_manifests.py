@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import re
+import urllib.parse
 
 import kubernetes_validate
 import pytest
@@ -15,6 +16,7 @@ import yaml
 from chart_support import (
     RELEASE,
     VALUES_FILES,
+    chart_values,
     config_file,
     containers,
     of_kind,
@@ -218,9 +220,11 @@ def port_allowed(rules, port) -> bool:
     return False
 
 
-@pytest.mark.parametrize(
-    "case", [c for c in CASES if values_for(VALUES_FILES[c]).get("networkPolicy", {}).get("enabled")]
-)
+def network_policy_cases():
+    return [c for c in CASES if values_for(VALUES_FILES[c]).get("networkPolicy", {}).get("enabled")]
+
+
+@pytest.mark.parametrize("case", network_policy_cases())
 def test_the_network_policy_covers_every_port_the_pod_opens(case):
     objects = objects_for(case)
     deployment = one(objects, "Deployment")
@@ -229,7 +233,7 @@ def test_the_network_policy_covers_every_port_the_pod_opens(case):
 
     assert len(policies) == 1
     policy = policies[0]["spec"]
-    assert policy["policyTypes"] == ["Ingress", "Egress"]
+    assert policy["policyTypes"] == chart_values(VALUES_FILES[case])["networkPolicy"]["policyTypes"]
     for container in containers(pod_spec(deployment)):
         for port in container.get("ports", []):
             assert port_allowed(policy["ingress"], port), port
@@ -242,13 +246,177 @@ def test_the_network_policy_covers_every_port_the_pod_opens(case):
             ), obj["metadata"]["name"]
 
 
-def test_the_metrics_port_is_open_only_to_the_monitoring_namespace():
+# Where the chart's rendered configuration sends traffic out of the pod, read
+# back from the manifests (not from the chart's helper that makes the rules):
+# (networkPolicy.endpoints key, URL) per workload.
+TRACE_VARIABLES = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+
+
+def outbound_endpoints(objects, obj, spec) -> list[tuple[str, str]]:
+    sidecar = config_file(objects, "sidecar", "sidecar.yaml")
+    found = []
+    if obj["kind"] == "Deployment":
+        for name, sink in sidecar.get("logship", {}).get("sinks", {}).items():
+            if sink.get("url"):
+                found.append((name, sink["url"]))
+        remote_write = sidecar.get("aggregate", {}).get("remote_write", {}).get("url")
+        if remote_write:
+            found.append(("remoteWrite", remote_write))
+        for container in containers(spec):
+            for variable in container.get("env", []):
+                if variable["name"] in TRACE_VARIABLES and variable.get("value"):
+                    found.append(("tracing", variable["value"]))
+    store = sidecar.get("backup", {}).get("store", {})
+    runs_sidecar = any(c["name"] == "todo-sidecar" for c in containers(spec))
+    if runs_sidecar and store.get("kind") == "s3" and (obj["kind"] != "Deployment" or sidecar["backup"]["enabled"]):
+        found.append(("s3", store.get("endpoint") or f"https://s3.{store['region']}.amazonaws.com"))
+    return found
+
+
+def destination_port(values, name: str, url: str) -> int:
+    """The port the destination pods listen on: what the values declare, else the URL's."""
+    declared = values["networkPolicy"]["endpoints"][name]["port"]
+    if declared:
+        return declared
+    parts = urllib.parse.urlsplit(url)
+    return parts.port or {"http": 80, "https": 443}[parts.scheme]
+
+
+def egress_allows(policies, port: int) -> bool:
+    """Whether the policies that select a pod let it connect to `port` over TCP."""
+    restricting = [p for p in policies if "Egress" in p["spec"]["policyTypes"]]
+    if not restricting:
+        return True
+    for policy in restricting:
+        for rule in policy["spec"].get("egress", []):
+            if not rule.get("ports"):
+                return True
+            for allowed in rule["ports"]:
+                if allowed.get("protocol", "TCP") == "TCP" and allowed.get("port") is None:
+                    return True
+                if allowed.get("protocol", "TCP") == "TCP" and allowed["port"] <= port <= allowed.get("endPort", allowed["port"]):
+                    return True
+    return False
+
+
+# Every kind of endpoint at once, set the ways a user sets them: a sink over
+# https without a port, remote_write, trace endpoints through the sidecar's env
+# and extraEnv, and an S3-compatible store on its own port.
+EVERY_ENDPOINT = {
+    "networkPolicy": {"enabled": True, "endpoints": {"otlp": {"port": 14318}}},
+    "logging": {"sinks": {
+        "elasticsearch": {"url": "https://es.example.com"},
+        "otlp": {"url": "http://otel-collector.observability:4318"},
+    }},
+    "sidecar": {
+        "config": {"aggregate": {"remote_write": {"url": "http://prometheus.monitoring:9090/api/v1/write"}}},
+        "env": {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://tempo.tracing:4318"},
+    },
+    "extraEnv": [{"name": "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "value": "https://traces.example.com"}],
+    "backup": {"store": {"kind": "s3", "s3": {"bucket": "b", "endpoint": "http://minio.storage:9000"}}},
+    "persistence": {"enabled": False},
+}
+EGRESS_CASES = {**{case: VALUES_FILES[case] for case in CASES}, "every-endpoint": []}
+
+
+def egress_case(case):
+    if case == "every-endpoint":
+        return render_objects(EVERY_ENDPOINT), chart_values([], EVERY_ENDPOINT)
+    return objects_for(case), chart_values(VALUES_FILES[case])
+
+
+@pytest.mark.parametrize("case", sorted(EGRESS_CASES))
+def test_egress_allows_every_endpoint_the_configuration_sends_to(case):
+    objects, values = egress_case(case)
+    policies = of_kind(objects, "NetworkPolicy")
+    checked = []
+
+    for obj, spec in workloads(objects):
+        selecting = [p for p in policies if matches(p["spec"]["podSelector"], pod_template_labels(obj))]
+        for name, url in outbound_endpoints(objects, obj, spec):
+            port = destination_port(values, name, url)
+
+            assert egress_allows(selecting, port), f"{obj['kind']} {obj['metadata']['name']}: {name} on {port}"
+
+            checked.append((obj["kind"], name, port))
+    if values["networkPolicy"]["enabled"] and values["logging"]["sinks"]["loki"]["url"]:
+        assert ("Deployment", "loki", values["networkPolicy"]["endpoints"]["loki"]["port"] or 80) in checked
+    if case == "every-endpoint":
+        assert {("Deployment", "elasticsearch", 443), ("Deployment", "otlp", 14318),
+                ("Deployment", "remoteWrite", 9090), ("Deployment", "tracing", 4318),
+                ("Deployment", "tracing", 443), ("Deployment", "s3", 9000), ("CronJob", "s3", 9000)} <= set(checked)
+
+
+def test_an_endpoint_is_allowed_only_where_the_values_say_it_is():
+    policy = one(objects_for("values-production"), "NetworkPolicy", f"{RELEASE}-todo-backend")["spec"]
+
+    loki = [rule for rule in policy["egress"] if {"port": 8080, "protocol": "TCP"} in rule.get("ports", [])]
+
+    assert loki == [{"ports": [{"port": 8080, "protocol": "TCP"}],
+                     "to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "logging"}}}]}]
+    assert not [rule for rule in policy["egress"] if {"port": 80, "protocol": "TCP"} in rule.get("ports", [])], (
+        "the Loki Service's port 80 is not what NetworkPolicy sees")
+
+
+def test_the_jobs_reach_only_dns_the_database_and_the_s3_store():
+    objects = render_objects(EVERY_ENDPOINT)
+    jobs = one(objects, "NetworkPolicy", f"{RELEASE}-todo-backend-jobs")["spec"]
+
+    ports = sorted(p["port"] for rule in jobs["egress"] for p in rule["ports"])
+
+    assert ports == [53, 53, 5432, 9000]
+    assert "ingress" not in jobs, "nothing connects to the Jobs"
+
+
+def test_policy_types_without_egress_leave_egress_unrestricted():
+    objects = render_objects({"networkPolicy": {"enabled": True, "policyTypes": ["Ingress"]}})
+
+    for policy in of_kind(objects, "NetworkPolicy"):
+        assert policy["spec"]["policyTypes"] == ["Ingress"]
+        assert "egress" not in policy["spec"]
+    assert one(objects, "NetworkPolicy", f"{RELEASE}-todo-backend")["spec"]["ingress"]
+
+
+def test_policy_types_without_ingress_leave_ingress_unrestricted():
+    objects = render_objects({"networkPolicy": {"enabled": True, "policyTypes": ["Egress"]}})
+
+    for policy in of_kind(objects, "NetworkPolicy"):
+        assert policy["spec"]["policyTypes"] == ["Egress"]
+        assert "ingress" not in policy["spec"]
+        assert policy["spec"]["egress"]
+
+
+def test_the_metrics_port_alone_is_open_to_the_monitoring_namespace():
     objects = objects_for("values-production")
     policy = one(objects, "NetworkPolicy", f"{RELEASE}-todo-backend")["spec"]
+    monitoring = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
 
     sources = [rule["from"] for rule in policy["ingress"] if any(p["port"] == "sidecar-metrics" for p in rule["ports"])]
+    admin = [rule for rule in policy["ingress"] if any(p["port"] == "admin" for p in rule["ports"])]
 
-    assert sources == [[{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]]
+    assert sources == [[monitoring]]
+    # todo-app's health port: only the helm test pod (the kubelet's probes
+    # are not subject to NetworkPolicy; the ServiceMonitor scrapes metrics).
+    assert [rule["from"] for rule in admin] == [[{"podSelector": {"matchLabels": {
+        "app.kubernetes.io/name": "todo-backend", "app.kubernetes.io/instance": RELEASE,
+        "app.kubernetes.io/component": "test"}}}]]
+    assert all(p["port"] == "admin" for rule in admin for p in rule["ports"])
+
+
+def test_api_clients_in_other_namespaces_are_allowed_when_a_namespace_selector_is_given():
+    frontend = {"matchLabels": {"kubernetes.io/metadata.name": "frontend"}}
+    clients = {"matchLabels": {"app": "todo-frontend"}}
+
+    def api_sources(values):
+        policy = one(render_objects(values), "NetworkPolicy", f"{RELEASE}-todo-backend")["spec"]
+        return next(rule["from"] for rule in policy["ingress"] if rule["ports"][0]["port"] == "http")
+
+    default = api_sources({"networkPolicy": {"enabled": True}})
+    wider = api_sources({"networkPolicy": {"enabled": True, "allowedClientNamespaceSelector": frontend}})
+
+    assert {"podSelector": clients} in default
+    assert not any("namespaceSelector" in peer and "podSelector" in peer for peer in default)
+    assert wider == default + [{"namespaceSelector": frontend, "podSelector": clients}]
 
 
 def test_the_backup_volume_is_kept_when_the_release_is_uninstalled():

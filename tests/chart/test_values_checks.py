@@ -1,10 +1,13 @@
 """values.schema.json and validateValues refuse what cannot work, each with a
 message that says what to change."""
 
+import json
+import re
+
 import helm_python
 import pytest
 
-from chart_support import one, pod_spec, render, render_objects, values_for
+from chart_support import CHART_DIR, one, pod_spec, render, render_objects, values_for
 
 
 def render_error(values) -> str:
@@ -121,6 +124,11 @@ INCONSISTENT = {
         {"sidecar": {"config": {"backup": {"store": {"kind": "s3"}}}}},
         "sidecar.config.backup.store is set by the chart",
     ),
+    "endpoint-without-a-port": (
+        {"networkPolicy": {"enabled": True},
+         "sidecar": {"env": {"OTEL_EXPORTER_OTLP_ENDPOINT": "grpc://collector.observability"}}},
+        "networkPolicy.endpoints.tracing.port: the tracing URL names no port and its scheme is neither http nor https",
+    ),
     "velero-with-a-single-node-volume": (
         {"velero": {"enabled": True}},
         "velero.enabled with the local backup store needs persistence.accessModes [ReadWriteMany]",
@@ -190,3 +198,27 @@ def test_the_podsecuritypolicy_key_of_the_plan_is_accepted_when_disabled():
     objects = render_objects({"podSecurityPolicy": {"enabled": False, "name": "restricted"}})
 
     assert not [o for o in objects if o["kind"] == "PodSecurityPolicy"]
+
+
+def schema_paths(node: dict, prefix: str = ""):
+    for key, child in node.get("properties", {}).items():
+        path = f"{prefix}.{key}" if prefix else key
+        yield path
+        yield from schema_paths(child, path)
+
+
+def test_every_key_the_schema_accepts_is_documented_with_a_param_line_and_no_other():
+    schema = json.loads((CHART_DIR / "values.schema.json").read_text())
+    params = set(re.findall(r"^\s*## @param (\S+)", (CHART_DIR / "values.yaml").read_text(), re.MULTILINE))
+    paths = set(schema_paths(schema))
+
+    # A key is documented by its own line, a line of an enclosing map
+    # (`image.pullSecrets` documents its items), or lines of its children.
+    undocumented = sorted(
+        path for path in paths
+        if path not in params
+        and not any(path.startswith(f"{param}.") for param in params)
+        and not any(param.startswith(f"{path}.") for param in params)
+    )
+    assert not undocumented, f"keys the schema accepts without a ## @param line: {undocumented}"
+    assert params <= paths, f"## @param lines for keys the schema refuses: {sorted(params - paths)}"

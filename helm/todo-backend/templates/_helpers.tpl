@@ -429,6 +429,13 @@ by every template, so `helm template` of any single file fails too.
 {{- if hasKey (default dict $v.sidecar.config.logship) "drain_timeout_seconds" }}
 {{- $errors = append $errors "sidecar.config.logship.drain_timeout_seconds is set by the chart: use sidecar.drainTimeoutSeconds (the pod's grace period is computed from it)" }}
 {{- end }}
+{{- if and $v.networkPolicy.enabled (has "Egress" $v.networkPolicy.policyTypes) }}
+{{- range $endpoint := include "todo-backend.outboundEndpoints" . | fromYamlArray }}
+{{- if not $endpoint.port }}
+{{- $errors = append $errors (printf "networkPolicy.endpoints.%s.port: the %s URL names no port and its scheme is neither http nor https, so the NetworkPolicy cannot allow it; give the port its pods listen on" $endpoint.name $endpoint.name) }}
+{{- end }}
+{{- end }}
+{{- end }}
 {{- if and $v.velero.enabled (not (include "todo-backend.sidecarMountsBackups" .)) (eq $v.backup.store.kind "local") }}
 {{- $errors = append $errors "velero.enabled with the local backup store needs persistence.accessModes [ReadWriteMany]: Velero's pre-backup hook runs `todo-sidecar backup run` in the pods' sidecar, which must mount the backup volume Velero captures (or use backup.store.kind s3)" }}
 {{- end }}
@@ -518,11 +525,74 @@ when configured). (include "todo-backend.sidecarVolumes" .) and
 {{- end }}
 
 {{/*
-Egress rules of every NetworkPolicy: DNS, PostgreSQL (by CIDR or selector;
-any address on the database port when neither is given) and networkPolicy.extraEgress.
+The outbound endpoints the values configure, as a YAML list of
+{name, port, to, jobs}: `name` keys networkPolicy.endpoints; `port` is the
+destination pods' port (networkPolicy.endpoints.<name>.port, else the URL's,
+else 80 for http and 443 for https; 0 when none can be told, which
+validateValues refuses); `jobs` is true when the backup Jobs use it too.
+No URL is kept: a remote_write URL may hold a password.
+(include "todo-backend.outboundEndpoints" . | fromYamlArray)
+*/}}
+{{- define "todo-backend.outboundEndpoints" -}}
+{{- $v := .Values }}
+{{- $found := list }}
+{{- range $name := list "loki" "elasticsearch" "otlp" }}
+{{- with (index $v.logging.sinks $name).url }}
+{{- $found = append $found (dict "name" $name "url" . "jobs" false) }}
+{{- end }}
+{{- end }}
+{{- with dig "aggregate" "remote_write" "url" "" (deepCopy $v.sidecar.config) }}
+{{- $found = append $found (dict "name" "remoteWrite" "url" . "jobs" false) }}
+{{- end }}
+{{- /* OTLP traces: the chart's own variable, and the standard ones set by hand (only `run` and `serve` export). */}}
+{{- if and $v.tracing.enabled $v.tracing.endpoint }}
+{{- $found = append $found (dict "name" "tracing" "url" $v.tracing.endpoint "jobs" false) }}
+{{- end }}
+{{- $traceVariables := list "OTEL_EXPORTER_OTLP_ENDPOINT" "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT" }}
+{{- range $env := list $v.env $v.sidecar.env }}
+{{- range $variable := $traceVariables }}
+{{- with index (default dict $env) $variable }}
+{{- $found = append $found (dict "name" "tracing" "url" (toString .) "jobs" false) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- range $variable := concat $v.extraEnv $v.sidecar.extraEnv }}
+{{- if and (has $variable.name $traceVariables) $variable.value }}
+{{- $found = append $found (dict "name" "tracing" "url" (toString $variable.value) "jobs" false) }}
+{{- end }}
+{{- end }}
+{{- if and $v.backup.enabled (eq $v.backup.store.kind "s3") }}
+{{- $url := $v.backup.store.s3.endpoint | default (printf "https://s3.%s.amazonaws.com" $v.backup.store.s3.region) }}
+{{- $found = append $found (dict "name" "s3" "url" $url "jobs" true) }}
+{{- end }}
+{{- $endpoints := list }}
+{{- range $endpoint := $found }}
+{{- $where := index $v.networkPolicy.endpoints $endpoint.name }}
+{{- $url := urlParse $endpoint.url }}
+{{- $port := int $where.port }}
+{{- if not $port }}
+{{- $explicit := regexFind ":[0-9]+$" $url.host | trimPrefix ":" }}
+{{- if $explicit }}{{ $port = int $explicit }}
+{{- else if eq $url.scheme "https" }}{{ $port = 443 }}
+{{- else if eq $url.scheme "http" }}{{ $port = 80 }}
+{{- end }}
+{{- end }}
+{{- $endpoints = append $endpoints (dict "name" $endpoint.name "port" $port "to" $where.to "jobs" $endpoint.jobs) }}
+{{- end }}
+{{- toYaml $endpoints }}
+{{- end }}
+
+{{/*
+Egress rules of a NetworkPolicy: DNS, PostgreSQL (by CIDR or selector; any
+address on the database port when neither is given), each configured endpoint
+(todo-backend.outboundEndpoints: all of them for the API pods, the S3 store
+for the Jobs) and networkPolicy.extraEgress.
+(include "todo-backend.egressRules" (list . "pod")) or (list . "jobs").
 */}}
 {{- define "todo-backend.egressRules" -}}
-{{- $np := .Values.networkPolicy }}
+{{- $root := index . 0 }}
+{{- $forJobs := eq (index . 1) "jobs" }}
+{{- $np := $root.Values.networkPolicy }}
 # DNS.
 - to:
     - namespaceSelector:
@@ -551,14 +621,29 @@ any address on the database port when neither is given) and networkPolicy.extraE
         {{- toYaml (default dict $np.database.podSelector) | nindent 8 }}
     {{- end }}
   ports:
-    - port: {{ .Values.database.port }}
+    - port: {{ $root.Values.database.port }}
       protocol: TCP
 {{- else }}
 - ports:
-    - port: {{ .Values.database.port }}
+    - port: {{ $root.Values.database.port }}
       protocol: TCP
 {{- end }}
+{{- $rules := list }}
+{{- $names := list }}
+{{- range $endpoint := include "todo-backend.outboundEndpoints" $root | fromYamlArray }}
+{{- if or (not $forJobs) $endpoint.jobs }}
+{{- $rule := dict "ports" (list (dict "port" (int $endpoint.port) "protocol" "TCP")) }}
+{{- with $endpoint.to }}{{ $_ := set $rule "to" . }}{{ end }}
+{{- $rules = append $rules $rule }}
+{{- $names = append $names $endpoint.name }}
+{{- end }}
+{{- end }}
+{{- with $rules }}
+# The configured endpoints: {{ $names | uniq | join ", " }} (networkPolicy.endpoints).
+{{ toYaml (uniq .) }}
+{{- end }}
 {{- with $np.extraEgress }}
+# networkPolicy.extraEgress.
 {{ toYaml . }}
 {{- end }}
 {{- end }}
