@@ -15,6 +15,7 @@ import yaml
 
 from chart_support import (
     RELEASE,
+    REPO_ROOT,
     VALUES_FILES,
     chart_values,
     config_file,
@@ -75,6 +76,12 @@ def test_every_manifest_is_valid_for_kubernetes_1_30(case):
     assert checked >= 8
 
 
+# The volume types the restricted Pod Security Standard allows ("Volume Types").
+RESTRICTED_VOLUME_TYPES = {
+    "configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim", "projected", "secret",
+}
+
+
 @pytest.mark.parametrize("case", CASES)
 def test_every_pod_passes_the_restricted_pod_security_standard(case):
     for obj, spec in workloads(objects_for(case)):
@@ -86,7 +93,8 @@ def test_every_pod_passes_the_restricted_pod_security_standard(case):
         assert spec["automountServiceAccountToken"] is False, where
         assert not spec.get("hostNetwork") and not spec.get("hostPID") and not spec.get("hostIPC")
         for volume in spec.get("volumes", []):
-            assert "hostPath" not in volume, where
+            kinds = set(volume) - {"name"}
+            assert len(kinds) == 1 and kinds <= RESTRICTED_VOLUME_TYPES, (where, volume["name"], kinds)
         for container in containers(spec):
             context = container["securityContext"]
             what = f"{where} container {container['name']}"
@@ -184,23 +192,36 @@ def test_labels_and_selectors_agree(case):
             assert not matches(deployment["spec"]["selector"], pod_template_labels(obj)), obj["metadata"]["name"]
 
 
-def shutdown_budget(objects, values) -> int:
-    server = config_file(objects, "app", "production.yaml").get("server", {})
-    delay = server.get("shutdown_readiness_delay_seconds", 5)
-    timeout = server.get("shutdown_timeout_seconds", 30)
-    drain = values.get("sidecar", {}).get("drainTimeoutSeconds", 20)
-    prestop = values.get("app", {}).get("preStopSleepSeconds", 0)
-    return delay + timeout + drain + prestop
+def shutdown_budget(objects) -> int:
+    """What the pod's shutdown may take, from what the chart rendered: the
+    app's readiness delay and in-flight timeout (its production.yaml, else
+    the compiled-in configuration/base.yaml), the preStop sleep, and the
+    sidecar's log drain (its sidecar.yaml)."""
+    base = yaml.safe_load((REPO_ROOT / "configuration" / "base.yaml").read_text())["server"]
+    server = {**base, **config_file(objects, "app", "production.yaml").get("server", {})}
+    drain = config_file(objects, "sidecar", "sidecar.yaml")["logship"]["drain_timeout_seconds"]
+    app = pod_spec(one(objects, "Deployment"))["containers"][0]
+    prestop = app.get("lifecycle", {}).get("preStop", {}).get("sleep", {}).get("seconds", 0)
+    return server["shutdown_readiness_delay_seconds"] + server["shutdown_timeout_seconds"] + drain + prestop
 
 
 @pytest.mark.parametrize("case", CASES)
 def test_the_grace_period_covers_the_apps_shutdown_and_the_sidecars_log_drain(case):
     objects = objects_for(case)
-    values = values_for(VALUES_FILES[case])
 
     grace = pod_spec(one(objects, "Deployment"))["terminationGracePeriodSeconds"]
 
-    assert grace >= shutdown_budget(objects, values)
+    assert grace >= shutdown_budget(objects)
+
+
+def test_the_grace_period_follows_the_drain_and_the_prestop_sleep_as_rendered():
+    objects = render_objects({"sidecar": {"drainTimeoutSeconds": 45}, "app": {"preStopSleepSeconds": 7}})
+
+    grace = pod_spec(one(objects, "Deployment"))["terminationGracePeriodSeconds"]
+
+    assert config_file(objects, "sidecar", "sidecar.yaml")["logship"]["drain_timeout_seconds"] == 45
+    assert shutdown_budget(objects) == 5 + 30 + 45 + 7
+    assert grace == shutdown_budget(objects) + 5
 
 
 def test_a_longer_shutdown_timeout_lengthens_the_grace_period():

@@ -34,23 +34,36 @@ def test_the_schema_rejects_a_wrong_type():
     assert "replicaCount" in message
 
 
-def test_the_schema_rejects_the_latest_tag():
-    message = render_error({"image": {"app": {"tag": "latest"}}})
+@pytest.mark.parametrize("image", ["app", "sidecar"])
+def test_the_schema_rejects_the_latest_tag(image):
+    message = render_error({"image": {image: {"tag": "latest"}}})
 
-    assert "tag" in message
+    assert f"at '/image/{image}/tag': 'latest' does not match pattern" in message, message
 
 
-def test_the_schema_refuses_a_database_url_or_password_in_env():
-    message = render_error({"env": {"DATABASE_URL": "postgres://u:p@db/todo"}})
+def test_the_schema_accepts_tags_that_only_look_like_latest():
+    for tag in ("", "l", "lates", "latest1", "1.2.3", "late-2026"):
+        render({"image": {"app": {"tag": tag}}, "tests": {"image": {"tag": tag or "8.11.1"}}})
 
-    assert "env" in message
+
+@pytest.mark.parametrize(("values", "path"), [
+    ({"env": {"DATABASE_URL": "postgres://u:p@db/todo"}}, "/env/DATABASE_URL"),
+    ({"env": {"PGPASSWORD": "hunter2"}}, "/env/PGPASSWORD"),
+    ({"sidecar": {"env": {"DATABASE_URL": "postgres://u:p@db/todo"}}}, "/sidecar/env/DATABASE_URL"),
+    ({"sidecar": {"env": {"PGPASSWORD": "hunter2"}}}, "/sidecar/env/PGPASSWORD"),
+])
+def test_the_schema_refuses_a_database_url_or_password_in_env(values, path):
+    message = render_error(values)
+
+    assert f"at '{path}': false schema" in message, message
+    assert "hunter2" not in message and "u:p@" not in message, "the value is never echoed"
 
 
 # (values, the message validateValues gives): each inconsistent combination.
 INCONSISTENT = {
     "podsecuritypolicy": (
         {"podSecurityPolicy": {"enabled": True, "name": "restricted"}},
-        "PodSecurityPolicy was removed in Kubernetes 1.25",
+        "podSecurityPolicy.enabled: PodSecurityPolicy was removed in Kubernetes 1.25 and this chart does not render one",
     ),
     "s3-without-bucket": (
         {"backup": {"store": {"kind": "s3"}}},
@@ -82,7 +95,7 @@ INCONSISTENT = {
     ),
     "sink-with-stdout-destination": (
         {"logging": {"destination": "stdout", "sinks": {"loki": {"url": "http://loki:3100"}}}},
-        "the sidecar ships only the log file",
+        "logging.sinks are configured but logging.destination is stdout: the sidecar ships only the log file (use file or both)",
     ),
     "sink-without-url": (
         {"logging": {"sinks": {"elasticsearch": {"tokenSecret": {"name": "es-token"}}}}},
@@ -107,6 +120,42 @@ INCONSISTENT = {
     "chart-owned-app-port": (
         {"app": {"config": {"server": {"port": 8080}}}},
         "app.config.server.port is set by the chart",
+    ),
+    "chart-owned-app-host": (
+        {"app": {"config": {"server": {"host": "127.0.0.1"}}}},
+        "app.config.server.host is set by the chart (the API listens on 3000 in the pod; change service.port for the Service)",
+    ),
+    "chart-owned-admin-port": (
+        {"app": {"config": {"admin": {"port": 9100}}}},
+        "app.config.admin.port is set by the chart (probes and the sidecar use 9000)",
+    ),
+    "chart-owned-admin-host": (
+        {"app": {"config": {"admin": {"host": "127.0.0.1"}}}},
+        "app.config.admin.host is set by the chart (probes and the sidecar use 9000)",
+    ),
+    "chart-owned-app-tls": (
+        {"app": {"config": {"tls": {"cert_path": "/etc/tls/tls.crt"}}}},
+        "app.config.tls is set by the chart: use tls.enabled and tls.secretName",
+    ),
+    "chart-owned-log-stdout": (
+        {"app": {"config": {"log": {"stdout": False}}}},
+        "app.config.log.stdout is set by the chart: use logging.destination, logging.maxBytes and logging.maxFiles",
+    ),
+    "chart-owned-log-max-bytes": (
+        {"app": {"config": {"log": {"max_bytes": 1048576}}}},
+        "app.config.log.max_bytes is set by the chart: use logging.destination, logging.maxBytes and logging.maxFiles",
+    ),
+    "chart-owned-log-max-files": (
+        {"app": {"config": {"log": {"max_files": 9}}}},
+        "app.config.log.max_files is set by the chart: use logging.destination, logging.maxBytes and logging.maxFiles",
+    ),
+    "database-url-in-sidecar-config": (
+        {"sidecar": {"config": {"database": {"url": "postgres://u:hunter2@db/todo"}}}},
+        "sidecar.config.database.url: never put the database URL in values; set database.*",
+    ),
+    "chart-owned-logship-paths": (
+        {"sidecar": {"config": {"logship": {"paths": ["/var/log/other.log"]}}}},
+        "sidecar.config.logship.paths is set by the chart: use logging.destination and logging.sinks",
     ),
     "database-url-in-app-config": (
         {"app": {"config": {"database": {"url": "postgres://u:p@db/todo"}}}},
@@ -148,6 +197,10 @@ INCONSISTENT_IN_PRODUCTION = {
         {"autoscaling": {"enabled": False}, "replicaCount": 1},
         "replicaCount: at least 2 in production",
     ),
+    "one-replica-under-the-hpa": (
+        {"autoscaling": {"enabled": True, "minReplicas": 1}},
+        "autoscaling.minReplicas: at least 2 in production",
+    ),
     "no-disruption-budget": (
         {"podDisruptionBudget": {"enabled": False}},
         "podDisruptionBudget.enabled: required in production",
@@ -162,7 +215,8 @@ def test_validate_values_refuses_an_inconsistent_combination_with_its_message(ca
     message = render_error(values)
 
     assert "todo-backend: invalid values" in message
-    assert expected in message, message
+    assert f"\n- {expected}" in message, message
+    assert "hunter2" not in message, "a password is never echoed"
 
 
 @pytest.mark.parametrize("case", sorted(INCONSISTENT_IN_PRODUCTION))
@@ -173,6 +227,22 @@ def test_validate_values_refuses_what_production_must_not_run(case):
 
     assert expected in message, message
     assert "hunter2" not in message, "a password is never echoed"
+
+
+def test_every_message_of_validate_values_has_a_case_above():
+    helpers = (CHART_DIR / "templates" / "_helpers.tpl").read_text()
+    messages = re.findall(r'\$errors = append \$errors \(?(?:printf )?"((?:[^"\\]|\\.)*)"', helpers)
+    expected = [message for _, message in (*INCONSISTENT.values(), *INCONSISTENT_IN_PRODUCTION.values())]
+
+    # A case's expected text is the start of a message; a message made with
+    # printf is matched by its fixed start, before its first %-verb.
+    def tested(message):
+        fixed = message.split("%")[0]
+        return any(fixed.startswith(e) or e.startswith(fixed) for e in expected)
+
+    untested = [m for m in messages if not tested(m)]
+    assert len(messages) >= 30, messages
+    assert not untested, f"validateValues messages without a test case: {untested}"
 
 
 def test_every_problem_is_reported_at_once():
@@ -200,8 +270,10 @@ def test_the_podsecuritypolicy_key_of_the_plan_is_accepted_when_disabled():
     assert not [o for o in objects if o["kind"] == "PodSecurityPolicy"]
 
 
-def schema_paths(node: dict, prefix: str = ""):
-    for key, child in node.get("properties", {}).items():
+def schema_paths(node, prefix: str = ""):
+    # A boolean schema (`false`: the key is refused) has no properties.
+    properties = node.get("properties", {}) if isinstance(node, dict) else {}
+    for key, child in properties.items():
         path = f"{prefix}.{key}" if prefix else key
         yield path
         yield from schema_paths(child, path)
