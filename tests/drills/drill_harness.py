@@ -967,7 +967,11 @@ def deep_merge(base: dict, override: dict) -> dict:
 
 def render_rules(values: dict, out_path: pathlib.Path) -> pathlib.Path:
     """The shipped alert rules (alerts/), rendered through the chart with
-    `values` — the one templating mechanism, never a copy of the rules."""
+    `values` — the one templating mechanism, never a copy of the rules —
+    as a release named after the drill's scrape job in its namespace, so the
+    rules' release labels (the todo:slo_* and todo:threshold_* constants the
+    dashboards join `on (namespace, job)`) are those of the scraped pods, as
+    a ServiceMonitor's job is the chart's Service name in a cluster."""
     import importlib
     import sys
     tests = pathlib.Path(__file__).resolve().parents[1]
@@ -975,7 +979,8 @@ def render_rules(values: dict, out_path: pathlib.Path) -> pathlib.Path:
     for folder in (tests, tests / "monitoring"):
         if str(folder) not in sys.path:
             sys.path.insert(0, str(folder))
-    return importlib.import_module("render_rules").render_rule_file(values, out_path)
+    return importlib.import_module("render_rules").render_rule_file(
+        values, out_path, name=Prometheus.JOB, namespace=Prometheus.NAMESPACE)
 
 
 def drill_alertmanager_config(example: dict, webhook_url: str, time_scale: float) -> dict:

@@ -8,8 +8,10 @@ from __future__ import annotations
 import itertools
 import json
 import pathlib
+import re
 
 import pytest
+import yaml
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 DASHBOARDS = sorted((REPO_ROOT / "dashboards").glob("*.json"))
@@ -104,21 +106,108 @@ def thresholds(dashboard: dict, title: str) -> list[float]:
     return [step["value"] for step in panel["fieldConfig"]["defaults"]["thresholds"]["steps"] if step["value"] is not None]
 
 
-def test_panels_with_an_slo_or_alert_threshold_show_it():
+def seconds(duration: str) -> int:
+    return int(duration[:-1]) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[duration[-1]]
+
+
+@pytest.fixture(scope="module")
+def defaults() -> dict:
+    """The chart's default `alerting` values: what static colour steps follow."""
+    return yaml.safe_load((REPO_ROOT / "helm" / "todo-backend" / "values.yaml").read_text())["alerting"]
+
+
+@pytest.fixture(scope="module")
+def burn_factors(rendered_rules) -> set[float]:
+    """The burn-rate factors of TodoErrorBudgetBurn (14.4, 6, 3, 1), read from the rendered rules."""
+    factors = {float(factor) for group in yaml.safe_load(rendered_rules.read_text())["groups"]
+               for rule in group["rules"] if rule.get("alert") == "TodoErrorBudgetBurn"
+               for factor in re.findall(r"> \(([0-9.]+) \* \(1 - ", rule["expr"])}
+    assert factors, "no burn-rate factor found in TodoErrorBudgetBurn"
+    return factors
+
+
+def test_static_threshold_steps_follow_the_charts_default_alerting_values(defaults, burn_factors):
     api = load(REPO_ROOT / "dashboards" / "todo-api.json")
     database = load(REPO_ROOT / "dashboards" / "todo-database.json")
     operations = load(REPO_ROOT / "dashboards" / "todo-operations.json")
+    error_budget = 1 - defaults["slo"]["availability"]["target"]
 
-    # The chart's default alerting values (helm/todo-backend/values.yaml).
-    assert 0.001 in thresholds(api, "Error ratio against the SLO")
-    assert 0.0144 in thresholds(api, "Error ratio against the SLO")
-    assert 0.25 in thresholds(api, "Latency p50 / p95 / p99 by route")
-    assert 14.4 in thresholds(api, "Error budget burn rate now")
-    assert 14.4 in thresholds(api, "Latency budget burn rate now")
-    assert 100 in thresholds(database, "Executor queue depth")
-    assert 26 * 3600 in thresholds(operations, "Newest backup age vs RPO")
-    assert 8 * 86400 in thresholds(operations, "Restore drill age")
-    assert 16 * 1024 * 1024 in thresholds(operations, "Shipping lag")
+    assert thresholds(api, "Error ratio against the SLO") == pytest.approx([error_budget, max(burn_factors) * error_budget])
+    assert float(defaults["slo"]["latency"]["thresholdSeconds"]) in thresholds(api, "Latency p50 / p95 / p99 by route")
+    for title in ("Error budget burn rate now", "Latency budget burn rate now"):
+        assert set(thresholds(api, title)) <= burn_factors, title
+        assert max(burn_factors) in thresholds(api, title), title
+    assert thresholds(database, "Executor queue depth") == [defaults["database"]["queueDepth"]]
+    assert thresholds(operations, "Newest backup age vs RPO") == [seconds(defaults["backup"]["rpo"])]
+    assert thresholds(operations, "Restore drill age") == [seconds(defaults["backup"]["restoreDrillMaxAge"])]
+    assert thresholds(operations, "Shipping lag") == [defaults["logship"]["lagBytes"]]
+    # Those steps are the chart's defaults, whatever the release's values: the panel says so.
+    for dashboard, title in [(api, "Error ratio against the SLO"), (api, "Latency p50 / p95 / p99 by route"),
+                             (database, "Executor queue depth"), (operations, "Newest backup age vs RPO"),
+                             (operations, "Restore drill age"), (operations, "Shipping lag")]:
+        description = next(panel for panel in panels(dashboard) if panel["title"] == title)["description"]
+        assert "chart's default" in description, f"{title}: say that the colour steps follow the chart's default"
+
+
+# Panel → the constant recording rule (alerts/constants.rules.yaml) it
+# computes against or draws as its threshold line: the release's value, not
+# the chart's default.
+PANELS_ON_CONSTANTS = {
+    ("todo-api.json", "Error ratio against the SLO"): "todo:slo_availability_objective",
+    ("todo-api.json", "Latency p50 / p95 / p99 by route"): "todo:slo_latency_threshold_seconds",
+    ("todo-api.json", "Error budget remaining (30 days)"): "todo:slo_availability_objective",
+    ("todo-api.json", "Error budget burn rate now"): "todo:slo_availability_objective",
+    ("todo-api.json", "Latency budget remaining (30 days)"): "todo:slo_latency_objective",
+    ("todo-api.json", "Latency budget burn rate now"): "todo:slo_latency_objective",
+    ("todo-api.json", "Replicas (HPA)"): "todo:hpa:info",
+    ("todo-database.json", "Executor queue depth"): "todo:threshold_db_queue_depth",
+    ("todo-operations.json", "Newest backup age vs RPO"): "todo:threshold_backup_rpo_seconds",
+    ("todo-operations.json", "Restore drill age"): "todo:threshold_restore_drill_max_age_seconds",
+    ("todo-operations.json", "Shipping lag"): "todo:threshold_logship_lag_bytes",
+}
+
+
+@pytest.mark.parametrize("where, constant", PANELS_ON_CONSTANTS.items(), ids=lambda item: str(item))
+def test_a_panel_with_an_objective_or_threshold_reads_the_releases_value(where, constant):
+    path, title = where
+    panel = next(panel for panel in panels(load(REPO_ROOT / "dashboards" / path)) if panel["title"] == title)
+
+    exprs = [target["expr"] for target in panel["targets"]]
+
+    assert any(constant in expr for expr in exprs), f"{title}: does not read {constant}"
+    # The join to the release's series is on the labels the constants carry.
+    for expr in exprs:
+        if constant in expr and " on (" in expr:
+            assert re.search(r"on \((namespace, job|namespace, horizontalpodautoscaler|namespace, cronjob|namespace, owner_name)\)", expr), expr
+
+
+def numbers(expr: str) -> set[float]:
+    """The number literals of a PromQL expression, without range windows and
+    histogram_quantile's quantile."""
+    text = re.sub(r"\[[^\]]*\]", "", expr)
+    text = re.sub(r"histogram_quantile\(\s*[0-9.]+\s*,", "histogram_quantile(", text)
+    text = re.sub(r'"(?:[^"\\]|\\.)*"', '""', text)
+    return {float(n) for n in re.findall(r"(?<![A-Za-z0-9_:.])[0-9]+(?:\.[0-9]+)?(?:e[+-]?[0-9]+)?(?![A-Za-z0-9_:])", text)}
+
+
+def test_no_dashboard_expression_carries_an_objective_or_a_threshold_as_a_number(defaults):
+    from monitoring_support import dashboard_expressions
+
+    slo = defaults["slo"]
+    values = {slo["availability"]["target"], 1 - slo["availability"]["target"],
+              slo["latency"]["target"], 1 - slo["latency"]["target"], float(slo["latency"]["thresholdSeconds"]),
+              defaults["highErrorRate"]["ratio"], defaults["database"]["unavailableErrorsPerSecond"],
+              defaults["database"]["queueDepth"], defaults["logship"]["lagBytes"],
+              seconds(defaults["backup"]["rpo"]), seconds(defaults["backup"]["restoreDrillMaxAge"])}
+
+    found = [(where, expr) for where, expr in dashboard_expressions()
+             if any(number == pytest.approx(value) for number in numbers(expr) for value in values)]
+
+    assert not found, "\n".join(f"{where}: {expr}" for where, expr in found)
+
+
+def test_numbers_are_found_in_promql():
+    assert numbers('1 - x{le="0.25"} / 0.001 > 14.4 and histogram_quantile(0.99, y[5m]) > 1e-3') == {1, 0.001, 14.4, 0.001}
 
 
 def test_the_hpa_panel_says_when_kube_state_metrics_is_missing():

@@ -252,3 +252,57 @@ def test_the_schema_refuses_alerting_values_the_rules_cannot_use(alerting, wrong
         rule_groups({"alerting": alerting})
 
     assert wrong in str(refused.value)
+
+
+def constants(groups) -> dict[str, list[dict]]:
+    """record name → the rules of group todo-constants with that name."""
+    found: dict[str, list[dict]] = {}
+    for group in groups:
+        if group["name"] == "todo-constants":
+            for rule in group["rules"]:
+                found.setdefault(rule["record"], []).append(rule)
+    return found
+
+
+def test_the_dashboards_constants_carry_the_alerting_values_and_the_releases_labels():
+    groups = rule_groups({"alerting": {
+        "slo": {"availability": {"target": 0.995}, "latency": {"target": 0.95, "thresholdSeconds": "0.5"}},
+        "highErrorRate": {"ratio": 0.1},
+        "database": {"queueDepth": 7, "unavailableErrorsPerSecond": 0.5},
+        "logship": {"lagBytes": 1048576},
+        "backup": {"rpo": "12h", "restoreDrillMaxAge": "15d"},
+    }}, name="shop", namespace="team-a")
+
+    found = {name: [rule["expr"] for rule in rules] for name, rules in constants(groups).items()}
+
+    assert found == {
+        "todo:slo_availability_objective": ["vector(0.995)"],
+        "todo:slo_latency_objective": ["vector(0.95)"],
+        "todo:slo_latency_threshold_seconds": ["vector(0.5)"],
+        "todo:threshold_high_error_ratio": ["vector(0.1)"],
+        "todo:threshold_db_unavailable_errors_per_second": ["vector(0.5)"],
+        "todo:threshold_db_queue_depth": ["vector(7)"],
+        "todo:threshold_logship_lag_bytes": ["vector(1048576)"],
+        "todo:threshold_backup_rpo_seconds": ["vector(43200)"],
+        "todo:threshold_restore_drill_max_age_seconds": ["vector(1296000)"],
+        "todo:hpa:info": ["vector(1)"],
+        "todo:cronjob:info": ["vector(1)", "vector(1)"],
+    }
+    for rules in constants(groups).values():
+        for rule in rules:
+            # The ServiceMonitor's job is the chart's Service: the release's fullname.
+            assert {"namespace": "team-a", "job": "shop-todo-backend"}.items() <= rule["labels"].items(), rule
+    [hpa] = constants(groups)["todo:hpa:info"]
+    assert hpa["labels"]["horizontalpodautoscaler"] == "shop-todo-backend"
+    cronjobs = {rule["labels"]["component"]: rule["labels"] for rule in constants(groups)["todo:cronjob:info"]}
+    assert cronjobs["backup"]["cronjob"] == cronjobs["backup"]["owner_name"] == "shop-todo-backend-backup"
+    assert cronjobs["restore-drill"]["cronjob"] == "shop-todo-backend-restore-drill"
+
+
+def test_without_backups_or_drills_no_backup_constant_names_a_cronjob():
+    without_drills = constants(rule_groups({"backup": {"restoreDrill": {"enabled": False}}}))
+    without_backups = constants(rule_groups({"backup": {"enabled": False}}))
+
+    assert [rule["labels"]["component"] for rule in without_drills["todo:cronjob:info"]] == ["backup"]
+    assert "todo:threshold_restore_drill_max_age_seconds" not in without_drills
+    assert not {"todo:cronjob:info", "todo:threshold_backup_rpo_seconds"} & set(without_backups)
