@@ -140,11 +140,16 @@ def test_static_threshold_steps_follow_the_charts_default_alerting_values(defaul
     assert thresholds(database, "Executor queue depth") == [defaults["database"]["queueDepth"]]
     assert thresholds(operations, "Newest backup age vs RPO") == [seconds(defaults["backup"]["rpo"])]
     assert thresholds(operations, "Restore drill age") == [seconds(defaults["backup"]["restoreDrillMaxAge"])]
+    assert thresholds(operations, "Backup CronJob: last success (kube-state-metrics)") == [seconds(defaults["backup"]["rpo"])]
+    assert thresholds(operations, "Restore-drill CronJob: last success (kube-state-metrics)") == [
+        seconds(defaults["backup"]["restoreDrillMaxAge"])]
     assert thresholds(operations, "Shipping lag") == [defaults["logship"]["lagBytes"]]
     # Those steps are the chart's defaults, whatever the release's values: the panel says so.
     for dashboard, title in [(api, "Error ratio against the SLO"), (api, "Latency p50 / p95 / p99 by route"),
                              (database, "Executor queue depth"), (operations, "Newest backup age vs RPO"),
-                             (operations, "Restore drill age"), (operations, "Shipping lag")]:
+                             (operations, "Restore drill age"), (operations, "Shipping lag"),
+                             (operations, "Backup CronJob: last success (kube-state-metrics)"),
+                             (operations, "Restore-drill CronJob: last success (kube-state-metrics)")]:
         description = next(panel for panel in panels(dashboard) if panel["title"] == title)["description"]
         assert "chart's default" in description, f"{title}: say that the colour steps follow the chart's default"
 
@@ -164,6 +169,10 @@ PANELS_ON_CONSTANTS = {
     ("todo-operations.json", "Newest backup age vs RPO"): "todo:threshold_backup_rpo_seconds",
     ("todo-operations.json", "Restore drill age"): "todo:threshold_restore_drill_max_age_seconds",
     ("todo-operations.json", "Shipping lag"): "todo:threshold_logship_lag_bytes",
+    ("todo-operations.json", "Backup CronJob: last success (kube-state-metrics)"): "todo:threshold_backup_rpo_seconds",
+    ("todo-operations.json", "Restore-drill CronJob: last success (kube-state-metrics)"):
+        "todo:threshold_restore_drill_max_age_seconds",
+    ("todo-operations.json", "Failed backup and drill Jobs kept (kube-state-metrics)"): "todo:cronjob:info",
 }
 
 
@@ -210,9 +219,30 @@ def test_numbers_are_found_in_promql():
     assert numbers('1 - x{le="0.25"} / 0.001 > 14.4 and histogram_quantile(0.99, y[5m]) > 1e-3') == {1, 0.001, 14.4, 0.001}
 
 
-def test_the_hpa_panel_says_when_kube_state_metrics_is_missing():
-    api = load(REPO_ROOT / "dashboards" / "todo-api.json")
+def test_a_panel_on_kube_state_metrics_alone_says_when_it_is_missing():
+    on_kube_state_metrics = []
+    for path in DASHBOARDS:
+        for panel in panels(load(path)):
+            if panel["type"] != "row" and all("kube_" in target["expr"] for target in panel["targets"]):
+                on_kube_state_metrics.append(panel["title"])
+                assert "kube-state-metrics" in panel["fieldConfig"]["defaults"]["noValue"], panel["title"]
 
-    panel = next(panel for panel in panels(api) if panel["title"] == "Replicas (HPA)")
+    assert {"Replicas (HPA)", "Backup CronJob: last success (kube-state-metrics)",
+            "Restore-drill CronJob: last success (kube-state-metrics)",
+            "Failed backup and drill Jobs kept (kube-state-metrics)"} <= set(on_kube_state_metrics)
 
-    assert "kube-state-metrics" in panel["fieldConfig"]["defaults"]["noValue"]
+
+def test_the_backup_row_watches_the_releases_cronjobs_through_kube_state_metrics():
+    """With the local store the sidecars export no todo_backup_* series: the
+    CronJobs' own series (those the alerts read there) must be on the dashboard."""
+    operations = load(REPO_ROOT / "dashboards" / "todo-operations.json")
+    exprs = " ".join(target["expr"] for panel in panels(operations) for target in panel.get("targets", []))
+
+    for series in ("kube_cronjob_status_last_successful_time", "kube_job_failed", "kube_job_owner"):
+        assert series in exprs, series
+    for component in ("backup", "restore-drill"):
+        assert f'todo:cronjob:info{{namespace=~"$namespace", component="{component}"}}' in exprs, component
+    # "No snapshot yet" was wrong with the local store: no value there means the sidecars cannot see the store.
+    for title in ("Newest backup age vs RPO", "Restore drill age"):
+        no_value = next(panel for panel in panels(operations) if panel["title"] == title)["fieldConfig"]["defaults"]["noValue"]
+        assert "cannot read the store" in no_value, title

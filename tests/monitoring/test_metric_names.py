@@ -30,6 +30,7 @@ EXTERNAL = {
     "kube_job_owner": "kube-state-metrics",
     "kube_cronjob_status_last_successful_time": "kube-state-metrics",
     "kube_cronjob_status_last_schedule_time": "kube-state-metrics",
+    "kube_cronjob_info": "kube-state-metrics",
 }
 
 

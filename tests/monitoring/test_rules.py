@@ -173,6 +173,8 @@ def test_thresholds_come_from_the_alerting_values():
     assert "> 1296000" in expression(groups, "TodoRestoreDrillTooOld")
     assert "> 43200," in expression(groups, "TodoBackupCronJobTooOld")
     assert "offset 12h" in expression(groups, "TodoBackupCronJobTooOld")
+    assert "> 1296000," in expression(groups, "TodoRestoreDrillCronJobTooOld")
+    assert "offset 15d" in expression(groups, "TodoRestoreDrillCronJobTooOld")
     assert ") > 0.1\n" in expression(groups, "TodoHighErrorRate")
     assert expression(groups, "TodoHighErrorRate").endswith("> 2")
     assert "> 7," in expression(groups, "TodoDatabaseSaturated")
@@ -211,6 +213,8 @@ def test_the_cronjob_alerts_name_the_releases_cronjobs():
     assert 'namespace="team-a"' in failed
     assert 'owner_name=~"shop-todo-backend-backup|shop-todo-backend-restore-drill"' in failed
     assert too_old.count('namespace="team-a", cronjob="shop-todo-backend-backup"}') == 3
+    drill = expression(groups, "TodoRestoreDrillCronJobTooOld")
+    assert drill.count('namespace="team-a", cronjob="shop-todo-backend-restore-drill"}') == 3
 
 
 def test_without_restore_drills_the_job_alert_watches_the_backup_cronjob_alone():
@@ -225,14 +229,14 @@ def test_without_backups_the_chart_ships_no_backup_alerts():
     names = {rule["alert"] for rule in alerts(groups)}
 
     assert not names & {"TodoBackupTooOld", "TodoBackupNeverSucceeded", "TodoBackupFailing", "TodoRestoreDrillTooOld",
-                        "TodoBackupJobFailed", "TodoBackupCronJobTooOld"}
+                        "TodoBackupJobFailed", "TodoBackupCronJobTooOld", "TodoRestoreDrillCronJobTooOld"}
     assert "TodoAppDown" in names
 
 
 def test_without_restore_drills_the_chart_ships_no_drill_alert():
     names = {rule["alert"] for rule in alerts(rule_groups({"backup": {"restoreDrill": {"enabled": False}}}))}
 
-    assert "TodoRestoreDrillTooOld" not in names
+    assert not names & {"TodoRestoreDrillTooOld", "TodoRestoreDrillCronJobTooOld"}
     assert "TodoBackupTooOld" in names
 
 

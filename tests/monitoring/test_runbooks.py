@@ -15,7 +15,7 @@ RUNBOOKS = REPO_ROOT / "docs" / "runbooks.md"
 PARTS = ["**What it means for users.**", "**Look first.**", "**Likely causes and fixes.**",
          "**Verify.**", "**Escalate**"]
 BACKUP_ALERTS = {"TodoBackupTooOld", "TodoBackupNeverSucceeded", "TodoBackupFailing", "TodoRestoreDrillTooOld",
-                 "TodoBackupJobFailed", "TodoBackupCronJobTooOld"}
+                 "TodoBackupJobFailed", "TodoBackupCronJobTooOld", "TodoRestoreDrillCronJobTooOld"}
 
 
 def slug(heading: str) -> str:
