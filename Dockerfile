@@ -28,8 +28,8 @@ ARG DEBIAN_IMAGE=docker.io/library/debian:bookworm-slim
 
 # --- build: the release binaries, dependencies in their own cached layer ---
 FROM ${RUST_IMAGE} AS build
-# libpq-dev: diesel links libpq. pkg-config finds it. (Unpinned, as below.)
-# hadolint ignore=DL3008
+# libpq-dev: diesel links libpq. pkg-config finds it. (Unpinned: .hadolint.yaml
+# says why, DL3008.)
 RUN apt-get -o Acquire::Retries=3 update \
     && apt-get -o Acquire::Retries=3 install -y --no-install-recommends libpq-dev pkg-config \
     && rm -rf /var/lib/apt/lists/*
@@ -71,8 +71,8 @@ FROM ${DEBIAN_IMAGE} AS todo-app
 # libpq5: diesel's PostgreSQL client library. ca-certificates: the roots
 # that verify an https:// OTLP collector and, with sslrootcert, PostgreSQL.
 # Versions are not pinned: bookworm's security updates replace them, and a
-# pin would break the next build instead of picking up the fix.
-# hadolint ignore=DL3008
+# pin would break the next build instead of picking up the fix (.hadolint.yaml
+# skips DL3008 for that reason).
 RUN apt-get -o Acquire::Retries=3 update \
     && apt-get -o Acquire::Retries=3 install -y --no-install-recommends libpq5 ca-certificates \
     && rm -rf /var/lib/apt/lists/* \
@@ -99,7 +99,6 @@ FROM ${DEBIAN_IMAGE} AS todo-sidecar
 # postgresql-client-15: pg_dump and pg_restore of the supported server major
 # (docs/backups.md; bookworm's own), which pull libpq5. ca-certificates: the
 # roots for S3 and the log and metrics sinks over https.
-# hadolint ignore=DL3008
 RUN apt-get -o Acquire::Retries=3 update \
     && apt-get -o Acquire::Retries=3 install -y --no-install-recommends postgresql-client-15 ca-certificates \
     && rm -rf /var/lib/apt/lists/* \

@@ -1,6 +1,7 @@
 """checkov (framework kubernetes) over the rendered manifests of every values
 file: no failed check. Skipped checks are listed, with their reasons, in the
-repository's .checkov.yaml. One checkov run over a directory holding every
+repository's .checkov.yaml, which also names the one resource-scoped skip
+(the helm test pod's probe checks, by annotation). One checkov run over a directory holding every
 render: a run per values file would cost its start-up each time."""
 
 import json

@@ -1,8 +1,10 @@
 """The linters and scanners that users run over the Dockerfile and the GitHub
 workflows find nothing: hadolint, zizmor, check-jsonschema with GitHub's
 workflow schema, and checkov (frameworks dockerfile and github_actions).
-Every checkov skip is in the repository's one .checkov.yaml, with its reason.
-All of them work offline and take seconds."""
+Every skip has its reason in one place per tool: checkov's in .checkov.yaml
+(and the few resource-scoped `checkov.io/skipN` annotations of the chart,
+each named there too), hadolint's in .hadolint.yaml. All of them work
+offline and take seconds."""
 
 import json
 import re
@@ -10,10 +12,14 @@ import shutil
 import subprocess
 
 import pytest
+import yaml
 
 from suite_support import REPO_ROOT
 
 DOCKERFILE = REPO_ROOT / "Dockerfile"
+CHECKOV_CONFIG = REPO_ROOT / ".checkov.yaml"
+HADOLINT_CONFIG = REPO_ROOT / ".hadolint.yaml"
+CHART_TEMPLATES = REPO_ROOT / "helm" / "todo-backend" / "templates"
 WORKFLOWS = sorted((REPO_ROOT / ".github" / "workflows").glob("*.yml"))
 
 
@@ -34,7 +40,8 @@ def test_the_workflows_exist():
 
 
 def test_hadolint_finds_nothing_in_the_dockerfile():
-    result = run(tool("hadolint"), "--failure-threshold", "style", str(DOCKERFILE))
+    # The failure threshold (style: everything counts) and the skips are in the config.
+    result = run(tool("hadolint"), "--config", str(HADOLINT_CONFIG), str(DOCKERFILE))
 
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -61,7 +68,7 @@ def test_the_workflows_match_githubs_workflow_schema():
 ])
 def test_checkov_finds_nothing(framework, target):
     result = run(tool("checkov"), *target, "--framework", framework,
-                 "--config-file", str(REPO_ROOT / ".checkov.yaml"), "--skip-download",
+                 "--config-file", str(CHECKOV_CONFIG), "--skip-download",
                  "--quiet", "--compact", "--output", "json")
 
     reports = json.loads(result.stdout)
@@ -75,12 +82,50 @@ def test_checkov_finds_nothing(framework, target):
     assert not failed, "\n".join(failed)
 
 
-def test_every_checkov_skip_says_why():
-    lines = (REPO_ROOT / ".checkov.yaml").read_text().splitlines()
-    skipped = [match.group(1) for line in lines
-               if (match := re.fullmatch(r"\s*-\s*(CKV2?_[A-Z0-9_]+)\s*", line))]
+def listed_skips(path, key: str, pattern: str) -> tuple[list[str], str]:
+    """The items of the list `key` of a YAML config file, and its comments."""
+    lines = path.read_text().splitlines()
+    listed = yaml.safe_load(path.read_text()).get(key) or []
     comments = "\n".join(line for line in lines if line.lstrip().startswith("#"))
+    assert all(re.fullmatch(pattern, item) for item in listed), listed
+    return listed, comments
+
+
+def unexplained(skips: list[str], comments: str) -> list[str]:
+    """Skips whose id no comment line names together with a reason."""
+    return [skip for skip in skips
+            if not re.search(rf"\b{skip}\b[^\n]*\([^)]+\)[^\n]*:", comments)
+            and not re.search(rf"\b{skip}\b \([^)]+\):", comments)]
+
+
+def test_every_checkov_skip_says_why():
+    skipped, comments = listed_skips(CHECKOV_CONFIG, "skip-check", r"CKV2?_[A-Z0-9_]+")
 
     assert skipped, "the skips are a list under skip-check"
-    unexplained = [check for check in skipped if not re.search(rf"\b{check}\b", comments)]
-    assert not unexplained, f"skips without a reason in a comment: {unexplained}"
+    assert not unexplained(skipped, comments), f"checkov skips without a reason: {unexplained(skipped, comments)}"
+
+
+def test_every_resource_scoped_checkov_skip_has_a_reason_and_is_named_in_the_config():
+    annotations = [
+        (path.name, check, reason)
+        for path in sorted(CHART_TEMPLATES.rglob("*.yaml"))
+        for check, reason in re.findall(r"checkov\.io/skip\d+:\s*(CKV2?_[A-Z0-9_]+)=?(.*)", path.read_text())
+    ]
+    _, comments = listed_skips(CHECKOV_CONFIG, "skip-check", r"CKV2?_[A-Z0-9_]+")
+
+    assert annotations, "the helm test pod's probe checks are skipped by annotation"
+    for name, check, reason in annotations:
+        assert len(reason.strip()) > 20, f"{name}: checkov.io skip of {check} without a reason"
+        assert re.search(rf"\b{check}\b", comments) and name in comments, (
+            f"{name} skips {check}: name it (and the file) in .checkov.yaml")
+
+
+def test_every_hadolint_skip_is_in_its_config_with_a_reason():
+    ignored, comments = listed_skips(HADOLINT_CONFIG, "ignored", r"(DL|SC)\d+")
+    inline = [line for line in DOCKERFILE.read_text().splitlines() if "hadolint ignore" in line]
+
+    assert ignored, "the skips are a list under ignored"
+    assert not unexplained(ignored, comments), f"hadolint skips without a reason: {unexplained(ignored, comments)}"
+    assert not inline, f"inline hadolint skips, outside .hadolint.yaml: {inline}"
+    assert ".hadolint.yaml" in CHECKOV_CONFIG.read_text() and ".checkov.yaml" in HADOLINT_CONFIG.read_text(), (
+        "each tool's config names where the other's skips are")
