@@ -138,6 +138,8 @@ def test_static_threshold_steps_follow_the_charts_default_alerting_values(defaul
         assert set(thresholds(api, title)) <= burn_factors, title
         assert max(burn_factors) in thresholds(api, title), title
     assert thresholds(database, "Executor queue depth") == [defaults["database"]["queueDepth"]]
+    assert thresholds(database, "Database errors by pod and kind") == [defaults["database"]["unavailableErrorsPerSecond"]]
+    assert thresholds(api, "5xx ratio by pod") == [defaults["highErrorRate"]["ratio"]]
     assert thresholds(operations, "Newest backup age vs RPO") == [seconds(defaults["backup"]["rpo"])]
     assert thresholds(operations, "Restore drill age") == [seconds(defaults["backup"]["restoreDrillMaxAge"])]
     assert thresholds(operations, "Backup CronJob: last success (kube-state-metrics)") == [seconds(defaults["backup"]["rpo"])]
@@ -146,7 +148,8 @@ def test_static_threshold_steps_follow_the_charts_default_alerting_values(defaul
     assert thresholds(operations, "Shipping lag") == [defaults["logship"]["lagBytes"]]
     # Those steps are the chart's defaults, whatever the release's values: the panel says so.
     for dashboard, title in [(api, "Error ratio against the SLO"), (api, "Latency p50 / p95 / p99 by route"),
-                             (database, "Executor queue depth"), (operations, "Newest backup age vs RPO"),
+                             (database, "Executor queue depth"), (database, "Database errors by pod and kind"),
+                             (api, "5xx ratio by pod"), (operations, "Newest backup age vs RPO"),
                              (operations, "Restore drill age"), (operations, "Shipping lag"),
                              (operations, "Backup CronJob: last success (kube-state-metrics)"),
                              (operations, "Restore-drill CronJob: last success (kube-state-metrics)")]:
@@ -166,6 +169,8 @@ PANELS_ON_CONSTANTS = {
     ("todo-api.json", "Latency budget burn rate now"): "todo:slo_latency_objective",
     ("todo-api.json", "Replicas (HPA)"): "todo:hpa:info",
     ("todo-database.json", "Executor queue depth"): "todo:threshold_db_queue_depth",
+    ("todo-database.json", "Database errors by pod and kind"): "todo:threshold_db_unavailable_errors_per_second",
+    ("todo-api.json", "5xx ratio by pod"): "todo:threshold_high_error_ratio",
     ("todo-operations.json", "Newest backup age vs RPO"): "todo:threshold_backup_rpo_seconds",
     ("todo-operations.json", "Restore drill age"): "todo:threshold_restore_drill_max_age_seconds",
     ("todo-operations.json", "Shipping lag"): "todo:threshold_logship_lag_bytes",
@@ -246,3 +251,16 @@ def test_the_backup_row_watches_the_releases_cronjobs_through_kube_state_metrics
     for title in ("Newest backup age vs RPO", "Restore drill age"):
         no_value = next(panel for panel in panels(operations) if panel["title"] == title)["fieldConfig"]["defaults"]["noValue"]
         assert "cannot read the store" in no_value, title
+
+
+def test_the_per_pod_5xx_ratio_panel_computes_what_todohigherrorrate_alerts_on(rendered_rules):
+    """The runbook's Verify step of TodoHighErrorRate reads this panel: same ratio, window and grouping."""
+    api = load(REPO_ROOT / "dashboards" / "todo-api.json")
+    [ratio, _] = next(panel for panel in panels(api) if panel["title"] == "5xx ratio by pod")["targets"]
+    alert = next(rule for group in yaml.safe_load(rendered_rules.read_text())["groups"]
+                 for rule in group["rules"] if rule.get("alert") == "TodoHighErrorRate")
+
+    for expr in (ratio["expr"], alert["expr"]):
+        assert 'status=~"5.."}[5m]' in expr and "503" not in expr, expr
+    assert "sum by (namespace, pod)" in ratio["expr"]
+    assert "pod)" in alert["expr"].split("\n")[1]
