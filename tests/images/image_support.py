@@ -1,7 +1,9 @@
 """Building and running the images with buildah (no Docker daemon, no registry):
 the bookworm base image made locally with mmdebstrap and cached outside the
 clone, image builds from the real Dockerfile with binaries built on the host,
-and commands run in a container with chroot isolation."""
+and commands run in a container with chroot isolation. Also what the suite's
+tests share around them: psql against the test server, and waiting for a
+started server's URL."""
 
 import contextlib
 import fcntl
@@ -10,6 +12,9 @@ import os
 import pathlib
 import shutil
 import subprocess
+import time
+import urllib.error
+import urllib.request
 import uuid
 
 # The Dockerfile's runtime base (its DEBIAN_IMAGE default); the test imports
@@ -184,3 +189,35 @@ def available() -> str | None:
     if "VERSION_CODENAME=bookworm" not in (os_release.read_text() if os_release.exists() else ""):
         return "the host's binaries go into a Debian bookworm image: run on Debian 12"
     return None
+
+
+def psql(url: str, sql: str) -> str:
+    """Runs one statement with psql; its unaligned output."""
+    result = subprocess.run(["psql", url, "-Atqc", sql], capture_output=True, text=True,
+                            timeout=60, check=False)
+    assert result.returncode == 0, f"psql {sql!r}: {result.stderr}"
+    return result.stdout.strip()
+
+
+def get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+
+
+def wait_for(url: str, process: subprocess.Popen, seconds: float = 60) -> tuple[int, str]:
+    """Polls `url` until it answers 200, the process exits, or time runs out;
+    returns the last answer (0 when nothing answered)."""
+    deadline = time.monotonic() + seconds
+    last = (0, "no answer")
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            last = get(url)
+            if last[0] == 200:
+                return last
+        except (urllib.error.URLError, ConnectionError, TimeoutError) as error:
+            last = (0, str(error))
+        time.sleep(0.2)
+    return last

@@ -16,11 +16,6 @@ import shutil
 import signal
 import subprocess
 import tempfile
-import time
-import urllib.error
-import urllib.parse
-import urllib.request
-import uuid
 
 import pytest
 
@@ -67,30 +62,6 @@ def images(repo_root, binaries):
                 support.buildah("rm", leftover, check=False)
             for leftover in support.image_ids() - images_before:
                 support.buildah("rmi", "--force", leftover, check=False)
-
-
-@pytest.fixture
-def database():
-    """A fresh database on the test server: (url, server major); dropped afterwards."""
-    server_url = os.environ.get(
-        "TEST_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
-    )
-    name = f"image_test_{uuid.uuid4().hex[:12]}"
-    psql(server_url, f"CREATE DATABASE {name}")
-    parts = urllib.parse.urlsplit(server_url)
-    url = urllib.parse.urlunsplit(parts._replace(path=f"/{name}"))
-    major = int(psql(url, "SHOW server_version_num")) // 10000
-    try:
-        yield url, major
-    finally:
-        psql(server_url, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-
-
-def psql(url: str, sql: str) -> str:
-    result = subprocess.run(["psql", url, "-Atqc", sql], capture_output=True, text=True,
-                            timeout=60, check=False)
-    assert result.returncode == 0, f"psql {sql!r}: {result.stderr}"
-    return result.stdout.strip()
 
 
 @pytest.mark.parametrize(("image", "binary"), [("app", "todo-app"), ("sidecar", "todo-sidecar")])
@@ -147,8 +118,8 @@ def test_todo_app_serve_from_the_image_answers_ready_against_postgresql(images, 
         server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                   text=True, start_new_session=True)
         try:
-            status, body = wait_for(f"http://127.0.0.1:{admin_port}/health/ready", server)
-            api_status, _ = get(f"http://127.0.0.1:{api_port}/api/todos")
+            status, body = support.wait_for(f"http://127.0.0.1:{admin_port}/health/ready", server)
+            api_status, _ = support.get(f"http://127.0.0.1:{api_port}/api/todos")
         finally:
             output = stop(server)
 
@@ -156,7 +127,7 @@ def test_todo_app_serve_from_the_image_answers_ready_against_postgresql(images, 
     assert api_status == 401, "the API answers (without a key: 401)"
     assert server.returncode == 0, f"exit {server.returncode} on SIGTERM\n{output}"
     assert "shutdown started: readiness now reports 503" in output, output
-    assert psql(url, "SELECT count(*) FROM __diesel_schema_migrations") != "0", "migrated on start"
+    assert support.psql(url, "SELECT count(*) FROM __diesel_schema_migrations") != "0", "migrated on start"
 
 
 def test_the_sidecar_image_backs_up_postgresql_15_with_its_own_pg_dump_and_verifies_it(
@@ -166,7 +137,7 @@ def test_the_sidecar_image_backs_up_postgresql_15_with_its_own_pg_dump_and_verif
     subprocess.run([str(binaries / "todo-app"), "migrate"], check=True, capture_output=True,
                    env={**os.environ, "DATABASE_URL": url,
                         "APP_CONFIG_DIR": str(repo_root / "configuration")})
-    psql(url, "INSERT INTO todos (id, owner, title, description, created_at, updated_at) "
+    support.psql(url, "INSERT INTO todos (id, owner, title, description, created_at, updated_at) "
               "SELECT gen_random_uuid(), 'alice', 'todo ' || n, '', now(), now() "
               "FROM generate_series(1, 25) AS n")
     store = tmp_path / "backups"
@@ -193,30 +164,6 @@ def test_the_sidecar_image_backs_up_postgresql_15_with_its_own_pg_dump_and_verif
     assert manifest["tables"]["public.todos"] == 25, manifest["tables"]
     assert verify.returncode == 0, verify.stderr
     assert (store / "drills" / "last-success.json").exists(), "the restore drill succeeded"
-
-
-def get(url: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read().decode()
-
-
-def wait_for(url: str, process: subprocess.Popen, seconds: float = 60) -> tuple[int, str]:
-    """Polls `url` until it answers 200, the process exits, or time runs out;
-    returns the last answer (0 when nothing answered)."""
-    deadline = time.monotonic() + seconds
-    last = (0, "no answer")
-    while time.monotonic() < deadline and process.poll() is None:
-        try:
-            last = get(url)
-            if last[0] == 200:
-                return last
-        except (urllib.error.URLError, ConnectionError, TimeoutError) as error:
-            last = (0, str(error))
-        time.sleep(0.2)
-    return last
 
 
 def stop(process: subprocess.Popen) -> str:
