@@ -20,15 +20,20 @@ fn main() {
                 .then(|| String::from_utf8_lossy(&output.stdout).trim().to_string())
         })
         .unwrap_or_else(|| "unknown".to_string());
-    // Rebuild when HEAD moves (a new commit or a checkout).
-    if let Ok(output) = Command::new("git")
-        .args(["rev-parse", "--git-dir"])
-        .output()
-        && output.status.success()
-    {
-        let git_dir = String::from_utf8_lossy(&output.stdout).trim().to_string();
-        println!("cargo:rerun-if-changed={git_dir}/HEAD");
-        println!("cargo:rerun-if-changed={git_dir}/refs/heads");
+    // Rebuild when HEAD moves (a new commit or a checkout). `--git-path`
+    // resolves each path where git keeps it: in a linked worktree, HEAD is
+    // the worktree's own and refs/heads the main repository's (a path under
+    // `--git-dir` would not exist there, and cargo reruns a build script
+    // whose watched path is missing on every build).
+    for path in ["HEAD", "refs/heads"] {
+        if let Ok(output) = Command::new("git")
+            .args(["rev-parse", "--git-path", path])
+            .output()
+            && output.status.success()
+        {
+            let resolved = String::from_utf8_lossy(&output.stdout).trim().to_string();
+            println!("cargo:rerun-if-changed={resolved}");
+        }
     }
     println!("cargo:rustc-env=TODO_GIT_REVISION={revision}");
 }
