@@ -59,8 +59,13 @@ def alert(name: str, severity: str, **labels: str) -> dict:
             "annotations": {"summary": f"{name} (test)"}}
 
 
+def key(labels: dict) -> str:
+    """An alert of the tests by name and what tells it from its namesakes: `TodoHighErrorRate/todo-1`."""
+    return "/".join([labels["alertname"], *(labels[name] for name in ("pod", "long_window") if name in labels)])
+
+
 def states(alertmanager: str, namespace: str) -> dict[str, dict]:
-    return {a["labels"]["alertname"]: a["status"]
+    return {key(a["labels"]): a["status"]
             for a in http_get_json(f"{alertmanager}/api/v2/alerts")
             if a["labels"].get("namespace") == namespace}
 
@@ -76,36 +81,60 @@ def wait_for_states(alertmanager: str, namespace: str, expected: dict[str, str],
     raise AssertionError(f"expected {expected}, Alertmanager has {seen}")
 
 
-def test_app_down_inhibits_the_app_s_slo_and_error_alerts_in_its_namespace(alertmanager):
+def test_app_down_inhibits_its_own_pods_error_rate_and_nothing_release_wide(alertmanager):
     post_alerts(alertmanager, [
-        alert("TodoAppDown", "critical", namespace="inhibit-a", pod="todo-1"),
-        alert("TodoHighErrorRate", "critical", namespace="inhibit-a", pod="todo-1"),
-        alert("TodoErrorBudgetBurn", "critical", namespace="inhibit-a", long_window="1h"),
-        alert("TodoLatencyBudgetBurn", "warning", namespace="inhibit-a", long_window="3d"),
+        alert("TodoAppDown", "critical", namespace="inhibit-a", job="todo", pod="todo-1"),
+        alert("TodoHighErrorRate", "critical", namespace="inhibit-a", job="todo", pod="todo-1"),
+        # Another pod's errors are not explained by todo-1's app being down...
+        alert("TodoHighErrorRate", "critical", namespace="inhibit-a", job="todo", pod="todo-2"),
+        # ...nor is the release's SLO burn.
+        alert("TodoErrorBudgetBurn", "critical", namespace="inhibit-a", job="todo", long_window="1h"),
+        alert("TodoLatencyBudgetBurn", "warning", namespace="inhibit-a", job="todo", long_window="3d"),
         # Not its consequence: still notified.
-        alert("TodoBackupFailing", "warning", namespace="inhibit-a", pod="todo-1"),
+        alert("TodoBackupFailing", "warning", namespace="inhibit-a", job="todo", pod="todo-1"),
         # Another namespace is another release: not inhibited.
-        alert("TodoHighErrorRate", "critical", namespace="inhibit-b", pod="todo-9"),
+        alert("TodoHighErrorRate", "critical", namespace="inhibit-b", job="todo", pod="todo-1"),
     ])
 
     seen = wait_for_states(alertmanager, "inhibit-a", {
-        "TodoAppDown": "active", "TodoHighErrorRate": "suppressed", "TodoErrorBudgetBurn": "suppressed",
-        "TodoLatencyBudgetBurn": "suppressed", "TodoBackupFailing": "active"})
-    assert seen["TodoHighErrorRate"]["inhibitedBy"], seen
-    wait_for_states(alertmanager, "inhibit-b", {"TodoHighErrorRate": "active"})
+        "TodoAppDown/todo-1": "active", "TodoHighErrorRate/todo-1": "suppressed",
+        "TodoHighErrorRate/todo-2": "active", "TodoErrorBudgetBurn/1h": "active",
+        "TodoLatencyBudgetBurn/3d": "active", "TodoBackupFailing/todo-1": "active"})
+    assert seen["TodoHighErrorRate/todo-1"]["inhibitedBy"], seen
+    wait_for_states(alertmanager, "inhibit-b", {"TodoHighErrorRate/todo-1": "active"})
 
 
-def test_database_unavailable_inhibits_the_app_s_errors_and_saturation(alertmanager):
+def test_sidecar_down_inhibits_its_own_pods_app_and_error_alerts(alertmanager):
     post_alerts(alertmanager, [
-        alert("TodoDatabaseUnavailable", "critical", namespace="inhibit-c", pod="todo-1", cause="app_errors"),
-        alert("TodoHighErrorRate", "critical", namespace="inhibit-c", pod="todo-1"),
-        alert("TodoDatabaseSaturated", "warning", namespace="inhibit-c", pod="todo-1", cause="overloaded"),
-        alert("TodoErrorBudgetBurn", "critical", namespace="inhibit-c", long_window="6h"),
+        alert("TodoSidecarDown", "critical", namespace="inhibit-f", job="todo", pod="todo-1"),
+        alert("TodoAppDown", "critical", namespace="inhibit-f", job="todo", pod="todo-1"),
+        alert("TodoHighErrorRate", "critical", namespace="inhibit-f", job="todo", pod="todo-1"),
+        alert("TodoAppDown", "critical", namespace="inhibit-f", job="todo", pod="todo-2"),
+    ])
+
+    wait_for_states(alertmanager, "inhibit-f", {
+        "TodoSidecarDown/todo-1": "active", "TodoAppDown/todo-1": "suppressed",
+        "TodoHighErrorRate/todo-1": "suppressed", "TodoAppDown/todo-2": "active"})
+
+
+def test_database_unavailable_inhibits_its_pods_errors_and_the_releases_slo_burn(alertmanager):
+    post_alerts(alertmanager, [
+        alert("TodoDatabaseUnavailable", "critical", namespace="inhibit-c", job="todo", pod="todo-1",
+              cause="app_errors"),
+        alert("TodoHighErrorRate", "critical", namespace="inhibit-c", job="todo", pod="todo-1"),
+        alert("TodoDatabaseSaturated", "warning", namespace="inhibit-c", job="todo", pod="todo-1", cause="overloaded"),
+        # Another pod that still reaches the database: its errors are news.
+        alert("TodoHighErrorRate", "critical", namespace="inhibit-c", job="todo", pod="todo-2"),
+        # The database is the release's: its SLO burn is the consequence.
+        alert("TodoErrorBudgetBurn", "critical", namespace="inhibit-c", job="todo", long_window="6h"),
+        # Another release in the same namespace has its own database.
+        alert("TodoLatencyBudgetBurn", "critical", namespace="inhibit-c", job="shop", long_window="1h"),
     ])
 
     wait_for_states(alertmanager, "inhibit-c", {
-        "TodoDatabaseUnavailable": "active", "TodoHighErrorRate": "suppressed",
-        "TodoDatabaseSaturated": "suppressed", "TodoErrorBudgetBurn": "suppressed"})
+        "TodoDatabaseUnavailable/todo-1": "active", "TodoHighErrorRate/todo-1": "suppressed",
+        "TodoDatabaseSaturated/todo-1": "suppressed", "TodoHighErrorRate/todo-2": "active",
+        "TodoErrorBudgetBurn/6h": "suppressed", "TodoLatencyBudgetBurn/1h": "active"})
 
 
 def test_no_backup_at_all_inhibits_backup_too_old(alertmanager):
@@ -121,4 +150,4 @@ def test_no_backup_at_all_inhibits_backup_too_old(alertmanager):
 def test_an_alert_alone_is_not_inhibited(alertmanager):
     post_alerts(alertmanager, [alert("TodoHighErrorRate", "critical", namespace="inhibit-e", pod="todo-1")])
 
-    wait_for_states(alertmanager, "inhibit-e", {"TodoHighErrorRate": "active"})
+    wait_for_states(alertmanager, "inhibit-e", {"TodoHighErrorRate/todo-1": "active"})

@@ -135,13 +135,13 @@ def test_a_scaled_alert_fires_in_seconds(tmp_path):
             "alert_rule_test": [
                 {"eval_time": "2s", "alertname": "TodoAppDown", "exp_alerts": []},
                 {"eval_time": "3s", "alertname": "TodoAppDown", "exp_alerts": [{
-                    "exp_labels": {"severity": "critical", "cause": "app_not_scraped",
-                                   "namespace": "prod", "job": "todo", "pod": "todo-1"},
+                    "exp_labels": {"severity": "critical", "namespace": "prod", "job": "todo", "pod": "todo-1"},
                     "exp_annotations": {
-                        "summary": "todo-app in a pod is down or cannot be seen.",
-                        "description": "The sidecar of pod todo-1 (prod) cannot scrape todo-app's /metrics on "
-                                       ":9000: the app is down, restarting or stuck, and its metrics are missing. "
-                                       "Requests routed to this pod may fail.",
+                        "summary": "todo-app in a pod is down.",
+                        "description": "The sidecar of pod todo-1 (prod) answers but cannot scrape todo-app's "
+                                       "/metrics on :9000: the app is down, restarting or stuck, and its metrics are "
+                                       "missing. Requests routed to this pod fail until its readiness probe takes "
+                                       "it out of the Service.",
                         "runbook_url": "https://github.com/todo-backend/todo-backend/blob/main/docs/runbooks.md#todoappdown",
                     }}]},
             ],
