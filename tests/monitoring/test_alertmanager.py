@@ -34,6 +34,12 @@ def test_amtool_check_config_accepts_the_example(example):
     (["alertname=TodoBackupFailing", "severity=warning", "namespace=prod"], "ticket"),
     # An alert without a known severity is never dropped: it makes a ticket.
     (["alertname=SomethingElse", "namespace=prod"], "ticket"),
+    # kube-prometheus-stack's heartbeat and helper alerts reach no one (this
+    # routing replaces the stack's defaults, which did the same).
+    (["alertname=Watchdog", "severity=none", "prometheus=monitoring/kube-prometheus-stack-prometheus"], "null"),
+    (["alertname=InfoInhibitor", "severity=none", "namespace=kube-system"], "null"),
+    # The stack's own alerts of a known severity are routed like ours.
+    (["alertname=KubePodCrashLooping", "severity=warning", "namespace=prod"], "ticket"),
 ])
 def test_each_severity_reaches_its_receiver(example, labels, receiver):
     amtool = require_binary("amtool")

@@ -96,6 +96,7 @@ def test_alertmanager_routes_like_the_example_and_amtool_accepts_it(stack, tmp_p
     assert result.returncode == 0, result.stdout + result.stderr
     assert config == example
     # The pager's key file is in the Secret the stack mounts.
-    key_file = config["receivers"][0]["pagerduty_configs"][0]["routing_key_file"]
+    pager = next(receiver for receiver in config["receivers"] if receiver.get("pagerduty_configs"))
+    key_file = pager["pagerduty_configs"][0]["routing_key_file"]
     mounted = stack["alertmanager"]["alertmanagerSpec"]["secrets"]
     assert any(key_file.startswith(f"/etc/alertmanager/secrets/{secret}/") for secret in mounted)
