@@ -105,32 +105,28 @@ def test_every_program_container_accepts_its_rendered_configuration(case, binari
     assert ("Deployment", "todo-app") in checked and ("Deployment", "todo-sidecar") in checked
 
 
-def test_a_key_the_program_refuses_fails_the_check_with_the_key_named(binaries, tmp_path):
-    objects = render_objects({"app": {"config": {"server": {"shutdown_timeout_secs": 10}}}})
+# A mistyped key under each program's `config` value: the chart passes it
+# through, and the program's own loader must refuse it by name.
+MISTYPED_KEYS = {
+    "todo-app": ({"app": {"config": {"server": {"shutdown_timeout_secs": 10}}}}, "shutdown_timeout_secs"),
+    "todo-sidecar": ({"sidecar": {"config": {"aggregate": {"max_seriez": 10}}}}, "max_seriez"),
+}
+
+
+@pytest.mark.parametrize("program", sorted(MISTYPED_KEYS))
+def test_a_key_the_program_refuses_fails_the_check_with_the_key_named(program, binaries, tmp_path):
+    values, key = MISTYPED_KEYS[program]
+    objects = render_objects(values)
     _, container, spec = next(
         (obj, c, s) for obj, c, s in program_containers(objects)
-        if obj["kind"] == "Deployment" and c["name"] == "todo-app"
+        if obj["kind"] == "Deployment" and c["name"] == program
     )
     env = materialize(objects, container, spec, tmp_path)
 
-    result = run_program(binaries, "todo-app", ["check-config"], env)
+    result = run_program(binaries, program, ["check-config"], env)
 
     assert result.returncode == 2
-    assert "shutdown_timeout_secs" in result.stderr
-
-
-def test_a_sidecar_key_the_program_refuses_fails_the_check_with_the_key_named(binaries, tmp_path):
-    objects = render_objects({"sidecar": {"config": {"aggregate": {"max_seriez": 10}}}})
-    _, container, spec = next(
-        (obj, c, s) for obj, c, s in program_containers(objects)
-        if obj["kind"] == "Deployment" and c["name"] == "todo-sidecar"
-    )
-    env = materialize(objects, container, spec, tmp_path)
-
-    result = run_program(binaries, "todo-sidecar", ["check-config"], env)
-
-    assert result.returncode == 2
-    assert "max_seriez" in result.stderr
+    assert key in result.stderr
 
 
 def test_the_log_destination_reaches_the_app_and_the_sidecar_ships_what_the_app_writes(binaries, tmp_path):
