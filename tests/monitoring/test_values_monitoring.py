@@ -1,7 +1,8 @@
-"""helm/values-monitoring.yaml, the kube-prometheus-stack values: the plan's
-retention and scrape interval, no Grafana password in values, selectors that
-match what our chart renders with its monitoring values, and the example
-Alertmanager routing, which amtool accepts."""
+"""helm/values-monitoring.yaml, the kube-prometheus-stack values: a retention
+that covers the 30-day SLO windows, the plan's scrape interval, no Grafana
+password in values, selectors that match what our chart renders with its
+monitoring values, and the example Alertmanager routing, which amtool
+accepts."""
 
 from __future__ import annotations
 
@@ -36,10 +37,24 @@ def of_kind(manifests: list[dict], kind: str) -> list[dict]:
     return found
 
 
-def test_prometheus_keeps_15_days_and_scrapes_every_30_seconds(stack):
-    spec = stack["prometheus"]["prometheusSpec"]
+def days(duration: str) -> float:
+    return int(duration[:-1]) * {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}[duration[-1]] / 86400
 
-    assert spec["retention"] == "15d"
+
+def test_prometheus_keeps_every_window_the_dashboards_and_rules_read_and_scrapes_every_30_seconds(stack, rendered_rules):
+    """The plan said 15 days; the 30-day SLO budget panels sum over [30d],
+    which 15 days of data cannot answer."""
+    import re
+
+    from monitoring_support import dashboard_expressions, rule_expressions
+
+    spec = stack["prometheus"]["prometheusSpec"]
+    windows = {window for _, expr in dashboard_expressions() + rule_expressions(rendered_rules)
+               for window in re.findall(r"\[(\d+[smhdw])(?::[^\]]*)?\]|offset (\d+[smhdw])", expr)
+               for window in window if window}
+
+    assert max(days(window) for window in windows) == 30, "the SLO period is the longest window"
+    assert days(spec["retention"]) >= max(days(window) for window in windows)
     assert spec["scrapeInterval"] == "30s"
 
 
