@@ -10,6 +10,7 @@ pub mod backup;
 pub mod cli;
 pub mod component;
 pub mod configuration;
+pub mod label;
 /// Outbound HTTP for every client of the sidecar: `todo_common::http`.
 pub use todo_common::http;
 pub mod logship;

@@ -12,58 +12,28 @@
 //! metric in `crate::metrics::aggregate` (a counter with a label is created
 //! at 0 there for every value of its enum); `emit` where it happens.
 
-use std::fmt;
-
 use super::pg::PgError;
 use super::remote_write::PushError;
 use super::scrape::ScrapeError;
+use crate::label::label_values;
 use crate::metrics::AggregateMetrics;
 
-/// Why a scrape of the app failed: the `reason` label of
-/// `todo_app_scrape_failures_total` and of the warning.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ScrapeFailureReason {
-    /// No answer within `aggregate.scrape_timeout_ms`.
-    Timeout,
-    /// The connection failed (nothing listens, refused, reset).
-    Connect,
-    /// An HTTP status other than 2xx.
-    Status,
-    /// The body exceeds `aggregate.max_body_bytes`.
-    TooLarge,
-    /// The body could not be read.
-    Body,
-    /// The body is not a valid exposition.
-    Parse,
-}
-
-impl ScrapeFailureReason {
-    /// Every reason, each exposed at 0 from start-up.
-    pub const ALL: [ScrapeFailureReason; 6] = [
-        ScrapeFailureReason::Timeout,
-        ScrapeFailureReason::Connect,
-        ScrapeFailureReason::Status,
-        ScrapeFailureReason::TooLarge,
-        ScrapeFailureReason::Body,
-        ScrapeFailureReason::Parse,
-    ];
-
-    /// The label value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ScrapeFailureReason::Timeout => "timeout",
-            ScrapeFailureReason::Connect => "connect",
-            ScrapeFailureReason::Status => "status",
-            ScrapeFailureReason::TooLarge => "too_large",
-            ScrapeFailureReason::Body => "body",
-            ScrapeFailureReason::Parse => "parse",
-        }
-    }
-}
-
-impl fmt::Display for ScrapeFailureReason {
-    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        formatter.write_str(self.as_str())
+label_values! {
+    /// Why a scrape of the app failed: the `reason` label of
+    /// `todo_app_scrape_failures_total` and of the warning.
+    pub enum ScrapeFailureReason {
+        /// No answer within `aggregate.scrape_timeout_ms`.
+        Timeout => "timeout",
+        /// The connection failed (nothing listens, refused, reset).
+        Connect => "connect",
+        /// An HTTP status other than 2xx.
+        Status => "status",
+        /// The body exceeds `aggregate.max_body_bytes`.
+        TooLarge => "too_large",
+        /// The body could not be read.
+        Body => "body",
+        /// The body is not a valid exposition.
+        Parse => "parse",
     }
 }
 
@@ -163,30 +133,15 @@ impl RemoteWriteSent {
     }
 }
 
-/// Why a request's samples were given up (the `reason` of the warning;
-/// both count in `todo_remote_write_samples_failed_total`, which has no
-/// label so that the alert can add it to the dropped samples).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PushFailureReason {
-    /// The receiver refused the data (a 4xx other than 429): not retried.
-    Rejected,
-    /// Network errors, 5xx or 429 until `max_retries` was spent.
-    RetriesExhausted,
-}
-
-impl PushFailureReason {
-    /// Every reason.
-    pub const ALL: [PushFailureReason; 2] = [
-        PushFailureReason::Rejected,
-        PushFailureReason::RetriesExhausted,
-    ];
-
-    /// The log field's value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PushFailureReason::Rejected => "rejected",
-            PushFailureReason::RetriesExhausted => "retries_exhausted",
-        }
+label_values! {
+    /// Why a request's samples were given up (the `reason` of the warning;
+    /// both count in `todo_remote_write_samples_failed_total`, which has no
+    /// label so that the alert can add it to the dropped samples).
+    pub enum PushFailureReason {
+        /// The receiver refused the data (a 4xx other than 429): not retried.
+        Rejected => "rejected",
+        /// Network errors, 5xx or 429 until `max_retries` was spent.
+        RetriesExhausted => "retries_exhausted",
     }
 }
 
@@ -214,26 +169,14 @@ impl RemoteWriteFailed<'_> {
     }
 }
 
-/// Why samples were dropped unsent (the `reason` of the log line; both
-/// count in `todo_remote_write_samples_dropped_total`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DropReason {
-    /// A snapshot did not fit in `max_queued_samples`: the oldest went.
-    QueueFull,
-    /// Still queued, or being pushed, when the sidecar stopped.
-    Shutdown,
-}
-
-impl DropReason {
-    /// Every reason.
-    pub const ALL: [DropReason; 2] = [DropReason::QueueFull, DropReason::Shutdown];
-
-    /// The log field's value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DropReason::QueueFull => "queue_full",
-            DropReason::Shutdown => "shutdown",
-        }
+label_values! {
+    /// Why samples were dropped unsent (the `reason` of the log line; both
+    /// count in `todo_remote_write_samples_dropped_total`).
+    pub enum DropReason {
+        /// A snapshot did not fit in `max_queued_samples`: the oldest went.
+        QueueFull => "queue_full",
+        /// Still queued, or being pushed, when the sidecar stopped.
+        Shutdown => "shutdown",
     }
 }
 

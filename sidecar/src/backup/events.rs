@@ -13,63 +13,32 @@
 //! moves a metric); its metric in `crate::metrics::backup` (`BackupMetrics`,
 //! created at 0 there); `emit` where it happens.
 
-use std::fmt;
-
 use chrono::{DateTime, Utc};
 
 use super::BackupError;
 use super::snapshot::{Catalog, Manifest};
+use crate::label::label_values;
 use crate::metrics::BackupMetrics;
 
-/// The step of a backup that failed: the `stage` field of its log line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BackupStage {
-    /// Connecting to the database, or reading its version.
-    Connect,
-    /// Taking the advisory lock (held by another backup: not a failure).
-    Lock,
-    /// Finding a `pg_dump` as new as the server.
-    Tools,
-    /// Starting to write to the store.
-    Store,
-    /// Opening the snapshot and streaming pg_dump → zstd → store (or
-    /// interrupted by a signal meanwhile).
-    Dump,
-    /// Completing the data object.
-    Upload,
-    /// Writing the manifest (which publishes the snapshot).
-    Manifest,
-}
-
-impl BackupStage {
-    /// Every stage, in the order a backup goes through them.
-    pub const ALL: [BackupStage; 7] = [
-        BackupStage::Connect,
-        BackupStage::Lock,
-        BackupStage::Tools,
-        BackupStage::Store,
-        BackupStage::Dump,
-        BackupStage::Upload,
-        BackupStage::Manifest,
-    ];
-
-    /// The log field's value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            BackupStage::Connect => "connect",
-            BackupStage::Lock => "lock",
-            BackupStage::Tools => "tools",
-            BackupStage::Store => "store",
-            BackupStage::Dump => "dump",
-            BackupStage::Upload => "upload",
-            BackupStage::Manifest => "manifest",
-        }
-    }
-}
-
-impl fmt::Display for BackupStage {
-    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        formatter.write_str(self.as_str())
+label_values! {
+    /// The step of a backup that failed: the `stage` field of its log line.
+    /// Declared in the order a backup goes through them.
+    pub enum BackupStage {
+        /// Connecting to the database, or reading its version.
+        Connect => "connect",
+        /// Taking the advisory lock (held by another backup: not a failure).
+        Lock => "lock",
+        /// Finding a `pg_dump` as new as the server.
+        Tools => "tools",
+        /// Starting to write to the store.
+        Store => "store",
+        /// Opening the snapshot and streaming pg_dump → zstd → store (or
+        /// interrupted by a signal meanwhile).
+        Dump => "dump",
+        /// Completing the data object.
+        Upload => "upload",
+        /// Writing the manifest (which publishes the snapshot).
+        Manifest => "manifest",
     }
 }
 

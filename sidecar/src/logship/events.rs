@@ -13,164 +13,73 @@
 //! happens. A new failure reason is a variant of [`FailureReason`] (and a
 //! word in docs/logship.md's metrics table, which a test checks).
 
-use std::fmt;
 use std::path::Path;
 use std::time::Duration;
 
 use super::checkpoint::LoadError;
 use super::config::StartAt;
+use crate::label::label_values;
 use crate::metrics::LogshipMetrics;
 
-/// Why delivering to a sink failed: the `reason` label of
-/// `todo_logship_failures_total` and of the log line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FailureReason {
-    /// The connection failed (refused, reset, TLS, DNS).
-    Connection,
-    /// No answer within `logship.retry.request_timeout_ms`.
-    Timeout,
-    /// 429.
-    RateLimited,
-    /// 5xx or 408.
-    ServerError,
-    /// 401, 403 or 407: retried until the credentials are fixed.
-    Unauthorized,
-    /// 404: retried until the URL is fixed.
-    NotFound,
-    /// `_bulk` items answered 429 or 5xx: those are sent again.
-    ItemRetryable,
-    /// Other 4xx, or failed `_bulk` items: dead-lettered.
-    Rejected,
-    /// A 2xx whose body cannot be read as the sink's answer: retried.
-    BadAnswer,
-    /// The dead-letter file cannot be written: the refused lines are lost.
-    DeadLetterWrite,
-    /// Refused lines beyond the dead-letter file's bound were dropped.
-    DeadLetterOverflow,
-    /// The batch could not be encoded.
-    Encode,
-    /// stdout could not be written.
-    Write,
-    /// OTLP: the collector refused some records of a batch (dead-lettered).
-    PartialSuccess,
-    /// The drain at shutdown ended with lines this sink had not accepted.
-    DrainTimeout,
-}
-
-impl FailureReason {
-    /// Every reason, each exposed at 0 for every configured sink.
-    pub const ALL: [FailureReason; 15] = [
-        FailureReason::Connection,
-        FailureReason::Timeout,
-        FailureReason::RateLimited,
-        FailureReason::ServerError,
-        FailureReason::Unauthorized,
-        FailureReason::NotFound,
-        FailureReason::ItemRetryable,
-        FailureReason::Rejected,
-        FailureReason::BadAnswer,
-        FailureReason::DeadLetterWrite,
-        FailureReason::DeadLetterOverflow,
-        FailureReason::Encode,
-        FailureReason::Write,
-        FailureReason::PartialSuccess,
-        FailureReason::DrainTimeout,
-    ];
-
-    /// The label value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            FailureReason::Connection => "connection",
-            FailureReason::Timeout => "timeout",
-            FailureReason::RateLimited => "rate_limited",
-            FailureReason::ServerError => "server_error",
-            FailureReason::Unauthorized => "unauthorized",
-            FailureReason::NotFound => "not_found",
-            FailureReason::ItemRetryable => "item_retryable",
-            FailureReason::Rejected => "rejected",
-            FailureReason::BadAnswer => "bad_answer",
-            FailureReason::DeadLetterWrite => "dead_letter_write",
-            FailureReason::DeadLetterOverflow => "dead_letter_overflow",
-            FailureReason::Encode => "encode",
-            FailureReason::Write => "write",
-            FailureReason::PartialSuccess => "partial_success",
-            FailureReason::DrainTimeout => "drain_timeout",
-        }
+label_values! {
+    /// Why delivering to a sink failed: the `reason` label of
+    /// `todo_logship_failures_total` and of the log line.
+    pub enum FailureReason {
+        /// The connection failed (refused, reset, TLS, DNS).
+        Connection => "connection",
+        /// No answer within `logship.retry.request_timeout_ms`.
+        Timeout => "timeout",
+        /// 429.
+        RateLimited => "rate_limited",
+        /// 5xx or 408.
+        ServerError => "server_error",
+        /// 401, 403 or 407: retried until the credentials are fixed.
+        Unauthorized => "unauthorized",
+        /// 404: retried until the URL is fixed.
+        NotFound => "not_found",
+        /// `_bulk` items answered 429 or 5xx: those are sent again.
+        ItemRetryable => "item_retryable",
+        /// Other 4xx, or failed `_bulk` items: dead-lettered.
+        Rejected => "rejected",
+        /// A 2xx whose body cannot be read as the sink's answer: retried.
+        BadAnswer => "bad_answer",
+        /// The dead-letter file cannot be written: the refused lines are lost.
+        DeadLetterWrite => "dead_letter_write",
+        /// Refused lines beyond the dead-letter file's bound were dropped.
+        DeadLetterOverflow => "dead_letter_overflow",
+        /// The batch could not be encoded.
+        Encode => "encode",
+        /// stdout could not be written.
+        Write => "write",
+        /// OTLP: the collector refused some records of a batch (dead-lettered).
+        PartialSuccess => "partial_success",
+        /// The drain at shutdown ended with lines this sink had not accepted.
+        DrainTimeout => "drain_timeout",
     }
 }
 
-impl fmt::Display for FailureReason {
-    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        formatter.write_str(self.as_str())
+label_values! {
+    /// Why the checkpoint could not be used or kept: the `reason` label of
+    /// `todo_logship_checkpoint_errors_total` and of the log line.
+    pub enum CheckpointErrorReason {
+        /// None at start (first start, or deleted).
+        Missing => "missing",
+        /// Unreadable or unparsable at start.
+        Corrupt => "corrupt",
+        /// It could not be written.
+        Write => "write",
     }
 }
 
-/// Why the checkpoint could not be used or kept: the `reason` label of
-/// `todo_logship_checkpoint_errors_total` and of the log line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CheckpointErrorReason {
-    /// None at start (first start, or deleted).
-    Missing,
-    /// Unreadable or unparsable at start.
-    Corrupt,
-    /// It could not be written.
-    Write,
-}
-
-impl CheckpointErrorReason {
-    /// Every reason, each exposed at 0 from start-up.
-    pub const ALL: [CheckpointErrorReason; 3] = [
-        CheckpointErrorReason::Missing,
-        CheckpointErrorReason::Corrupt,
-        CheckpointErrorReason::Write,
-    ];
-
-    /// The label value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CheckpointErrorReason::Missing => "missing",
-            CheckpointErrorReason::Corrupt => "corrupt",
-            CheckpointErrorReason::Write => "write",
-        }
-    }
-}
-
-impl fmt::Display for CheckpointErrorReason {
-    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        formatter.write_str(self.as_str())
-    }
-}
-
-/// Why the tailer could not read a log file: the `reason` label of
-/// `todo_logship_source_errors_total` and of the log line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SourceErrorReason {
-    /// A file of the path's family exists but cannot be opened (skipped).
-    Unreadable,
-    /// The file was truncated before it was read to its end, and no copy of
-    /// it was found among the rotated files: the unread lines are lost.
-    TruncatedUnread,
-}
-
-impl SourceErrorReason {
-    /// Every reason, each exposed at 0 from start-up.
-    pub const ALL: [SourceErrorReason; 2] = [
-        SourceErrorReason::Unreadable,
-        SourceErrorReason::TruncatedUnread,
-    ];
-
-    /// The label value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SourceErrorReason::Unreadable => "unreadable",
-            SourceErrorReason::TruncatedUnread => "truncated_unread",
-        }
-    }
-}
-
-impl fmt::Display for SourceErrorReason {
-    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        formatter.write_str(self.as_str())
+label_values! {
+    /// Why the tailer could not read a log file: the `reason` label of
+    /// `todo_logship_source_errors_total` and of the log line.
+    pub enum SourceErrorReason {
+        /// A file of the path's family exists but cannot be opened (skipped).
+        Unreadable => "unreadable",
+        /// The file was truncated before it was read to its end, and no copy of
+        /// it was found among the rotated files: the unread lines are lost.
+        TruncatedUnread => "truncated_unread",
     }
 }
 
