@@ -60,17 +60,78 @@ def test_promtool_unit_tests_pass(unit_test, rendered_rules, tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_every_alert_has_a_unit_test_where_it_fires_and_one_where_it_stays_silent(rendered_rules):
-    names = {rule["alert"] for rule in alerts(yaml.safe_load(rendered_rules.read_text())["groups"])}
+def alerts_to_test(groups) -> set[tuple[str, str]]:
+    """What must be tested firing and silent: (alertname, long_window) for
+    the burn-rate alerts, each window a rule of its own; (alertname, "") for
+    the others."""
+    return {(rule["alert"], rule["labels"].get("long_window", "")) for rule in alerts(groups)}
+
+
+def test_every_alert_and_every_burn_rate_window_has_a_unit_test_where_it_fires_and_one_where_it_stays_silent(
+        rendered_rules):
+    names = alerts_to_test(yaml.safe_load(rendered_rules.read_text())["groups"])
+    windows = {name: {window for alert, window in names if alert == name} for name, _ in names}
     firing, silent = set(), set()
     for unit_test in UNIT_TESTS:
         for case in yaml.safe_load(unit_test.read_text())["tests"]:
             for check in case.get("alert_rule_test", []):
-                (firing if check.get("exp_alerts") else silent).add(check["alertname"])
+                name = check["alertname"]
+                # promtool compares the whole list of an alert's instances at
+                # an eval_time: a window not listed is checked silent there.
+                fired = {alert["exp_labels"].get("long_window", "") for alert in check.get("exp_alerts") or []}
+                firing |= {(name, window) for window in fired}
+                silent |= {(name, window) for window in windows.get(name, {""}) - fired}
 
-    assert names - firing == set(), "alerts never tested firing"
-    assert names - silent == set(), "alerts never tested silent"
-    assert firing | silent <= names, "unit tests name alerts that do not exist"
+    assert names - firing == set(), "alerts (and burn-rate windows) never tested firing"
+    assert names - silent == set(), "alerts (and burn-rate windows) never tested silent"
+    assert firing | silent <= names, "unit tests name alerts or windows that do not exist"
+
+
+def test_every_burn_rate_window_is_tested_just_under_and_just_over_its_factor(rendered_rules):
+    """A window's edge: a ratio under its factor x the budget leaves it silent
+    while a lower factor's window fires (or nothing does, under 1x); one just
+    over fires it. Checked on the cases' input series, by their ratio."""
+    rules = [rule for rule in alerts(yaml.safe_load(rendered_rules.read_text())["groups"])
+             if rule["alert"] in {"TodoErrorBudgetBurn", "TodoLatencyBudgetBurn"}]
+    factors = {(rule["alert"], rule["labels"]["long_window"]): float(re.search(r"> \(([0-9.]+) \*", rule["expr"])[1])
+               for rule in rules}
+    edges: dict[tuple[str, str], set[str]] = {key: set() for key in factors}
+    for case in yaml.safe_load((HERE / "rules" / "slo.test.yaml").read_text())["tests"]:
+        for check in case.get("alert_rule_test", []):
+            name, fired = check["alertname"], {a["exp_labels"]["long_window"] for a in check.get("exp_alerts") or []}
+            if name not in {"TodoErrorBudgetBurn", "TodoLatencyBudgetBurn"} or check["eval_time"] != "20m":
+                continue
+            ratio = burn_ratio(case, name)
+            if ratio is None:
+                continue
+            budget = 0.001 if name == "TodoErrorBudgetBurn" else 0.01
+            for (alert, window), factor in factors.items():
+                if alert != name:
+                    continue
+                edge = factor * budget
+                if edge * 0.85 <= ratio <= edge * 1.15:
+                    assert (window in fired) == (ratio > edge), f"{case['name']}: {window} at {ratio} (edge {edge})"
+                    edges[(alert, window)].add("over" if ratio > edge else "under")
+
+    assert {key: sides for key, sides in edges.items() if sides != {"under", "over"}} == {}
+
+
+def burn_ratio(case: dict, alertname: str) -> float | None:
+    """The steady ratio of a case's series: 5xx among requests, or requests
+    over the latency threshold (from `0+NxM` series), or None."""
+    per_minute = {}
+    for series in case["input_series"]:
+        step = re.fullmatch(r"0\+(\d+)x\d+", series["values"])
+        if step is None:
+            return None
+        per_minute[series["series"]] = int(step[1])
+    if alertname == "TodoErrorBudgetBurn":
+        total = sum(n for s, n in per_minute.items() if s.startswith("todo_http_requests_total"))
+        errors = sum(n for s, n in per_minute.items() if s.startswith("todo_http_requests_total") and 'status="5' in s)
+        return errors / total if total else None
+    fast = sum(n for s, n in per_minute.items() if "_bucket" in s and 'le="0.25"' in s)
+    count = sum(n for s, n in per_minute.items() if s.startswith("todo_http_request_duration_seconds_count"))
+    return 1 - fast / count if count else None
 
 
 def test_every_alert_has_a_severity_a_for_and_its_annotations(rendered_rules):
