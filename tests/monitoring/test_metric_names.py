@@ -167,3 +167,20 @@ def test_a_fresh_pod_exposes_its_known_counters_at_zero(pod_metrics):
         'todo_remote_write_samples_failed_total 0',
     ]:
         assert series in lines, f"{series} not in\n{text}"
+
+
+def test_the_latency_thresholds_the_schema_allows_are_buckets_the_app_exposes(pod_metrics, repo_root):
+    """The latency SLI counts requests in the bucket `le="<thresholdSeconds>"`:
+    a threshold that is not one of todo_http_request_duration_seconds'
+    bounds, exactly as the app writes it, would select nothing."""
+    import re
+
+    _, text = pod_metrics
+    schema = json.loads((repo_root / "helm" / "todo-backend" / "values.schema.json").read_text())
+    allowed = schema["properties"]["alerting"]["properties"]["slo"]["properties"]["latency"]["properties"][
+        "thresholdSeconds"]["enum"]
+
+    exposed = set(re.findall(r'^todo_http_request_duration_seconds_bucket\{[^}]*le="([^"]+)"', text, flags=re.M))
+
+    assert exposed, "no request duration buckets exposed"
+    assert set(allowed) == exposed - {"+Inf"}
