@@ -248,6 +248,35 @@ fn a_truncation_before_the_end_was_read_without_a_copy_is_counted_as_lines_lost(
 }
 
 #[test]
+fn a_file_of_the_family_that_cannot_be_read_is_counted_and_the_others_are_shipped() {
+    let mut harness = Harness::new(64 * 1024);
+    let unreadable = |harness: &Harness| {
+        harness
+            .metrics
+            .source_errors_total
+            .with_label_values(&["unreadable"])
+            .get()
+    };
+    assert_eq!(unreadable(&harness), 0, "at 0 from the start");
+    // Where a rotated file belongs, something that opens but cannot be read
+    // (a directory: the tests run as root, which reads a mode-000 file).
+    fs::create_dir(harness.rotated(1)).unwrap();
+    write_lines(&harness, 0..5);
+
+    harness.drain();
+
+    assert_eq!(
+        harness.delivered,
+        lines(0..5),
+        "the readable file is shipped"
+    );
+    assert!(
+        unreadable(&harness) >= 1,
+        "the unreadable one is counted, not only logged"
+    );
+}
+
+#[test]
 fn a_new_file_on_a_reused_inode_is_read_from_its_start_after_a_restart() {
     let mut harness = Harness::new(64 * 1024);
     write_lines(&harness, 0..5);
