@@ -11,6 +11,8 @@
 //!   `telemetry` that each program registers in its own registry.
 //! - `http`: outbound HTTP (client builders, the rustls provider, secret
 //!   files, backoff, `Retry-After`, status classification).
+//! - `test_support` (feature `test-support`, for the programs' tests only):
+//!   TLS material for test servers.
 
 pub mod configuration;
 pub mod connection_errors;
@@ -19,3 +21,5 @@ pub mod metrics;
 pub mod pg_url;
 pub mod redact;
 pub mod telemetry;
+#[cfg(feature = "test-support")]
+pub mod test_support;

@@ -421,19 +421,8 @@ impl OtlpReceiver {
     /// A receiver over HTTPS with a new self-signed certificate for
     /// `localhost`, and that certificate as PEM (what a client must trust).
     async fn start_tls() -> (OtlpReceiver, String) {
-        let certified = rcgen::generate_simple_self_signed(vec!["localhost".into()])
-            .expect("generates a certificate");
-        let key =
-            rustls::pki_types::PrivateKeyDer::Pkcs8(certified.signing_key.serialize_der().into());
-        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .expect("TLS 1.2 and 1.3")
-        .with_no_client_auth()
-        .with_single_cert(vec![certified.cert.der().clone()], key)
-        .expect("a valid certificate and key");
-        (Self::start_with(Some(config)).await, certified.cert.pem())
+        let (config, certificate) = todo_common::test_support::self_signed_localhost();
+        (Self::start_with(Some(config)).await, certificate)
     }
 
     async fn start_with(tls: Option<rustls::ServerConfig>) -> OtlpReceiver {

@@ -82,23 +82,12 @@ impl Receiver {
     /// A receiver serving HTTPS with a new self-signed certificate for
     /// `localhost`, returned as PEM (the CA file a sink must trust).
     pub fn start_tls() -> (Receiver, String) {
-        let certified = rcgen::generate_simple_self_signed(vec!["localhost".into()])
-            .expect("generates a certificate");
-        let key =
-            rustls::pki_types::PrivateKeyDer::Pkcs8(certified.signing_key.serialize_der().into());
-        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .expect("TLS 1.2 and 1.3")
-        .with_no_client_auth()
-        .with_single_cert(vec![certified.cert.der().clone()], key)
-        .expect("a valid certificate and key");
+        let (config, certificate) = todo_common::test_support::self_signed_localhost();
         let listener = TcpListener::bind("127.0.0.1:0").expect("binds port 0");
         let port = listener.local_addr().expect("has an address").port();
         let mut receiver = Receiver::on(port, Some(Arc::new(config)));
         receiver.serve(listener);
-        (receiver, certified.cert.pem())
+        (receiver, certificate)
     }
 
     /// A port for a receiver that is not running yet (a sink that is down).
