@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use proptest::prelude::*;
 use todo_sidecar::logship::checkpoint::Checkpoint;
 use todo_sidecar::logship::config::StartAt;
+use todo_sidecar::logship::events::SourceErrorReason;
 use todo_sidecar::logship::source::{Line, Position, Tailer, TailerOptions};
 use todo_sidecar::metrics::LogshipMetrics;
 
@@ -51,6 +52,14 @@ impl Harness {
 
     fn rotated(&self, index: usize) -> PathBuf {
         self.dir.path().join(format!("app.log.{index}"))
+    }
+
+    /// `todo_logship_source_errors_total{reason}` as the tailer counted it.
+    fn source_errors(&self, reason: SourceErrorReason) -> u64 {
+        self.metrics
+            .source_errors_total
+            .with_label_values(&[reason.as_str()])
+            .get()
     }
 
     fn append(&self, text: &str) {
@@ -217,14 +226,11 @@ fn a_truncation_before_the_end_was_read_without_a_copy_is_counted_as_lines_lost(
     let mut harness = Harness::new(64 * 1024);
     write_lines(&harness, 0..5);
     harness.drain();
-    let lost = |harness: &Harness| {
-        harness
-            .metrics
-            .source_errors_total
-            .with_label_values(&["truncated_unread"])
-            .get()
-    };
-    assert_eq!(lost(&harness), 0, "at 0 from the start");
+    assert_eq!(
+        harness.source_errors(SourceErrorReason::TruncatedUnread),
+        0,
+        "at 0 from the start"
+    );
     // Written, then truncated away before the tailer looked again, with no
     // copy anywhere (a copytruncate whose copy is named otherwise).
     write_lines(&harness, 5..8);
@@ -244,20 +250,21 @@ fn a_truncation_before_the_end_was_read_without_a_copy_is_counted_as_lines_lost(
         harness.delivered, expected,
         "5..8 are gone; the rest is read"
     );
-    assert_eq!(lost(&harness), 1, "the loss is counted, not only logged");
+    assert_eq!(
+        harness.source_errors(SourceErrorReason::TruncatedUnread),
+        1,
+        "the loss is counted, not only logged"
+    );
 }
 
 #[test]
 fn a_file_of_the_family_that_cannot_be_read_is_counted_and_the_others_are_shipped() {
     let mut harness = Harness::new(64 * 1024);
-    let unreadable = |harness: &Harness| {
-        harness
-            .metrics
-            .source_errors_total
-            .with_label_values(&["unreadable"])
-            .get()
-    };
-    assert_eq!(unreadable(&harness), 0, "at 0 from the start");
+    assert_eq!(
+        harness.source_errors(SourceErrorReason::Unreadable),
+        0,
+        "at 0 from the start"
+    );
     // Where a rotated file belongs, something that opens but cannot be read
     // (a directory: the tests run as root, which reads a mode-000 file).
     fs::create_dir(harness.rotated(1)).unwrap();
@@ -271,7 +278,7 @@ fn a_file_of_the_family_that_cannot_be_read_is_counted_and_the_others_are_shippe
         "the readable file is shipped"
     );
     assert!(
-        unreadable(&harness) >= 1,
+        harness.source_errors(SourceErrorReason::Unreadable) >= 1,
         "the unreadable one is counted, not only logged"
     );
 }
