@@ -203,13 +203,20 @@ fn a_failing_scheduled_backup_counts_a_failure_and_the_sidecar_keeps_serving() {
     });
     assert_eq!(logged["stage"], "connect", "{logged}");
     assert_eq!(logged["level"], 50, "an ERROR line: {logged}");
-    let (status, body) = http(running.port, "GET", "/health/ready").expect("answers");
-    assert_eq!(status, 200, "{body}");
-    let ready: serde_json::Value = serde_json::from_str(&body).expect("JSON");
-    assert_eq!(
-        ready["components"]["backup"]["status"], "degraded",
-        "{body}"
+    // Health follows once the store has been re-read after the failure (a
+    // moment after the counter and the log line): wait for it, and the
+    // sidecar stays ready while it says so.
+    let body = wait_for(
+        "the backup component to report degraded",
+        Duration::from_secs(10),
+        || {
+            let (status, body) = http(running.port, "GET", "/health/ready")?;
+            assert_eq!(status, 200, "{body}");
+            let ready: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+            (ready["components"]["backup"]["status"] == "degraded").then_some(body)
+        },
     );
+    assert!(body.contains("last backup failed"), "{body}");
     assert_eq!(metric(running.port, "todo_backup_snapshots"), Some(0.0));
     terminate(running);
 }
