@@ -111,15 +111,13 @@ pub struct AdminSettings {
 pub struct DatabaseSettings {
     /// `postgres://user:password@host:port/database`; a secret, never logged.
     pub url: SecretString,
-    /// Connections in the r2d2 pool.
-    pub pool_size: u32,
-    /// `DbExecutor` threads on the SyncArbiter.
-    pub executor_threads: usize,
-    /// Longest wait for a pooled connection.
-    pub pool_wait_timeout_ms: u64,
-    /// Longest wait in the executors' mailbox before a request is refused.
+    /// Statements in flight at once on one HTTP worker's connection.
+    pub pipeline_depth: usize,
+    /// Longest wait for a request's statement to start (a pipeline slot,
+    /// the connection) before it is refused unrun.
     pub queue_timeout_ms: u64,
-    /// Requests waiting for an executor beyond this many are refused at once.
+    /// Requests waiting to start beyond this many (all workers together)
+    /// are refused at once.
     pub max_queue: usize,
     /// `statement_timeout` set on every connection.
     pub statement_timeout_ms: u64,
@@ -242,27 +240,15 @@ impl Settings {
                 "must be at least 1",
             ));
         }
-        if self.database.pool_size == 0 {
+        if self.database.pipeline_depth == 0 {
             return Err(SettingsError::invalid(
-                "database.pool_size",
-                "must be at least 1",
-            ));
-        }
-        if self.database.executor_threads == 0 {
-            return Err(SettingsError::invalid(
-                "database.executor_threads",
+                "database.pipeline_depth",
                 "must be at least 1",
             ));
         }
         if self.database.max_queue == 0 {
             return Err(SettingsError::invalid(
                 "database.max_queue",
-                "must be at least 1",
-            ));
-        }
-        if self.database.pool_wait_timeout_ms == 0 {
-            return Err(SettingsError::invalid(
-                "database.pool_wait_timeout_ms",
                 "must be at least 1",
             ));
         }
@@ -335,8 +321,8 @@ impl ServerSettings {
 }
 
 impl DatabaseSettings {
-    pub fn pool_wait_timeout(&self) -> Duration {
-        Duration::from_millis(self.pool_wait_timeout_ms)
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_secs(self.connect_timeout_seconds)
     }
     pub fn queue_timeout(&self) -> Duration {
         Duration::from_millis(self.queue_timeout_ms)

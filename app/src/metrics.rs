@@ -47,13 +47,16 @@ pub struct Metrics {
     pub http_request_duration: HistogramVec,
     /// `todo_http_requests_in_flight`: requests being handled now.
     pub http_requests_in_flight: IntGauge,
-    /// `todo_db_query_duration_seconds{operation}`: time an executor spent on one message.
+    /// `todo_db_query_duration_seconds{operation}`: time from a request's
+    /// statement being sent (or its batch's) to its answer.
     pub db_query_duration: HistogramVec,
     /// `todo_db_errors_total{kind}`: database failures by [`crate::db::DbError::kind`].
     pub db_errors: IntCounterVec,
-    /// `todo_db_pool_connections{state}`: `idle` and `active` pooled connections.
+    /// `todo_db_pool_connections{state}`: the HTTP workers' open connections,
+    /// `active` with statements in flight, `idle` without.
     pub db_pool_connections: IntGaugeVec,
-    /// `todo_db_executor_queue_depth`: messages sent to the executors and not yet picked up.
+    /// `todo_db_executor_queue_depth`: requests waiting for their statement
+    /// to start (a pipeline slot, the connection, or their create batch).
     pub db_executor_queue_depth: IntGauge,
     /// `todo_auth_failures_total{reason}`: rejected `Authorization` headers.
     pub auth_failures: IntCounterVec,
@@ -122,14 +125,14 @@ impl Metrics {
         let db_pool_connections = IntGaugeVec::new(
             Opts::new(
                 "todo_db_pool_connections",
-                "Connections in the database pool, by state (idle or active).",
+                "The HTTP workers' database connections, by state (active: statements in flight; idle).",
             ),
             &["state"],
         )
         .expect("valid metric");
         let db_executor_queue_depth = IntGauge::new(
             "todo_db_executor_queue_depth",
-            "Database messages sent to the executors and not yet picked up.",
+            "Requests waiting for their database statement to start (a pipeline slot, the connection, a create batch).",
         )
         .expect("valid metric");
         let auth_failures = IntCounterVec::new(
@@ -229,15 +232,15 @@ impl Metrics {
         }
     }
 
-    /// Records the request pool's connection counts (called at each scrape).
-    pub fn observe_pool(&self, state: diesel::r2d2::State) {
-        let idle = i64::from(state.idle_connections);
+    /// Records the request connections' states (called at each scrape):
+    /// open with statements in flight (`active`) or without (`idle`).
+    pub fn observe_connections(&self, idle: i64, active: i64) {
         self.db_pool_connections
             .with_label_values(&["idle"])
             .set(idle);
         self.db_pool_connections
             .with_label_values(&["active"])
-            .set(i64::from(state.connections) - idle);
+            .set(active);
     }
 
     /// The Prometheus text exposition of every registered metric.

@@ -1,4 +1,4 @@
-//! Builds the application from [`Settings`]: migrations, pool, executors,
+//! Builds the application from [`Settings`]: migrations, the database client,
 //! both listeners; and runs it until a graceful shutdown. `main` and the
 //! tests start the application the same way.
 
@@ -10,7 +10,7 @@ use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer, web};
 use anyhow::Context;
 
-use crate::actors::db::{DbExecutor, ExecutorsAlive};
+use crate::actors::db::{DbClient, WorkersAlive};
 use crate::auth::Authenticator;
 use crate::configuration::{Settings, TlsSettings};
 use crate::db::{self, migrations};
@@ -21,8 +21,8 @@ use crate::routes::health::Readiness;
 use crate::routes::{self, configure_admin, configure_api};
 use crate::tls::{self, ReloadingCertificate};
 
-/// Longest wait for the database executors to end after the servers stopped.
-const EXECUTORS_EXIT_DEADLINE: std::time::Duration = std::time::Duration::from_secs(5);
+/// Longest wait for the database workers to end after the servers stopped.
+const WORKERS_EXIT_DEADLINE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// A built application, listening, not yet running.
 pub struct Application {
@@ -31,7 +31,7 @@ pub struct Application {
     api_server: Server,
     admin_server: Server,
     shutdown: ShutdownHandle,
-    executors_alive: ExecutorsAlive,
+    workers_alive: WorkersAlive,
 }
 
 /// Stops the application gracefully; cheap to clone.
@@ -87,18 +87,19 @@ impl Application {
         }
 
         let metrics = Metrics::new();
-        let pool = db::build_pool(&settings.database);
-        let db_client = DbExecutor::start(&settings.database, pool.clone(), metrics.clone());
-        let executors_alive = db_client.executors_alive();
+        let connector = db::connect::AsyncConnector::new(
+            &settings.database.connection_url(),
+            &db::request_session_options(&settings.database),
+        )
+        .context("Invalid database.url")?;
+        let db_client = DbClient::new(&settings.database, connector, metrics.clone());
+        let workers_alive = db_client.workers_alive();
         let authenticator = web::Data::new(Authenticator::new(
             &settings.auth,
             db_client.clone(),
             metrics.clone(),
         ));
-        let readiness = web::Data::new(Readiness::new(db::build_pool_of_size(
-            &settings.database,
-            1,
-        )));
+        let readiness = web::Data::new(Readiness::new(db::readiness_pool(&settings.database)));
 
         let api_listener = TcpListener::bind((settings.server.host.as_str(), settings.server.port))
             .with_context(|| {
@@ -122,6 +123,7 @@ impl Application {
             timeout: settings.server.request_body_timeout(),
         };
         let db_data = web::Data::new(db_client);
+        let admin_db = db_data.clone();
         let metrics = web::Data::new(metrics);
         let api = {
             let authenticator = authenticator.clone();
@@ -165,12 +167,11 @@ impl Application {
         .run();
 
         let admin_readiness = readiness.clone();
-        let request_pool = web::Data::new(pool);
         let admin_server = HttpServer::new(move || {
             App::new()
                 .app_data(admin_readiness.clone())
                 .app_data(metrics.clone())
-                .app_data(request_pool.clone())
+                .app_data(admin_db.clone())
                 .configure(configure_admin)
                 .default_service(web::to(routes::not_found))
         })
@@ -199,7 +200,7 @@ impl Application {
             api_server,
             admin_server,
             shutdown,
-            executors_alive,
+            workers_alive,
         })
     }
 
@@ -219,18 +220,15 @@ impl Application {
     }
 
     /// Serves until both listeners have stopped (see [`ShutdownHandle`]),
-    /// then waits (at most 5 s) for the database executors to end, so the
+    /// then waits (at most 5 s) for the database workers to end, so the
     /// process never exits while one is still closing its connection.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let (api, admin) = futures_util::future::join(self.api_server, self.admin_server).await;
-        if self
-            .executors_alive
-            .wait_for_exit(EXECUTORS_EXIT_DEADLINE)
-            .await
-        {
-            tracing::info!("database executors stopped");
+        // The servers' app factories hold the client; drop ours first.
+        if self.workers_alive.wait_for_exit(WORKERS_EXIT_DEADLINE).await {
+            tracing::info!("database workers stopped");
         } else {
-            tracing::warn!("database executors still running at exit");
+            tracing::warn!("database workers still running at exit");
         }
         api.and(admin)
     }

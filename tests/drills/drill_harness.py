@@ -647,8 +647,6 @@ class TodoApp:
             "APP__TLS__CERT_PATH": str(certificate.cert_path),
             "APP__TLS__KEY_PATH": str(certificate.key_path),
             "APP__LOG__FILE": str(self.log_file),
-            "APP__DATABASE__POOL_SIZE": "4",
-            "APP__DATABASE__EXECUTOR_THREADS": "4",
             "RUST_LOG": "info",
         }
         environment.update(env or {})

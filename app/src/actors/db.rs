@@ -1,382 +1,261 @@
-//! The `DbExecutor` actors and their messages: the only way request handlers
+//! The `DbWorker` actors and their messages: the only way request handlers
 //! reach PostgreSQL.
 //!
-//! Each `DbExecutor` runs on an `Arbiter` of its own (one OS thread, which
-//! it blocks while a synchronous diesel query runs) and takes connections
-//! from the pool. [`DbClient::send`] addresses the least loaded executor
-//! directly, so a request crosses two threads (its HTTP worker, the
-//! executor, back) instead of three: actix's `SyncArbiter` forwarded every
-//! message through the System arbiter's thread first.
+//! One `DbWorker` runs on each HTTP worker's arbiter, started there the
+//! first time that worker sends a database message, so a request never
+//! leaves its thread: the handler sends the message to its own worker's
+//! actor, which runs it on the one connection it owns. Queries sent
+//! concurrently on that connection are pipelined (diesel-async on
+//! `&AsyncPgConnection`): a worker keeps up to `database.pipeline_depth`
+//! statements in flight instead of one per blocked thread. Concurrent
+//! creates of one worker are written by one `INSERT … SELECT * FROM
+//! unnest(…)` statement (see [`InsertTodos`]), so one commit serves them all.
+//! This replaced executors on threads of their own, each blocked in a
+//! synchronous libpq round trip, which cost a thread hop each way, a
+//! wake-up per request and one commit per create (issue 14 in the README).
 //!
 //! Each database operation is one message struct with one [`DbOperation`]
-//! impl, delivered by one generic `Handler`. The waiting side bounds every
-//! wait itself, so a stuck executor (a frozen database) cannot hold a
-//! request: a request is refused with 503 at once when too many are queued;
-//! refused unstarted when no executor started it within
-//! `database.queue_timeout_ms`; and answered 503 when its statement has run
-//! `database.statement_timeout_ms` plus [`ANSWER_MARGIN`] without an answer.
-//! Work is either done whole or not started.
+//! impl, delivered by one generic `Handler`. Every wait is bounded on the
+//! worker's thread, which nothing blocks any more: a request is refused
+//! with 503 at once when `database.max_queue` requests are already waiting
+//! to start; refused unstarted when it could not start within
+//! `database.queue_timeout_ms` (no pipeline slot, or no connection); and
+//! answered 503 when its statement got no answer within
+//! `database.statement_timeout_ms` plus [`ANSWER_MARGIN`] (a frozen
+//! database enforces no timeout), after which the connection is replaced.
+//! While the database refuses connections, requests are refused at once
+//! instead of each trying again. Work is either done whole or not started;
+//! a read whose connection was lost is run once more on a fresh one, a
+//! write never.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Weak};
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
+use diesel_async::AsyncPgConnection;
+use futures_util::FutureExt;
+use futures_util::future::{LocalBoxFuture, Shared as SharedFuture};
+use tokio::sync::{Semaphore, oneshot};
 use uuid::Uuid;
 
 use crate::configuration::DatabaseSettings;
 use crate::db::api_keys::{self, ApiKeyRecord};
-use crate::db::todos::{self, NewTodo, Todo, TodoChanges, TodoFilter, TodoPage};
-use crate::db::{DbError, PgPool, PooledPg};
+use crate::db::connect::AsyncConnector;
+use crate::db::todos::{
+    self, InsertTodos, NewTodo, Todo, TodoChanges, TodoFilter, TodoPage, TodoRow,
+};
+use crate::db::{ConnectAttempts, DbError};
 use crate::domain::Owner;
 use crate::metrics::Metrics;
 use crate::telemetry;
 
-/// How long past `statement_timeout` a running statement's requester waits
+/// How long past `statement_timeout` a started statement's requester waits
 /// for the answer: PostgreSQL cancels the statement at its timeout and the
 /// error needs a moment to arrive. A database that stopped answering (a
-/// frozen host keeps the socket open, and enforces `statement_timeout`
-/// itself) gets its request answered 503 at this deadline.
+/// frozen host keeps the socket open, and enforces no `statement_timeout`)
+/// gets its request answered 503 at this deadline.
 pub const ANSWER_MARGIN: Duration = Duration::from_millis(500);
 
-/// An actor owning database work; `database.executor_threads` of them run,
-/// each on its own arbiter.
-pub struct DbExecutor {
-    pool: PgPool,
-    metrics: Metrics,
-    queue_timeout: Duration,
-    /// The ticket of the message being handled, so [`Self::with_connection`]
-    /// can mark it started.
-    current: Option<Arc<Ticket>>,
-    /// Counts live executors for [`ExecutorsAlive`].
-    _alive: Arc<()>,
-}
+/// After a failed connection attempt, how long requests are refused at once
+/// before one of them tries again. A refusal is immediate, so trying on
+/// every request would cost little, but a database that is down for good
+/// would be sent a connection attempt per request from every worker.
+const RETRY_CONNECT_AFTER: Duration = Duration::from_millis(100);
 
-impl Actor for DbExecutor {
-    type Context = Context<Self>;
+/// Most create batches one worker has in flight at once: one running, one
+/// being sent behind it, while the next gathers the creates that arrive meanwhile.
+const MAX_INSERT_BATCHES_IN_FLIGHT: usize = 2;
 
-    fn stopped(&mut self, _: &mut Context<Self>) {
-        // The arbiter exists only for this executor: end its thread too.
-        Arbiter::current().stop();
-    }
-}
+/// Most todos one `INSERT` statement creates.
+const MAX_INSERT_BATCH_ROWS: usize = 256;
 
-impl DbExecutor {
-    /// Starts `database.executor_threads` executors sharing `pool`, each on
-    /// an arbiter of its own, and returns the client handlers use.
-    pub fn start(settings: &DatabaseSettings, pool: PgPool, metrics: Metrics) -> DbClient {
-        let queue_timeout = settings.queue_timeout();
-        let max_queue = settings.max_queue;
-        let alive = Arc::new(());
-        let executors_alive = ExecutorsAlive(Arc::downgrade(&alive));
-        let executors = (0..settings.executor_threads)
-            .map(|_| {
-                let arbiter = Arbiter::new();
-                let pool = pool.clone();
-                let metrics = metrics.clone();
-                let alive = Arc::clone(&alive);
-                let addr = DbExecutor::start_in_arbiter(&arbiter.handle(), move |ctx| {
-                    // max_queue bounds what waits in all mailboxes together.
-                    ctx.set_mailbox_capacity(max_queue);
-                    DbExecutor {
-                        pool,
-                        metrics,
-                        queue_timeout,
-                        current: None,
-                        _alive: alive,
-                    }
-                });
-                Executor {
-                    addr,
-                    load: Arc::new(AtomicUsize::new(0)),
-                }
-            })
-            .collect();
-        DbClient {
-            executors: Arc::new(executors),
-            next: Arc::new(AtomicUsize::new(0)),
-            executors_alive,
-            queued: Arc::new(AtomicUsize::new(0)),
-            max_queue,
-            queue_timeout,
-            statement_budget: settings.statement_timeout() + ANSWER_MARGIN,
-            metrics,
-        }
-    }
-
-    /// Runs `operation` on a pooled connection, retrying once on a fresh
-    /// connection when the pooled one turns out to be lost (a database
-    /// restart leaves dead connections in the pool). Only operations marked
-    /// idempotent are retried: a write whose connection died may have committed.
-    /// Each attempt is marked started once it has its connection, which is
-    /// also where a request the waiting side gave up on is dropped unstarted.
-    fn with_connection<T>(
-        &self,
-        idempotent: bool,
-        mut operation: impl FnMut(&mut diesel::PgConnection) -> Result<T, DbError>,
-    ) -> Result<T, DbError> {
-        let mut conn = self.connection()?;
-        match operation(&mut conn.connection) {
-            Err(error) if error.is_connection_lost() => {
-                conn.mark_lost();
-                drop(conn);
-                if !idempotent {
-                    return Err(error);
-                }
-                let mut fresh = self.connection()?;
-                let retried = operation(&mut fresh.connection);
-                if matches!(&retried, Err(e) if e.is_connection_lost()) {
-                    fresh.mark_lost();
-                }
-                retried
-            }
-            other => other,
-        }
-    }
-
-    /// A connection from the pool, with the current message marked started
-    /// (its statement is about to run).
-    fn connection(&self) -> Result<PooledPg, DbError> {
-        let conn = self.pool.get()?;
-        if let Some(ticket) = &self.current
-            && !ticket.start()
-        {
-            return Err(DbError::Overloaded(
-                "waited too long for a database executor",
-            ));
-        }
-        Ok(conn)
-    }
-}
-
-/// One executor as the client sees it.
-struct Executor {
-    addr: Addr<DbExecutor>,
-    /// Messages sent to it and not yet done: the client sends to the least loaded.
-    load: Arc<AtomicUsize>,
-}
-
-/// Where a message stands, shared by its requester and the executor: queued,
-/// given up by the requester (it answered 503; the executor must not run
-/// it), or started (when its current attempt started).
-struct Ticket {
-    /// 0: queued; `u64::MAX`: given up; otherwise microseconds between
-    /// `sent_at` and the start of the current attempt, plus one.
-    state: AtomicU64,
-    sent_at: Instant,
-}
-
-impl Ticket {
-    const QUEUED: u64 = 0;
-    const GIVEN_UP: u64 = u64::MAX;
-
-    fn new() -> Ticket {
-        Ticket {
-            state: AtomicU64::new(Self::QUEUED),
-            sent_at: Instant::now(),
-        }
-    }
-
-    fn now(&self) -> u64 {
-        (self.sent_at.elapsed().as_micros() as u64 + 1).min(Self::GIVEN_UP - 1)
-    }
-
-    /// The executor marks an attempt started; false when the requester gave up.
-    fn start(&self) -> bool {
-        let mut state = self.state.load(Ordering::Acquire);
-        loop {
-            if state == Self::GIVEN_UP {
-                return false;
-            }
-            match self.state.compare_exchange_weak(
-                state,
-                self.now(),
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            ) {
-                Ok(_) => return true,
-                Err(actual) => state = actual,
-            }
-        }
-    }
-
-    /// The requester gives up on a message not started yet; false when it
-    /// has started meanwhile (then its answer is awaited).
-    fn give_up_unstarted(&self) -> bool {
-        self.state
-            .compare_exchange(
-                Self::QUEUED,
-                Self::GIVEN_UP,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            )
-            .is_ok()
-    }
-
-    fn given_up(&self) -> bool {
-        self.state.load(Ordering::Acquire) == Self::GIVEN_UP
-    }
-
-    /// When the current attempt started, if one has.
-    fn started_at(&self) -> Option<Instant> {
-        match self.state.load(Ordering::Acquire) {
-            Self::QUEUED | Self::GIVEN_UP => None,
-            micros => Some(self.sent_at + Duration::from_micros(micros - 1)),
-        }
-    }
-}
-
-/// A database operation: one struct per operation, sent to an executor
-/// wrapped in [`Queued`] by [`DbClient::send`] and carried out by
-/// [`DbOperation::execute`] on the executor's thread.
-pub trait DbOperation: Send + 'static {
-    /// What the operation returns on success.
-    type Output: Send + 'static;
-    /// The `operation` label of `todo_db_query_duration_seconds`.
-    const NAME: &'static str;
-    /// Does the work on the executor's thread.
-    fn execute(self, executor: &mut DbExecutor) -> Result<Self::Output, DbError>;
-}
-
-/// A message on its way to an executor.
-struct Queued<M> {
-    message: M,
-    ticket: Arc<Ticket>,
-    /// The request's span, so the database span on the executor thread is its child.
-    parent: tracing::Span,
-    _slot: QueueSlot,
-    _load: LoadSlot,
-}
-
-impl<M: DbOperation> Message for Queued<M> {
-    type Result = Result<M::Output, DbError>;
-}
-
-/// Counts a message as queued from `send` until an executor picks it up or
-/// it is dropped unhandled (the caller went away while waiting).
-struct QueueSlot {
-    queued: Arc<AtomicUsize>,
-    metrics: Metrics,
-}
-
-impl Drop for QueueSlot {
-    fn drop(&mut self) {
-        self.queued.fetch_sub(1, Ordering::Relaxed);
-        self.metrics.db_executor_queue_depth.dec();
-    }
-}
-
-/// Counts a message in its executor's load until it is done or dropped.
-struct LoadSlot(Arc<AtomicUsize>);
-
-impl Drop for LoadSlot {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-impl<M: DbOperation> Handler<Queued<M>> for DbExecutor {
-    type Result = Result<M::Output, DbError>;
-
-    fn handle(&mut self, queued: Queued<M>, _: &mut Context<Self>) -> Self::Result {
-        let Queued {
-            message,
-            ticket,
-            parent,
-            _slot,
-            _load,
-        } = queued;
-        drop(_slot);
-        // Past its queue timeout, a message is given up here even if its
-        // requester's timer has not fired yet; the requester answers 503
-        // and counts it either way, so nothing is counted here.
-        if ticket.given_up()
-            || (ticket.sent_at.elapsed() > self.queue_timeout && ticket.give_up_unstarted())
-        {
-            return Err(DbError::Overloaded(
-                "waited too long for a database executor",
-            ));
-        }
-        let started = Instant::now();
-        self.current = Some(Arc::clone(&ticket));
-        let outcome = if telemetry::traces_exported() {
-            // A client span under the request's span, so traces show the
-            // database time; only built when traces are exported, since
-            // the logs do not need it.
-            let _span = tracing::info_span!(
-                parent: &parent,
-                "db",
-                otel.name = M::NAME,
-                otel.kind = "client",
-                db.system.name = "postgresql",
-                db.operation.name = M::NAME,
-            )
-            .entered();
-            message.execute(self)
-        } else {
-            message.execute(self)
-        };
-        self.current = None;
-        if ticket.given_up() {
-            // Given up while the executor waited for a connection: it never ran.
-            return outcome;
-        }
-        self.metrics
-            .db_query_duration
-            .with_label_values(&[M::NAME])
-            .observe(started.elapsed().as_secs_f64());
-        if let Err(error) = &outcome
-            && !matches!(error, DbError::NotFound)
-        {
-            self.metrics
-                .db_errors
-                .with_label_values(&[error.kind()])
-                .inc();
-            // Inside the request's span, so the line carries its request id.
-            // A query error is a bug or a schema problem (the client gets a
-            // 500): error level; the rest are outages or overload (503).
-            parent.in_scope(|| {
-                if matches!(error, DbError::Query(_)) {
-                    tracing::error!(operation = M::NAME, error = %error, "database operation failed");
-                } else {
-                    tracing::warn!(operation = M::NAME, error = %error, "database operation failed");
-                }
-            });
-        }
-        outcome
-    }
-}
-
-/// The handle request handlers use to reach the executors.
+/// The handle request handlers use to reach the database: each call is
+/// carried out by the calling thread's own [`DbWorker`].
 #[derive(Clone)]
 pub struct DbClient {
-    executors: Arc<Vec<Executor>>,
-    /// Where the search for the least loaded executor starts, turning, so
-    /// equally loaded executors share the work.
-    next: Arc<AtomicUsize>,
-    queued: Arc<AtomicUsize>,
+    shared: Arc<Shared>,
+}
+
+/// What every worker of one application shares.
+struct Shared {
+    /// Tells this client's workers apart from another application's in
+    /// the same process (the tests run many).
+    id: usize,
+    connector: Arc<AsyncConnector>,
+    connect_timeout: Duration,
+    /// Shared by every worker, so once one of them found the database
+    /// refusing connections, all refuse requests at once.
+    attempts: Arc<ConnectAttempts>,
+    /// Requests sent and not started yet (waiting for a pipeline slot or a
+    /// connection), bounded by `max_queue`.
+    waiting: AtomicUsize,
     max_queue: usize,
     queue_timeout: Duration,
     /// `statement_timeout` plus [`ANSWER_MARGIN`]: the longest wait for a
-    /// started attempt's answer.
+    /// started statement's answer.
     statement_budget: Duration,
-    executors_alive: ExecutorsAlive,
+    pipeline_depth: usize,
+    /// Each worker's connection state, read at each scrape.
+    lanes: Mutex<Vec<Arc<LaneGauge>>>,
+    /// Counts live workers for [`WorkersAlive`].
+    alive: Arc<()>,
     metrics: Metrics,
 }
 
-/// Tells when every executor has ended (and dropped its pool and
-/// connections): a process that exits while one of them is still closing a
-/// TLS connection can crash in OpenSSL's exit-time clean-up.
-#[derive(Clone)]
-pub struct ExecutorsAlive(Weak<()>);
+/// Source of [`Shared::id`].
+static NEXT_CLIENT_ID: AtomicUsize = AtomicUsize::new(0);
 
-impl ExecutorsAlive {
-    /// Waits until no executor is left, or `deadline` passes; returns
-    /// whether they all ended. The executors end once every `DbClient` (the
-    /// `Addr`s) is dropped, so call it after the servers have stopped.
+thread_local! {
+    /// This thread's workers, one per client that sent from it.
+    static WORKERS: RefCell<Vec<(usize, Addr<DbWorker>)>> = const { RefCell::new(Vec::new()) };
+}
+
+impl DbClient {
+    /// The client for `settings`; workers start on first use, one per
+    /// thread that sends (the HTTP workers), and connect then.
+    pub fn new(
+        settings: &DatabaseSettings,
+        connector: AsyncConnector,
+        metrics: Metrics,
+    ) -> DbClient {
+        DbClient {
+            shared: Arc::new(Shared {
+                id: NEXT_CLIENT_ID.fetch_add(1, Ordering::Relaxed),
+                connector: Arc::new(connector),
+                connect_timeout: settings.connect_timeout(),
+                attempts: Arc::new(ConnectAttempts::new()),
+                waiting: AtomicUsize::new(0),
+                max_queue: settings.max_queue,
+                queue_timeout: settings.queue_timeout(),
+                statement_budget: settings.statement_timeout() + ANSWER_MARGIN,
+                pipeline_depth: settings.pipeline_depth,
+                lanes: Mutex::new(Vec::new()),
+                alive: Arc::new(()),
+                metrics,
+            }),
+        }
+    }
+
+    /// A handle that outlives this client, to wait for the workers to end.
+    pub fn workers_alive(&self) -> WorkersAlive {
+        WorkersAlive(Arc::downgrade(&self.shared.alive))
+    }
+
+    /// Sets `todo_db_pool_connections` from the workers' connections: open
+    /// ones with a statement in flight are `active`, the other open ones `idle`.
+    pub fn observe_connections(&self) {
+        let lanes = self.shared.lanes.lock().expect("not poisoned");
+        let (mut idle, mut active) = (0, 0);
+        for lane in lanes.iter().filter(|lane| lane.open.load(Ordering::Relaxed)) {
+            if lane.in_flight.load(Ordering::Relaxed) > 0 {
+                active += 1;
+            } else {
+                idle += 1;
+            }
+        }
+        self.shared.metrics.observe_connections(idle, active);
+    }
+
+    /// This thread's worker, started on this thread's arbiter if it has none yet.
+    fn worker(&self) -> Addr<DbWorker> {
+        WORKERS.with(|workers| {
+            let mut workers = workers.borrow_mut();
+            if let Some((_, addr)) = workers.iter().find(|(id, _)| *id == self.shared.id) {
+                return addr.clone();
+            }
+            let gauge = Arc::new(LaneGauge::default());
+            self.shared
+                .lanes
+                .lock()
+                .expect("not poisoned")
+                .push(Arc::clone(&gauge));
+            let lane = Rc::new(Lane {
+                shared: Arc::clone(&self.shared),
+                slots: Semaphore::new(self.shared.pipeline_depth),
+                connection: RefCell::new(LaneConnection::Closed),
+                gauge,
+                creates: RefCell::new(Vec::new()),
+                create_flush_scheduled: Cell::new(false),
+                create_batches_in_flight: Cell::new(0),
+            });
+            let max_queue = self.shared.max_queue;
+            let alive = Arc::clone(&self.shared.alive);
+            let addr = DbWorker::create(move |ctx| {
+                // max_queue bounds what waits in all workers together.
+                ctx.set_mailbox_capacity(max_queue);
+                DbWorker {
+                    lane,
+                    _alive: alive,
+                }
+            });
+            workers.push((self.shared.id, addr.clone()));
+            addr
+        })
+    }
+
+    /// Counts a refusal decided before the statement started, and logs it
+    /// unless it is the immediate one of a full queue (which would flood
+    /// the log under load).
+    fn refused(&self, error: DbError, log: bool) -> DbError {
+        refused(&self.shared.metrics, error, log)
+    }
+
+    /// Sends `message` to this thread's worker and waits for its result.
+    /// Refuses at once (503) when `max_queue` requests are already waiting
+    /// to start; the worker bounds every other wait (see the module docs).
+    pub async fn send<M: DbOperation>(&self, message: M) -> Result<M::Output, DbError> {
+        let shared = &self.shared;
+        if shared.waiting.fetch_add(1, Ordering::Relaxed) >= shared.max_queue {
+            shared.waiting.fetch_sub(1, Ordering::Relaxed);
+            return Err(self.refused(
+                DbError::Overloaded("too many requests waiting for the database"),
+                false,
+            ));
+        }
+        shared.metrics.db_executor_queue_depth.inc();
+        let waiting = Waiting {
+            shared: Arc::clone(shared),
+        };
+        let queued = Queued {
+            message,
+            sent_at: Instant::now(),
+            parent: tracing::Span::current(),
+            waiting,
+        };
+        match self.worker().send(queued).await {
+            Ok(outcome) => outcome,
+            Err(_) => Err(DbError::Unavailable(
+                "the database worker stopped".to_string(),
+            )),
+        }
+    }
+}
+
+/// Counts a refusal decided before a statement started (see [`DbClient::refused`]).
+fn refused(metrics: &Metrics, error: DbError, log: bool) -> DbError {
+    metrics.db_errors.with_label_values(&[error.kind()]).inc();
+    if log {
+        tracing::warn!(error = %error, "database operation failed");
+    }
+    error
+}
+
+/// Tells when every worker has ended (and closed its connection).
+#[derive(Clone)]
+pub struct WorkersAlive(Weak<()>);
+
+impl WorkersAlive {
+    /// Waits until no worker is left, or `deadline` passes; returns whether
+    /// they all ended. Workers end with their HTTP worker's thread, so call
+    /// it after the servers have stopped.
     pub async fn wait_for_exit(&self, deadline: Duration) -> bool {
         let started = Instant::now();
-        while self.0.strong_count() > 0 {
+        // The client itself holds one reference until it is dropped.
+        while self.0.strong_count() > 1 {
             if started.elapsed() >= deadline {
                 return false;
             }
@@ -386,126 +265,539 @@ impl ExecutorsAlive {
     }
 }
 
-impl DbClient {
-    /// A handle that outlives this client, to wait for the executors to end.
-    pub fn executors_alive(&self) -> ExecutorsAlive {
-        self.executors_alive.clone()
-    }
+/// A request counted in `waiting` (and `todo_db_executor_queue_depth`)
+/// until its statement starts or it is refused or dropped.
+struct Waiting {
+    shared: Arc<Shared>,
+}
 
-    /// The executor with the fewest messages sent and not done.
-    fn least_loaded(&self) -> &Executor {
-        let executors = &self.executors;
-        let first = self.next.fetch_add(1, Ordering::Relaxed) % executors.len();
-        let mut best = &executors[first];
-        let mut best_load = best.load.load(Ordering::Relaxed);
-        for offset in 1..executors.len() {
-            if best_load == 0 {
-                break;
-            }
-            let candidate = &executors[(first + offset) % executors.len()];
-            let load = candidate.load.load(Ordering::Relaxed);
-            if load < best_load {
-                best = candidate;
-                best_load = load;
-            }
-        }
-        best
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        self.shared.waiting.fetch_sub(1, Ordering::Relaxed);
+        self.shared.metrics.db_executor_queue_depth.dec();
     }
+}
 
-    /// Counts a refusal decided here, and logs it unless it is the
-    /// immediate one of a full queue (which would flood the log under load).
-    fn refused(&self, error: DbError, log: bool) -> DbError {
-        self.metrics
-            .db_errors
-            .with_label_values(&[error.kind()])
-            .inc();
-        if log {
-            tracing::warn!(error = %error, "database operation failed");
-        }
-        error
+/// The actor owning one HTTP worker's connection.
+pub struct DbWorker {
+    lane: Rc<Lane>,
+    /// Counts live workers for [`WorkersAlive`].
+    _alive: Arc<()>,
+}
+
+impl Actor for DbWorker {
+    type Context = Context<Self>;
+}
+
+/// A database operation: one struct per operation, sent to the worker
+/// wrapped in [`Queued`] by [`DbClient::send`].
+pub trait DbOperation: Send + Sized + 'static {
+    /// What the operation returns on success.
+    type Output: Send + 'static;
+    /// The `operation` label of `todo_db_query_duration_seconds`.
+    const NAME: &'static str;
+    /// Whether the operation may run again on a fresh connection when its
+    /// connection was lost: reads only, since a write may have committed.
+    const RETRY_ON_LOST_CONNECTION: bool;
+
+    /// The operation's statement on `conn`.
+    fn run<'a>(
+        &'a self,
+        conn: &'a AsyncPgConnection,
+    ) -> LocalBoxFuture<'a, Result<Self::Output, DbError>>;
+
+    /// How the worker carries it out: by default a statement of its own;
+    /// creates join a batch instead.
+    fn carry_out(self, lane: Rc<Lane>, queued: Request) -> ResponseFuture<Result<Self::Output, DbError>> {
+        Box::pin(lane.run_alone(self, queued))
     }
+}
 
-    /// Sends `message` to an executor and waits for its result. Refuses at
-    /// once (503) when `max_queue` messages are already waiting; refuses
-    /// (503) a message no executor started within `queue_timeout_ms`, which
-    /// then never runs; and answers 503 when a started attempt got no answer
-    /// within `statement_timeout_ms` plus [`ANSWER_MARGIN`] (an executor
-    /// stuck on a database that stopped answering). Every one of these
-    /// waits is timed here, not by the executor, which may be stuck.
-    pub async fn send<M: DbOperation>(&self, message: M) -> Result<M::Output, DbError> {
-        if self.queued.fetch_add(1, Ordering::Relaxed) >= self.max_queue {
-            self.queued.fetch_sub(1, Ordering::Relaxed);
-            return Err(self.refused(
-                DbError::Overloaded("too many requests waiting for the database"),
-                false,
-            ));
-        }
-        self.metrics.db_executor_queue_depth.inc();
-        let slot = QueueSlot {
-            queued: Arc::clone(&self.queued),
-            metrics: self.metrics.clone(),
-        };
-        let executor = self.least_loaded();
-        executor.load.fetch_add(1, Ordering::Relaxed);
-        let ticket = Arc::new(Ticket::new());
-        let queued = Queued {
+/// A message on its way to a worker.
+pub struct Queued<M> {
+    message: M,
+    sent_at: Instant,
+    /// The request's span, so the database span is its child.
+    parent: tracing::Span,
+    waiting: Waiting,
+}
+
+impl<M: DbOperation> Message for Queued<M> {
+    type Result = Result<M::Output, DbError>;
+}
+
+/// A request as the worker carries it out: [`Queued`] without its message.
+pub struct Request {
+    sent_at: Instant,
+    parent: tracing::Span,
+    waiting: Waiting,
+}
+
+impl<M: DbOperation> Handler<Queued<M>> for DbWorker {
+    type Result = ResponseFuture<Result<M::Output, DbError>>;
+
+    fn handle(&mut self, queued: Queued<M>, _: &mut Context<Self>) -> Self::Result {
+        let Queued {
             message,
-            ticket: Arc::clone(&ticket),
-            parent: tracing::Span::current(),
-            _slot: slot,
-            _load: LoadSlot(Arc::clone(&executor.load)),
-        };
-        let answer = executor.addr.send(queued);
-        tokio::pin!(answer);
+            sent_at,
+            parent,
+            waiting,
+        } = queued;
+        message.carry_out(
+            Rc::clone(&self.lane),
+            Request {
+                sent_at,
+                parent,
+                waiting,
+            },
+        )
+    }
+}
 
-        let queue_deadline = ticket.sent_at + self.queue_timeout;
-        tokio::select! {
-            outcome = &mut answer => return mailbox_outcome(outcome),
-            () = tokio::time::sleep_until(queue_deadline.into()) => {}
+/// A worker's connection as the metrics see it (shared with the scraping thread).
+#[derive(Debug, Default)]
+struct LaneGauge {
+    open: AtomicBool,
+    in_flight: AtomicUsize,
+}
+
+/// The worker's connection.
+enum LaneConnection {
+    Closed,
+    /// Being opened; requests that need it wait on this.
+    Opening(SharedFuture<LocalBoxFuture<'static, Result<Rc<AsyncPgConnection>, String>>>),
+    Open(Rc<AsyncPgConnection>),
+}
+
+/// One worker's connection, its pipeline slots and its pending creates;
+/// lives on the worker's thread.
+pub struct Lane {
+    shared: Arc<Shared>,
+    /// `pipeline_depth` permits: statements in flight on the connection.
+    slots: Semaphore,
+    connection: RefCell<LaneConnection>,
+    gauge: Arc<LaneGauge>,
+    /// Creates waiting for the next batch.
+    creates: RefCell<Vec<PendingCreate>>,
+    create_flush_scheduled: Cell<bool>,
+    create_batches_in_flight: Cell<usize>,
+}
+
+/// How one statement went.
+enum Attempt<T> {
+    Answered(Result<T, DbError>),
+    /// The driver reported the connection lost (discarded since).
+    ConnectionLost(DbError),
+    /// No answer within the statement budget (the connection was discarded).
+    Unanswered(DbError),
+}
+
+impl<T> Attempt<T> {
+    fn outcome(self) -> Result<T, DbError> {
+        match self {
+            Attempt::Answered(outcome) => outcome,
+            Attempt::ConnectionLost(error) | Attempt::Unanswered(error) => Err(error),
         }
-        // Not started (here or by the executor, which may have seen the
-        // deadline first): the executor will drop it unrun.
-        let started_at = if ticket.give_up_unstarted() {
-            None
-        } else {
-            ticket.started_at()
-        };
-        let Some(mut started_at) = started_at else {
-            return Err(self.refused(
-                DbError::Overloaded("waited too long for a database executor"),
-                true,
-            ));
-        };
-        // Started: each attempt (a read is retried once on a fresh
-        // connection) gets the statement budget from its own start.
-        loop {
-            tokio::select! {
-                outcome = &mut answer => return mailbox_outcome(outcome),
-                () = tokio::time::sleep_until((started_at + self.statement_budget).into()) => {}
+    }
+}
+
+/// Why a request could not start.
+enum NotStarted {
+    /// `queue_timeout_ms` passed first.
+    TimedOut,
+    /// No connection could be had.
+    Failed(DbError),
+}
+
+impl Lane {
+    /// The connection, opened first if needed: at once while the database
+    /// refused the latest attempt (of any worker) less than
+    /// [`RETRY_CONNECT_AFTER`] ago.
+    async fn connection(self: &Rc<Self>) -> Result<Rc<AsyncPgConnection>, DbError> {
+        let opening = {
+            let mut connection = self.connection.borrow_mut();
+            match &*connection {
+                LaneConnection::Open(conn) => return Ok(Rc::clone(conn)),
+                LaneConnection::Opening(opening) => opening.clone(),
+                LaneConnection::Closed => {
+                    if self
+                        .shared
+                        .attempts
+                        .latest_failed_within(RETRY_CONNECT_AFTER)
+                    {
+                        return Err(DbError::Unavailable(
+                            "the database refused the latest connection attempt".to_string(),
+                        ));
+                    }
+                    // On a task of its own, so it completes (and records its
+                    // outcome) even when every request waiting for it gave up.
+                    let task = tokio::task::spawn_local(Rc::clone(self).open());
+                    let opening = async move {
+                        task.await
+                            .unwrap_or_else(|_| Err("the connection task failed".to_string()))
+                    }
+                    .boxed_local()
+                    .shared();
+                    *connection = LaneConnection::Opening(opening.clone());
+                    opening
+                }
             }
-            match ticket.started_at() {
-                Some(restarted) if restarted != started_at => started_at = restarted,
-                _ => {
-                    return Err(self.refused(
-                        DbError::Unavailable(format!(
-                            "no answer from the database within {} ms of sending the statement",
-                            self.statement_budget.as_millis()
-                        )),
-                        true,
-                    ));
+        };
+        opening.await.map_err(DbError::Unavailable)
+    }
+
+    /// Opens the connection (within `connect_timeout_seconds`) and installs it.
+    async fn open(self: Rc<Self>) -> Result<Rc<AsyncPgConnection>, String> {
+        let connected =
+            match tokio::time::timeout(self.shared.connect_timeout, self.shared.connector.connect())
+                .await
+            {
+                Ok(Ok(conn)) => Ok(conn),
+                Ok(Err(error)) => Err(error.to_string()),
+                Err(_) => Err(format!(
+                    "no connection within {} s",
+                    self.shared.connect_timeout.as_secs()
+                )),
+            };
+        self.shared.attempts.record(connected.is_ok());
+        let mut connection = self.connection.borrow_mut();
+        match connected {
+            Ok(conn) => {
+                let conn = Rc::new(conn);
+                *connection = LaneConnection::Open(Rc::clone(&conn));
+                self.gauge.open.store(true, Ordering::Relaxed);
+                Ok(conn)
+            }
+            Err(error) => {
+                *connection = LaneConnection::Closed;
+                tracing::warn!(error = %error, "database connection failed");
+                Err(format!("cannot connect to the database: {error}"))
+            }
+        }
+    }
+
+    /// Closes `conn` if it is still the worker's connection: it was lost, or
+    /// it left a statement unanswered (a pipelined connection answers in
+    /// order, so nothing behind that statement would be answered either).
+    fn discard(&self, conn: &Rc<AsyncPgConnection>) {
+        let mut connection = self.connection.borrow_mut();
+        if let LaneConnection::Open(current) = &*connection
+            && Rc::ptr_eq(current, conn)
+        {
+            *connection = LaneConnection::Closed;
+            self.gauge.open.store(false, Ordering::Relaxed);
+        }
+    }
+
+    /// Waits for a pipeline slot and the connection, until `deadline`.
+    async fn start(
+        self: &Rc<Self>,
+        deadline: Instant,
+    ) -> Result<(tokio::sync::SemaphorePermit<'_>, Rc<AsyncPgConnection>), NotStarted> {
+        let deadline = tokio::time::Instant::from_std(deadline);
+        let permit = tokio::time::timeout_at(deadline, self.slots.acquire())
+            .await
+            .map_err(|_| NotStarted::TimedOut)?
+            .expect("the semaphore is never closed");
+        match tokio::time::timeout_at(deadline, self.connection()).await {
+            Ok(Ok(conn)) => Ok((permit, conn)),
+            Ok(Err(error)) => Err(NotStarted::Failed(error)),
+            Err(_) => Err(NotStarted::TimedOut),
+        }
+    }
+
+    /// The refusal of a request that could not start, counted and logged.
+    fn not_started(&self, why: NotStarted) -> DbError {
+        let error = match why {
+            NotStarted::TimedOut => DbError::Overloaded("waited too long for the database"),
+            NotStarted::Failed(error) => error,
+        };
+        refused(&self.shared.metrics, error, true)
+    }
+
+    /// Runs one statement on `conn` within the statement budget; a lost or
+    /// unanswering connection is discarded.
+    async fn attempt<T>(
+        &self,
+        conn: &Rc<AsyncPgConnection>,
+        statement: impl Future<Output = Result<T, DbError>>,
+    ) -> Attempt<T> {
+        self.gauge.in_flight.fetch_add(1, Ordering::Relaxed);
+        let outcome = tokio::time::timeout(self.shared.statement_budget, statement).await;
+        self.gauge.in_flight.fetch_sub(1, Ordering::Relaxed);
+        match outcome {
+            Ok(Err(error)) if error.is_connection_lost() => {
+                self.discard(conn);
+                Attempt::ConnectionLost(error)
+            }
+            Ok(outcome) => Attempt::Answered(outcome),
+            Err(_) => {
+                self.discard(conn);
+                Attempt::Unanswered(DbError::Unavailable(format!(
+                    "no answer from the database within {} ms of sending the statement",
+                    self.shared.statement_budget.as_millis()
+                )))
+            }
+        }
+    }
+
+    /// Carries out an operation as a statement of its own.
+    async fn run_alone<M: DbOperation>(
+        self: Rc<Self>,
+        operation: M,
+        request: Request,
+    ) -> Result<M::Output, DbError> {
+        let Request {
+            sent_at,
+            parent,
+            waiting,
+        } = request;
+        let (permit, conn) = match self.start(sent_at + self.shared.queue_timeout).await {
+            Ok(started) => started,
+            Err(why) => return Err(parent.in_scope(|| self.not_started(why))),
+        };
+        drop(waiting);
+        let started = Instant::now();
+        let span = db_span(&parent, M::NAME, 1);
+        let first = self.attempt(&conn, operation.run(&conn)).await;
+        drop(permit);
+        let outcome = match first {
+            // Once, on a fresh connection, within a budget of its own. Not
+            // after a statement went unanswered: the database is not
+            // answering, and the request has waited its budget already.
+            Attempt::ConnectionLost(_) if M::RETRY_ON_LOST_CONNECTION => {
+                let deadline = Instant::now() + self.shared.statement_budget;
+                match self.start(deadline).await {
+                    Ok((_permit, fresh)) => {
+                        self.attempt(&fresh, operation.run(&fresh)).await.outcome()
+                    }
+                    Err(NotStarted::Failed(error)) => Err(error),
+                    Err(NotStarted::TimedOut) => Err(DbError::Unavailable(
+                        "no fresh connection to retry on".to_string(),
+                    )),
+                }
+            }
+            first => first.outcome(),
+        };
+        drop(span);
+        self.record(M::NAME, started, &outcome, &parent, 1);
+        outcome
+    }
+
+    /// The metrics and log line of an operation that started.
+    fn record<T>(
+        &self,
+        name: &'static str,
+        started: Instant,
+        outcome: &Result<T, DbError>,
+        parent: &tracing::Span,
+        batch_size: usize,
+    ) {
+        let metrics = &self.shared.metrics;
+        metrics
+            .db_query_duration
+            .with_label_values(&[name])
+            .observe(started.elapsed().as_secs_f64());
+        if let Err(error) = outcome
+            && !matches!(error, DbError::NotFound)
+        {
+            metrics.db_errors.with_label_values(&[error.kind()]).inc();
+            // Inside the request's span, so the line carries its request id.
+            // A query error is a bug or a schema problem (the client gets a
+            // 500): error level; the rest are outages or overload (503).
+            parent.in_scope(|| {
+                if matches!(error, DbError::Query(_)) {
+                    tracing::error!(operation = name, batch_size, error = %error, "database operation failed");
+                } else {
+                    tracing::warn!(operation = name, batch_size, error = %error, "database operation failed");
+                }
+            });
+        }
+    }
+}
+
+/// A client span under the request's span, so traces show the database
+/// time; only built when traces are exported, since the logs do not need it.
+fn db_span(parent: &tracing::Span, name: &'static str, batch_size: usize) -> Option<tracing::span::EnteredSpan> {
+    telemetry::traces_exported().then(|| {
+        tracing::info_span!(
+            parent: parent,
+            "db",
+            otel.name = name,
+            otel.kind = "client",
+            db.system.name = "postgresql",
+            db.operation.name = name,
+            db.operation.batch.size = batch_size,
+        )
+        .entered()
+    })
+}
+
+/// Where a create stands, shared by its requester and the batch that takes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CreateState {
+    Waiting,
+    /// The requester answered 503 at its queue deadline: no batch may take it.
+    GivenUp,
+    /// Its batch's statement was sent.
+    Started,
+}
+
+/// A create waiting for its batch.
+struct PendingCreate {
+    row: TodoRow,
+    state: Rc<Cell<CreateState>>,
+    reply: oneshot::Sender<Result<Todo, DbError>>,
+    sent_at: Instant,
+    parent: tracing::Span,
+    /// Counted as waiting until its batch starts (or it is refused).
+    waiting: Option<Waiting>,
+}
+
+impl Lane {
+    /// Queues a create for the next batch and waits for its todo. At its
+    /// queue deadline a create no batch has sent yet is refused, and no
+    /// batch takes it any more; once sent, its batch's statement budget bounds the wait.
+    async fn create(self: Rc<Self>, row: TodoRow, request: Request) -> Result<Todo, DbError> {
+        let Request {
+            sent_at,
+            parent,
+            waiting,
+        } = request;
+        let state = Rc::new(Cell::new(CreateState::Waiting));
+        let (reply, mut answer) = oneshot::channel();
+        self.creates.borrow_mut().push(PendingCreate {
+            row,
+            state: Rc::clone(&state),
+            reply,
+            sent_at,
+            parent: parent.clone(),
+            waiting: Some(waiting),
+        });
+        self.schedule_create_batch();
+        let deadline = tokio::time::Instant::from_std(sent_at + self.shared.queue_timeout);
+        tokio::select! {
+            answer = &mut answer => return flatten_answer(answer),
+            () = tokio::time::sleep_until(deadline) => {}
+        }
+        if state.get() == CreateState::Waiting {
+            state.set(CreateState::GivenUp);
+            return Err(parent.in_scope(|| self.not_started(NotStarted::TimedOut)));
+        }
+        flatten_answer(answer.await)
+    }
+
+    /// Starts a batch on a task of its own unless one is about to start or
+    /// [`MAX_INSERT_BATCHES_IN_FLIGHT`] are running.
+    fn schedule_create_batch(self: &Rc<Self>) {
+        if self.create_flush_scheduled.get()
+            || self.create_batches_in_flight.get() >= MAX_INSERT_BATCHES_IN_FLIGHT
+            || self.creates.borrow().is_empty()
+        {
+            return;
+        }
+        self.create_flush_scheduled.set(true);
+        tokio::task::spawn_local(Rc::clone(self).run_create_batch());
+    }
+
+    /// Takes the pending creates and writes them with one statement.
+    async fn run_create_batch(self: Rc<Self>) {
+        // Lets the requests already woken on this thread add their creates.
+        tokio::task::yield_now().await;
+        self.create_flush_scheduled.set(false);
+        self.create_batches_in_flight
+            .set(self.create_batches_in_flight.get() + 1);
+        self.write_create_batch().await;
+        self.create_batches_in_flight
+            .set(self.create_batches_in_flight.get() - 1);
+        self.schedule_create_batch();
+    }
+
+    async fn write_create_batch(self: &Rc<Self>) {
+        let taken: Vec<PendingCreate> = {
+            let mut creates = self.creates.borrow_mut();
+            let count = creates.len().min(MAX_INSERT_BATCH_ROWS);
+            creates.drain(..count).collect()
+        };
+        let mut batch: Vec<PendingCreate> = taken
+            .into_iter()
+            .filter(|create| create.state.get() == CreateState::Waiting)
+            .collect();
+        let Some(first) = batch.first() else { return };
+        // The requesters time their own queue deadlines; this wait only
+        // needs a bound, and the earliest member's is the tightest useful one.
+        let deadline = first.sent_at + self.shared.queue_timeout;
+        let (permit, conn) = match self.start(deadline.max(Instant::now())).await {
+            Ok(started) => started,
+            Err(why) => {
+                let error = match why {
+                    NotStarted::TimedOut => DbError::Overloaded("waited too long for the database"),
+                    NotStarted::Failed(error) => error,
+                };
+                for create in batch {
+                    if create.state.get() == CreateState::Waiting {
+                        let error = create.parent.in_scope(|| {
+                            refused(&self.shared.metrics, error.copy_for_batch(), true)
+                        });
+                        let _ = create.reply.send(Err(error));
+                    }
+                }
+                return;
+            }
+        };
+        // Whoever gave up while the batch waited is left out: it never runs.
+        batch.retain(|create| create.state.get() == CreateState::Waiting);
+        if batch.is_empty() {
+            return;
+        }
+        let mut parents = Vec::with_capacity(batch.len());
+        for create in &mut batch {
+            create.state.set(CreateState::Started);
+            create.waiting.take();
+            parents.push(create.parent.clone());
+        }
+        let started = Instant::now();
+        let spans: Vec<_> = parents
+            .iter()
+            .map(|parent| db_span(parent, CreateTodo::NAME, batch.len()).map(|span| span.exit()))
+            .collect();
+        let insert = InsertTodos::new(batch.iter().map(|create| &create.row));
+        // Never retried: the batch may have committed before the connection died.
+        let outcome = self.attempt(&conn, insert.execute(&conn)).await.outcome();
+        drop(permit);
+        drop(spans);
+        let size = batch.len();
+        match outcome {
+            Ok(stored) => {
+                let mut by_id: HashMap<Uuid, Todo> =
+                    stored.into_iter().map(|todo| (todo.id, todo)).collect();
+                for create in batch {
+                    let answer = by_id.remove(&create.row.id).ok_or_else(|| {
+                        DbError::Unavailable("the insert returned no row for this todo".to_string())
+                    });
+                    self.record(CreateTodo::NAME, started, &answer, &create.parent, size);
+                    let _ = create.reply.send(answer);
+                }
+            }
+            Err(error) => {
+                for create in batch {
+                    let answer = Err(error.copy_for_batch());
+                    self.record(CreateTodo::NAME, started, &answer, &create.parent, size);
+                    let _ = create.reply.send(answer);
                 }
             }
         }
     }
 }
 
-fn mailbox_outcome<T>(outcome: Result<Result<T, DbError>, MailboxError>) -> Result<T, DbError> {
-    match outcome {
-        Ok(outcome) => outcome,
-        Err(_) => Err(DbError::Unavailable(
-            "the database executors stopped".to_string(),
-        )),
-    }
+fn flatten_answer(
+    answer: Result<Result<Todo, DbError>, oneshot::error::RecvError>,
+) -> Result<Todo, DbError> {
+    answer.unwrap_or_else(|_| {
+        Err(DbError::Unavailable(
+            "the database worker dropped the request".to_string(),
+        ))
+    })
 }
 
 /// Creates a todo owned by `owner`.
@@ -517,11 +809,19 @@ pub struct CreateTodo {
 impl DbOperation for CreateTodo {
     type Output = Todo;
     const NAME: &'static str = "create_todo";
+    // Not retried: the insert may have committed before the connection died.
+    const RETRY_ON_LOST_CONNECTION: bool = false;
 
-    fn execute(self, executor: &mut DbExecutor) -> Result<Todo, DbError> {
-        let CreateTodo { owner, todo } = self;
-        // Not retried: the insert may have committed before the connection died.
-        executor.with_connection(false, |conn| todos::insert(conn, &owner, todo.clone()))
+    fn run<'a>(&'a self, conn: &'a AsyncPgConnection) -> LocalBoxFuture<'a, Result<Todo, DbError>> {
+        let row = TodoRow::new(self.owner.clone(), self.todo.clone());
+        Box::pin(async move {
+            let mut stored = InsertTodos::new([&row]).execute(conn).await?;
+            stored.pop().ok_or(DbError::NotFound)
+        })
+    }
+
+    fn carry_out(self, lane: Rc<Lane>, request: Request) -> ResponseFuture<Result<Todo, DbError>> {
+        Box::pin(lane.create(TodoRow::new(self.owner, self.todo), request))
     }
 }
 
@@ -534,9 +834,10 @@ pub struct GetTodo {
 impl DbOperation for GetTodo {
     type Output = Todo;
     const NAME: &'static str = "get_todo";
+    const RETRY_ON_LOST_CONNECTION: bool = true;
 
-    fn execute(self, executor: &mut DbExecutor) -> Result<Todo, DbError> {
-        executor.with_connection(true, |conn| todos::find(conn, &self.owner, self.id))
+    fn run<'a>(&'a self, conn: &'a AsyncPgConnection) -> LocalBoxFuture<'a, Result<Todo, DbError>> {
+        Box::pin(todos::find(conn, &self.owner, self.id))
     }
 }
 
@@ -549,9 +850,13 @@ pub struct ListTodos {
 impl DbOperation for ListTodos {
     type Output = TodoPage;
     const NAME: &'static str = "list_todos";
+    const RETRY_ON_LOST_CONNECTION: bool = true;
 
-    fn execute(self, executor: &mut DbExecutor) -> Result<TodoPage, DbError> {
-        executor.with_connection(true, |conn| todos::list(conn, &self.owner, &self.filter))
+    fn run<'a>(
+        &'a self,
+        conn: &'a AsyncPgConnection,
+    ) -> LocalBoxFuture<'a, Result<TodoPage, DbError>> {
+        Box::pin(todos::list(conn, &self.owner, &self.filter))
     }
 }
 
@@ -565,14 +870,13 @@ pub struct UpdateTodo {
 impl DbOperation for UpdateTodo {
     type Output = Todo;
     const NAME: &'static str = "update_todo";
+    // Not retried: the update may have committed before the connection
+    // died, and applying it again could undo another client's change made
+    // in between.
+    const RETRY_ON_LOST_CONNECTION: bool = false;
 
-    fn execute(self, executor: &mut DbExecutor) -> Result<Todo, DbError> {
-        // Not retried: the update may have committed before the connection
-        // died, and applying it again could undo another client's change
-        // made in between.
-        executor.with_connection(false, |conn| {
-            todos::update(conn, &self.owner, self.id, self.changes.clone())
-        })
+    fn run<'a>(&'a self, conn: &'a AsyncPgConnection) -> LocalBoxFuture<'a, Result<Todo, DbError>> {
+        Box::pin(todos::update(conn, &self.owner, self.id, self.changes.clone()))
     }
 }
 
@@ -585,11 +889,12 @@ pub struct DeleteTodo {
 impl DbOperation for DeleteTodo {
     type Output = ();
     const NAME: &'static str = "delete_todo";
+    // Not retried: a delete that committed before the connection died
+    // would turn into a misleading 404 on the second try.
+    const RETRY_ON_LOST_CONNECTION: bool = false;
 
-    fn execute(self, executor: &mut DbExecutor) -> Result<(), DbError> {
-        // Not retried: a delete that committed before the connection died
-        // would turn into a misleading 404 on the second try.
-        executor.with_connection(false, |conn| todos::delete(conn, &self.owner, self.id))
+    fn run<'a>(&'a self, conn: &'a AsyncPgConnection) -> LocalBoxFuture<'a, Result<(), DbError>> {
+        Box::pin(todos::delete(conn, &self.owner, self.id))
     }
 }
 
@@ -601,9 +906,13 @@ pub struct FindApiKey {
 impl DbOperation for FindApiKey {
     type Output = Option<ApiKeyRecord>;
     const NAME: &'static str = "find_api_key";
+    const RETRY_ON_LOST_CONNECTION: bool = true;
 
-    fn execute(self, executor: &mut DbExecutor) -> Result<Option<ApiKeyRecord>, DbError> {
-        executor.with_connection(true, |conn| api_keys::find_active(conn, self.id))
+    fn run<'a>(
+        &'a self,
+        conn: &'a AsyncPgConnection,
+    ) -> LocalBoxFuture<'a, Result<Option<ApiKeyRecord>, DbError>> {
+        Box::pin(api_keys::find_active(conn, self.id))
     }
 }
 
@@ -615,9 +924,11 @@ pub struct TouchApiKey {
 impl DbOperation for TouchApiKey {
     type Output = ();
     const NAME: &'static str = "touch_api_key";
+    // Setting `last_used_at` to now twice is harmless.
+    const RETRY_ON_LOST_CONNECTION: bool = true;
 
-    fn execute(self, executor: &mut DbExecutor) -> Result<(), DbError> {
-        executor.with_connection(true, |conn| api_keys::touch(conn, self.id))
+    fn run<'a>(&'a self, conn: &'a AsyncPgConnection) -> LocalBoxFuture<'a, Result<(), DbError>> {
+        Box::pin(api_keys::touch(conn, self.id))
     }
 }
 

@@ -1,8 +1,11 @@
 //! Queries on `api_keys`. Only the SHA-256 of a key's secret is ever stored
 //! or read back; the token itself exists only in the `keys create` output.
+//! The `keys` commands use a synchronous connection; the two queries of the
+//! request path ([`find_active`], [`touch`]) run on a worker's pipelined one.
 
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
+use diesel_async::AsyncPgConnection;
 use uuid::Uuid;
 
 use super::DbError;
@@ -45,12 +48,18 @@ pub fn insert(
 }
 
 /// The key with this id, if it exists and is not revoked.
-pub fn find_active(conn: &mut PgConnection, id: Uuid) -> Result<Option<ApiKeyRecord>, DbError> {
-    Ok(api_keys::table
+pub async fn find_active(
+    mut conn: &AsyncPgConnection,
+    id: Uuid,
+) -> Result<Option<ApiKeyRecord>, DbError> {
+    // Named in full: this module's synchronous queries need diesel's own
+    // `RunQueryDsl`, with methods of the same names.
+    let query = api_keys::table
         .filter(api_keys::id.eq(id))
         .filter(api_keys::revoked_at.is_null())
-        .select(ApiKeyRecord::as_select())
-        .first(conn)
+        .select(ApiKeyRecord::as_select());
+    Ok(diesel_async::RunQueryDsl::first(query, &mut conn)
+        .await
         .optional()?)
 }
 
@@ -94,9 +103,9 @@ pub fn revoke(conn: &mut PgConnection, id: Uuid) -> Result<RevokeOutcome, DbErro
 }
 
 /// Records that the key was used (called at most once per cache period).
-pub fn touch(conn: &mut PgConnection, id: Uuid) -> Result<(), DbError> {
-    diesel::update(api_keys::table.filter(api_keys::id.eq(id)))
-        .set(api_keys::last_used_at.eq(diesel::dsl::now))
-        .execute(conn)?;
+pub async fn touch(mut conn: &AsyncPgConnection, id: Uuid) -> Result<(), DbError> {
+    let query = diesel::update(api_keys::table.filter(api_keys::id.eq(id)))
+        .set(api_keys::last_used_at.eq(diesel::dsl::now));
+    diesel_async::RunQueryDsl::execute(query, &mut conn).await?;
     Ok(())
 }

@@ -1,8 +1,12 @@
-//! Everything that talks to PostgreSQL: the connection pool, the error type of
-//! the database layer, migrations, and (in the submodules) one plain function
-//! per query over `&mut PgConnection`, testable without HTTP or actors.
+//! Everything that talks to PostgreSQL: the error type of the database
+//! layer, the synchronous connections (migrations, the `keys` commands, the
+//! readiness probe's pool of one), how request connections are opened
+//! ([`connect`]), migrations, and (in the submodules) one plain function per
+//! query, testable without HTTP or actors. The request path's connections
+//! belong to the workers in `crate::actors::db`.
 
 pub mod api_keys;
+pub mod connect;
 pub mod migrations;
 pub mod todos;
 
@@ -18,17 +22,21 @@ use secrecy::{ExposeSecret, SecretString};
 
 use crate::configuration::DatabaseSettings;
 
-/// How long a failed connection attempt makes requests fail at once. r2d2
-/// retries a pending connection every `pool_wait_timeout_ms / 2` at most
-/// while the database is away, so the memory stays fresh through an outage,
-/// and the first attempt that succeeds clears it.
+/// How long a failed connection attempt makes the readiness probe fail at
+/// once. r2d2 retries a pending connection every half of
+/// [`READINESS_POOL_WAIT`] at most while the database is away, so the
+/// memory stays fresh through an outage, and the first attempt that
+/// succeeds clears it.
 const REFUSAL_MEMORY: Duration = Duration::from_secs(5);
+/// The readiness pool's longest wait for its connection.
+const READINESS_POOL_WAIT: Duration = Duration::from_secs(1);
 /// How often a request waiting for a connection checks whether the database
 /// has started refusing connections meanwhile.
 const WAIT_SLICE: Duration = Duration::from_millis(20);
 
-/// The pool the executors (and the readiness probe) take connections from:
-/// r2d2, plus failing fast while the database refuses connections.
+/// The readiness probe's pool (of one connection, so probes never queue
+/// behind requests): r2d2, plus failing fast while the database refuses
+/// connections.
 ///
 /// r2d2 alone makes every request wait the full `pool_wait_timeout_ms` when
 /// no connection can be opened, although a refusal is immediate: with the
@@ -40,18 +48,12 @@ const WAIT_SLICE: Duration = Duration::from_millis(20);
 pub struct PgPool {
     pool: Pool<PgConnectionManager>,
     attempts: Arc<ConnectAttempts>,
-    wait: Duration,
 }
 
 impl PgPool {
     /// A connection: an idle one at once, else one that comes free or is
-    /// opened within `pool_wait_timeout_ms`; [`DbError::Unavailable`] at once
-    /// while the database refuses connections.
-    pub fn get(&self) -> Result<PooledPg, DbError> {
-        self.get_within(self.wait)
-    }
-
-    /// [`PgPool::get`] with a wait of its own (the readiness probe's budget).
+    /// opened within `wait`; [`DbError::Unavailable`] at once while the
+    /// database refuses connections.
     pub fn get_within(&self, wait: Duration) -> Result<PooledPg, DbError> {
         // The hot path: an idle connection, no clock read, no lock but r2d2's.
         if let Some(connection) = self.pool.try_get() {
@@ -59,7 +61,9 @@ impl PgPool {
         }
         let deadline = Instant::now() + wait;
         loop {
-            if self.attempts.latest_failed_recently() && self.pool.state().connections == 0 {
+            if self.attempts.latest_failed_within(REFUSAL_MEMORY)
+                && self.pool.state().connections == 0
+            {
                 return Err(DbError::Unavailable(
                     "the database refused the latest connection attempt".to_string(),
                 ));
@@ -77,44 +81,51 @@ impl PgPool {
         }
     }
 
-    /// Connections open and idle, for `todo_db_pool_connections`.
-    pub fn state(&self) -> r2d2::State {
-        self.pool.state()
-    }
 }
 
-/// The outcome of the pool's latest attempt to open a connection.
-#[derive(Debug)]
-struct ConnectAttempts {
+/// The outcome of the latest attempt to open a connection (of a pool, or of
+/// all request workers together).
+#[derive(Debug, Default)]
+pub struct ConnectAttempts {
     /// When the latest attempt failed (microseconds after `epoch`, plus one);
     /// 0 when it succeeded or none was made.
     failed_at: AtomicU64,
-    epoch: Instant,
+    epoch: Epoch,
+}
+
+/// When a [`ConnectAttempts`] was made.
+#[derive(Debug)]
+struct Epoch(Instant);
+
+impl Default for Epoch {
+    fn default() -> Epoch {
+        Epoch(Instant::now())
+    }
 }
 
 impl ConnectAttempts {
-    fn new() -> ConnectAttempts {
-        ConnectAttempts {
-            failed_at: AtomicU64::new(0),
-            epoch: Instant::now(),
-        }
+    /// No attempt made yet.
+    pub fn new() -> ConnectAttempts {
+        ConnectAttempts::default()
     }
 
-    fn record(&self, succeeded: bool) {
+    /// Remembers an attempt's outcome.
+    pub fn record(&self, succeeded: bool) {
         let value = if succeeded {
             0
         } else {
-            self.epoch.elapsed().as_micros() as u64 + 1
+            self.epoch.0.elapsed().as_micros() as u64 + 1
         };
         self.failed_at.store(value, Ordering::Relaxed);
     }
 
-    fn latest_failed_recently(&self) -> bool {
+    /// Whether the latest attempt failed less than `memory` ago.
+    pub fn latest_failed_within(&self, memory: Duration) -> bool {
         match self.failed_at.load(Ordering::Relaxed) {
             0 => false,
             failed_at => {
-                let age = (self.epoch.elapsed().as_micros() as u64).saturating_sub(failed_at - 1);
-                age < REFUSAL_MEMORY.as_micros() as u64
+                let age = (self.epoch.0.elapsed().as_micros() as u64).saturating_sub(failed_at - 1);
+                age < memory.as_micros() as u64
             }
         }
     }
@@ -144,6 +155,20 @@ pub enum DbError {
 }
 
 impl DbError {
+    /// The same error for another request of the batch it failed (a
+    /// diesel error cannot be cloned; a query error keeps its message).
+    pub fn copy_for_batch(&self) -> DbError {
+        match self {
+            DbError::NotFound => DbError::NotFound,
+            DbError::Unavailable(message) => DbError::Unavailable(message.clone()),
+            DbError::Overloaded(message) => DbError::Overloaded(message),
+            DbError::Timeout => DbError::Timeout,
+            DbError::Query(error) => {
+                DbError::Query(DieselError::QueryBuilderError(error.to_string().into()))
+            }
+        }
+    }
+
     /// A short label for logs and the `todo_db_errors_total{kind}` metric.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -247,13 +272,8 @@ impl PgConnectionManager {
         }
     }
 
-    /// Opens a connection outside the pool (CLI commands, migrations).
-    ///
-    /// `enable_seqscan = off`: every query todo-app sends has an index that
-    /// serves it, and a sequential scan is only ever cheaper on a tiny table.
-    /// A plan made then (a new deployment's first todos) stays cached in the
-    /// long-lived connection while the table grows, until autoanalyze
-    /// invalidates it, and a lookup by id would scan the whole table.
+    /// Opens a connection outside the pool (CLI commands, migrations), with
+    /// the session settings of [`request_session_options`].
     pub fn establish(&self) -> Result<PgConnection, ConnectError> {
         let mut connection = PgConnection::establish(self.url.expose_secret())?;
         connection.batch_execute(&format!(
@@ -300,33 +320,39 @@ impl r2d2::HandleError<ConnectError> for LogPoolErrors {
     }
 }
 
-/// Builds the request pool without connecting: the server starts (and
-/// reports not-ready) while the database is down, and recovers when it returns.
-pub fn build_pool(settings: &DatabaseSettings) -> PgPool {
-    build_pool_of_size(settings, settings.pool_size)
-}
-
-/// A pool of the given size with the settings' timeouts (health checks use one of 1).
-pub fn build_pool_of_size(settings: &DatabaseSettings, size: u32) -> PgPool {
+/// Builds the readiness probe's pool of one connection, without
+/// connecting: the server starts (and reports not-ready) while the
+/// database is down, and recovers when it returns.
+pub fn readiness_pool(settings: &DatabaseSettings) -> PgPool {
     let attempts = Arc::new(ConnectAttempts::new());
     let mut manager =
         PgConnectionManager::new(settings.connection_url(), settings.statement_timeout_ms);
     manager.attempts = Some(Arc::clone(&attempts));
     let pool = Pool::builder()
-        .max_size(size)
+        .max_size(1)
         .min_idle(Some(0))
-        .connection_timeout(settings.pool_wait_timeout())
-        // Checking every checkout would cost a round trip per request; lost
-        // connections are found by the query that fails and marked instead.
+        .connection_timeout(READINESS_POOL_WAIT)
+        // A lost connection is found by the probe's query and marked instead.
         .test_on_check_out(false)
         .idle_timeout(Some(Duration::from_secs(300)))
         .error_handler(Box::new(LogPoolErrors))
         .build_unchecked(manager);
-    PgPool {
-        pool,
-        attempts,
-        wait: settings.pool_wait_timeout(),
-    }
+    PgPool { pool, attempts }
+}
+
+/// The session settings of every request connection, as a libpq `options`
+/// string: sent with the start-up message, so they cost no round trip.
+///
+/// `enable_seqscan = off`: every query todo-app sends has an index that
+/// serves it, and a sequential scan is only ever cheaper on a tiny table.
+/// A plan made then (a new deployment's first todos) stays cached in the
+/// long-lived connection while the table grows, until autoanalyze
+/// invalidates it, and a lookup by id would scan the whole table.
+pub fn request_session_options(settings: &DatabaseSettings) -> String {
+    format!(
+        "-c statement_timeout={} -c enable_seqscan=off",
+        settings.statement_timeout_ms
+    )
 }
 
 /// Opens one connection outside the pool, for the CLI and migrations.

@@ -9,6 +9,7 @@ use actix_web::{HttpResponse, web};
 use diesel::connection::SimpleConnection;
 use serde_json::json;
 
+use crate::actors::db::DbClient;
 use crate::db::PgPool;
 use crate::metrics::Metrics;
 
@@ -91,8 +92,8 @@ pub async fn ready(readiness: Data<Readiness>) -> HttpResponse {
 }
 
 /// `GET /metrics`: the Prometheus text exposition.
-pub async fn metrics(metrics: Data<Metrics>, pool: Data<PgPool>) -> HttpResponse {
-    metrics.observe_pool(pool.state());
+pub async fn metrics(metrics: Data<Metrics>, db: Data<DbClient>) -> HttpResponse {
+    db.observe_connections();
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
         .body(metrics.render())

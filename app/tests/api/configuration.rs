@@ -24,14 +24,14 @@ fn defaults_load_and_conventional_variables_win() {
     let settings = Settings::load_from(&vars(&[
         ("DATABASE_URL", "postgres://app:pw@db:5432/todo"),
         ("PORT", "8080"),
-        ("APP__DATABASE__POOL_SIZE", "3"),
+        ("APP__DATABASE__PIPELINE_DEPTH", "3"),
         ("APP__DATABASE__URL", "postgres://ignored@elsewhere/x"),
     ]))
     .unwrap();
 
     assert_eq!(settings.server.port, 8080);
     assert_eq!(settings.admin.port, 9000);
-    assert_eq!(settings.database.pool_size, 3);
+    assert_eq!(settings.database.pipeline_depth, 3);
     assert_eq!(
         settings.database.url.expose_secret(),
         "postgres://app:pw@db:5432/todo"
@@ -66,7 +66,8 @@ fn an_unknown_key_in_a_file_is_named() {
 #[test]
 fn an_invalid_value_is_named() {
     let not_a_number = Settings::load_from(&vars(&[("APP__SERVER__PORT", "abc")])).unwrap_err();
-    let zero_pool = Settings::load_from(&vars(&[("APP__DATABASE__POOL_SIZE", "0")])).unwrap_err();
+    let zero_pipeline =
+        Settings::load_from(&vars(&[("APP__DATABASE__PIPELINE_DEPTH", "0")])).unwrap_err();
     let half_tls =
         Settings::load_from(&vars(&[("APP__TLS__CERT_PATH", "/tmp/cert.pem")])).unwrap_err();
     let no_lookup_burst =
@@ -80,8 +81,8 @@ fn an_invalid_value_is_named() {
     );
     assert!(not_a_number.to_string().contains("port"), "{not_a_number}");
     assert!(
-        zero_pool.to_string().contains("database.pool_size"),
-        "{zero_pool}"
+        zero_pipeline.to_string().contains("database.pipeline_depth"),
+        "{zero_pipeline}"
     );
     assert!(half_tls.to_string().contains("tls.key_path"), "{half_tls}");
 }

@@ -13,7 +13,6 @@ const FAST_REFUSAL: Duration = Duration::from_millis(100);
 async fn with_the_database_stopped_requests_get_503_fast_and_recover_when_it_returns() {
     let cluster = ThrowawayCluster::start();
     let app = spawn_app_on_server(&cluster.url(), false, |settings| {
-        settings.database.pool_wait_timeout_ms = 500;
         settings.database.queue_timeout_ms = 500;
         settings.auth.key_cache_ttl_seconds = 1;
     })
@@ -76,8 +75,8 @@ async fn with_the_database_stopped_requests_get_503_fast_and_recover_when_it_ret
     })
     .await;
     assert!(recovered, "requests succeed again without a restart");
-    // pg_ctl returns once the server accepts connections; the pool retries
-    // a refused connection every pool_wait_timeout_ms / 2.
+    // pg_ctl returns once the server accepts connections; after a refused
+    // connection a worker tries again on the first request 0.1 s later.
     assert!(
         back.elapsed() < Duration::from_secs(2),
         "first 200 {:?} after the database was back",
@@ -106,11 +105,10 @@ async fn with_the_database_frozen_a_running_request_gets_503_past_its_statement_
  {
     let cluster = ThrowawayCluster::start();
     let app = spawn_app_on_server(&cluster.url(), false, |settings| {
-        // One executor and one connection: the second request must wait
-        // behind the first, which the freeze holds.
-        settings.database.executor_threads = 1;
-        settings.database.pool_size = 1;
-        settings.database.pool_wait_timeout_ms = 300;
+        // One worker with one statement in flight at most: the second
+        // request must wait behind the first, which the freeze holds.
+        settings.server.workers = 1;
+        settings.database.pipeline_depth = 1;
         settings.database.queue_timeout_ms = 300;
         settings.database.statement_timeout_ms = 1500;
         settings.auth.key_cache_ttl_seconds = 60;

@@ -46,8 +46,6 @@ pub fn test_settings(database_url: &str) -> Settings {
     settings.server.shutdown_readiness_delay_seconds = 0;
     settings.admin.host = "127.0.0.1".into();
     settings.admin.port = 0;
-    settings.database.pool_size = 4;
-    settings.database.executor_threads = 4;
     settings
 }
 

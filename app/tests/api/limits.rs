@@ -79,8 +79,8 @@ async fn wait_for_queue_depth(app: &TestApp, depth: u32) {
 #[actix_web::test]
 async fn a_full_executor_queue_answers_503_at_once_and_a_stale_message_is_not_run() {
     let app = spawn_app_with(|settings| {
-        settings.database.executor_threads = 1;
-        settings.database.pool_size = 1;
+        settings.server.workers = 1;
+        settings.database.pipeline_depth = 1;
         settings.database.max_queue = 1;
         settings.database.queue_timeout_ms = 300;
         settings.auth.key_cache_ttl_seconds = 60;

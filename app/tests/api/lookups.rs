@@ -87,8 +87,8 @@ async fn pages_per_lookup(
 /// Starts a second server on `app`'s database (fresh connections, no cached plans).
 async fn start_fresh_server(app: &TestApp) -> String {
     let mut settings = test_settings(&app.database_url);
-    settings.database.executor_threads = 1;
-    settings.database.pool_size = 1;
+    settings.server.workers = 1;
+    settings.database.pipeline_depth = 1;
     let application = Application::build(settings)
         .await
         .expect("the second server builds");
@@ -103,8 +103,8 @@ async fn start_fresh_server(app: &TestApp) -> String {
 /// the pages per lookup with a server started after the growth.
 async fn lookups_after_growth_cost_what_they_cost_a_fresh_server(analyze_while_small: bool) {
     let app = spawn_app_with(|settings| {
-        settings.database.executor_threads = 1;
-        settings.database.pool_size = 1;
+settings.server.workers = 1;
+        settings.database.pipeline_depth = 1;
         settings.auth.key_cache_ttl_seconds = 600;
     })
     .await;

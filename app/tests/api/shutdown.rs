@@ -143,8 +143,8 @@ fn the_binary_exits_0_on_sigterm() {
     );
     assert!(
         rest.iter()
-            .any(|line| line.contains("database executors stopped")),
-        "the executors ended before the process exited: {rest:?}"
+            .any(|line| line.contains("database workers stopped")),
+        "the database workers ended before the process exited: {rest:?}"
     );
     crate::helpers::drop_database(&crate::helpers::admin_database_url(), &name);
     let _ = diesel::PgConnection::establish(&url);
