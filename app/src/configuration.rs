@@ -321,9 +321,6 @@ impl ServerSettings {
 }
 
 impl DatabaseSettings {
-    pub fn connect_timeout(&self) -> Duration {
-        Duration::from_secs(self.connect_timeout_seconds)
-    }
     pub fn queue_timeout(&self) -> Duration {
         Duration::from_millis(self.queue_timeout_ms)
     }

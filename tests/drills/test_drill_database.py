@@ -13,7 +13,6 @@ from drill_harness import Load, create_todo, start_monitoring, start_stack, wait
 # Drill 3's database settings: small enough for CI, in the same proportions
 # as the defaults (the statement timeout well above the queue timeout).
 QUEUE_TIMEOUT_MS = 500
-POOL_WAIT_TIMEOUT_MS = 500
 STATEMENT_TIMEOUT_MS = 2000
 # The worst case docs/configuration.md documents: queue_timeout + statement_timeout
 # + 0.5 s, plus statement_timeout + 0.5 s more for a read retried on a fresh connection.
@@ -103,7 +102,6 @@ def test_a_frozen_database_gets_503_within_the_answer_deadline_and_everything_re
     # Arrange: a pod with short database timeouts, serving one owner.
     stack = start_stack(pod, binaries, repo_root, certificate, app_env={
         "APP__DATABASE__QUEUE_TIMEOUT_MS": str(QUEUE_TIMEOUT_MS),
-        "APP__DATABASE__POOL_WAIT_TIMEOUT_MS": str(POOL_WAIT_TIMEOUT_MS),
         "APP__DATABASE__STATEMENT_TIMEOUT_MS": str(STATEMENT_TIMEOUT_MS),
     })
     app = stack.app

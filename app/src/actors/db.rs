@@ -86,7 +86,6 @@ struct Shared {
     /// the same process (the tests run many).
     id: usize,
     connector: Arc<AsyncConnector>,
-    connect_timeout: Duration,
     /// Shared by every worker, so once one of them found the database
     /// refusing connections, all refuse requests at once.
     attempts: Arc<ConnectAttempts>,
@@ -126,7 +125,6 @@ impl DbClient {
             shared: Arc::new(Shared {
                 id: NEXT_CLIENT_ID.fetch_add(1, Ordering::Relaxed),
                 connector: Arc::new(connector),
-                connect_timeout: settings.connect_timeout(),
                 attempts: Arc::new(ConnectAttempts::new()),
                 waiting: AtomicUsize::new(0),
                 max_queue: settings.max_queue,
@@ -446,19 +444,10 @@ impl Lane {
         opening.await.map_err(DbError::Unavailable)
     }
 
-    /// Opens the connection (within `connect_timeout_seconds`) and installs it.
+    /// Opens the connection and installs it. The connector bounds the
+    /// attempt by `connect_timeout_seconds` (TLS and login included).
     async fn open(self: Rc<Self>) -> Result<Rc<AsyncPgConnection>, String> {
-        let connected =
-            match tokio::time::timeout(self.shared.connect_timeout, self.shared.connector.connect())
-                .await
-            {
-                Ok(Ok(conn)) => Ok(conn),
-                Ok(Err(error)) => Err(error.to_string()),
-                Err(_) => Err(format!(
-                    "no connection within {} s",
-                    self.shared.connect_timeout.as_secs()
-                )),
-            };
+        let connected = self.shared.connector.connect().await;
         self.shared.attempts.record(connected.is_ok());
         let mut connection = self.connection.borrow_mut();
         match connected {

@@ -529,6 +529,49 @@ impl ThrowawayCluster {
         );
     }
 
+    /// The cluster's data directory (owned by the server's user).
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// Turns TLS on with this certificate chain and key (PEM, written into
+    /// the data directory with mode 0600), refuses plaintext TCP connections
+    /// (`hostnossl … reject`), and restarts the server.
+    pub fn enable_tls(&self, cert_pem: &str, key_pem: &str) {
+        use std::io::Write;
+        use std::os::unix::fs::PermissionsExt;
+        for (name, contents) in [("server.crt", cert_pem), ("server.key", key_pem)] {
+            let path = self.data_dir.join(name);
+            std::fs::write(&path, contents).expect("the TLS file is written");
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+                .expect("the TLS file is made private");
+            if self.run_as_postgres {
+                chown_to_postgres(&path);
+            }
+        }
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(self.data_dir.join("postgresql.conf"))
+            .and_then(|mut conf| {
+                writeln!(
+                    conf,
+                    "ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'"
+                )
+            })
+            .expect("postgresql.conf is extended");
+        std::fs::write(
+            self.data_dir.join("pg_hba.conf"),
+            "local all all trust\n\
+             hostssl all all 127.0.0.1/32 trust\n\
+             hostssl all all ::1/128 trust\n\
+             hostnossl all all 0.0.0.0/0 reject\n\
+             hostnossl all all ::/0 reject\n",
+        )
+        .expect("pg_hba.conf is written");
+        self.stop_server();
+        self.start_server();
+    }
+
     /// Stops the server immediately (connections are cut, as in a crash or failover).
     pub fn stop_server(&self) {
         self.run(

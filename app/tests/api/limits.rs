@@ -334,3 +334,64 @@ async fn a_body_without_a_valid_key_is_refused_at_once_and_its_connection_closed
         );
     }
 }
+
+#[actix_web::test]
+async fn a_create_refused_at_its_queue_timeout_is_never_written() {
+    // One worker, one statement in flight: the first create's batch waits
+    // on the table lock, and the second create cannot start behind it.
+    let app = spawn_app_with(|settings| {
+        settings.server.workers = 1;
+        settings.database.pipeline_depth = 1;
+        settings.database.queue_timeout_ms = 300;
+        settings.auth.key_cache_ttl_seconds = 60;
+    })
+    .await;
+    let token = app.create_key("alice");
+    app.create_todo(&token, "warms the key cache and the connection")
+        .await;
+    let mut locker = app.connection();
+    diesel::sql_query("BEGIN").execute(&mut locker).unwrap();
+    diesel::sql_query("LOCK TABLE todos IN EXCLUSIVE MODE")
+        .execute(&mut locker)
+        .unwrap();
+    let post = |title: &'static str| {
+        let request = app
+            .client
+            .post(app.url("/api/todos"))
+            .bearer_auth(&token)
+            .json(&json!({ "title": title }));
+        actix_web::rt::spawn(request.send())
+    };
+
+    let first = post("first");
+    wait_until_blocked_on_lock(&app).await;
+    let started = Instant::now();
+    let second = post("second").await.unwrap().unwrap();
+    let waited = started.elapsed();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    diesel::sql_query("COMMIT").execute(&mut locker).unwrap();
+
+    assert_eq!(error_code(second, 503).await, "service_unavailable");
+    assert!(
+        waited >= Duration::from_millis(250) && waited < Duration::from_millis(800),
+        "refused at its queue timeout, in {waited:?}"
+    );
+    assert_eq!(first.await.unwrap().unwrap().status(), 201);
+    let titles: Vec<String> = diesel::sql_query("SELECT title FROM todos ORDER BY title")
+        .load::<Title>(&mut app.connection())
+        .unwrap()
+        .into_iter()
+        .map(|row| row.title)
+        .collect();
+    assert_eq!(
+        titles,
+        ["first", "warms the key cache and the connection"],
+        "the refused create was never written"
+    );
+}
+
+#[derive(diesel::QueryableByName)]
+struct Title {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    title: String,
+}

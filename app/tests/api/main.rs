@@ -4,6 +4,7 @@ mod auth;
 mod cli;
 mod configuration;
 mod database_down;
+mod database_tls;
 mod errors;
 mod health;
 mod helpers;

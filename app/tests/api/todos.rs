@@ -310,3 +310,54 @@ async fn trailing_and_repeated_slashes_reach_the_same_route_with_the_query_kept(
         .unwrap();
     assert_eq!(fetched.status(), 200);
 }
+
+#[actix_web::test]
+async fn concurrent_creates_of_many_owners_each_get_their_own_todo() {
+    // One worker: concurrent creates share its insert batches.
+    let app = crate::helpers::spawn_app_with(|settings| settings.server.workers = 1).await;
+    let owners = ["alice", "bob", "carol", "dave"];
+    let tokens: Vec<String> = owners.iter().map(|owner| app.create_key(owner)).collect();
+    for token in &tokens {
+        app.create_todo(token, "warm-up").await;
+    }
+
+    let creates = (0..64).map(|n| {
+        let token = tokens[n % tokens.len()].clone();
+        let request = app
+            .client
+            .post(app.url("/api/todos"))
+            .bearer_auth(token)
+            .json(&json!({ "title": format!("todo {n}"), "description": format!("of request {n}") }));
+        actix_web::rt::spawn(async move { (n, request.send().await.unwrap()) })
+    });
+    let mut created = Vec::new();
+    for create in creates {
+        let (n, response) = create.await.unwrap();
+        assert_eq!(response.status(), 201, "request {n}");
+        let todo: Value = response.json().await.unwrap();
+        assert_eq!(todo["title"], format!("todo {n}"), "each request gets its own row back");
+        assert_eq!(todo["description"], format!("of request {n}"));
+        created.push((n, todo["id"].as_str().unwrap().to_string()));
+    }
+
+    for (n, id) in created {
+        let owner_token = &tokens[n % tokens.len()];
+        let other_token = &tokens[(n + 1) % tokens.len()];
+        let own: Value = app.get_todo(owner_token, &id).await.json().await.unwrap();
+        assert_eq!(own["title"], format!("todo {n}"));
+        assert_eq!(app.get_todo(other_token, &id).await.status(), 404);
+    }
+    for token in &tokens {
+        let page: Value = app
+            .client
+            .get(app.url("/api/todos?limit=100"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(page["items"].as_array().unwrap().len(), 1 + 64 / tokens.len());
+    }
+}
