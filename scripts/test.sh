@@ -25,7 +25,8 @@ if [ -z "${TEST_DATABASE_URL:-}" ]; then
         # Plain TCP on loopback. With libpq's default (TLS when the server
         # offers it) one test process in about 3,000 aborted at exit with
         # "double free or corruption", most likely OpenSSL's atexit clean-up
-        # racing an executor thread still closing its connection.
+        # racing a thread still closing its libpq connection (a database
+        # executor's, before issue 14).
         export TEST_DATABASE_URL="postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
     else
         export TEST_DATABASE_URL="$(start_throwaway_postgres)"

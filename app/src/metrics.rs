@@ -108,7 +108,7 @@ impl Metrics {
         let db_query_duration = HistogramVec::new(
             HistogramOpts::new(
                 "todo_db_query_duration_seconds",
-                "Time a DbExecutor spent handling one database operation.",
+                "Time from a database statement being sent to its answer (a create's: its batch's), by operation.",
             )
             .buckets(LATENCY_BUCKETS.to_vec()),
             &["operation"],

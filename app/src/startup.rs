@@ -225,7 +225,11 @@ impl Application {
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let (api, admin) = futures_util::future::join(self.api_server, self.admin_server).await;
         // The servers' app factories hold the client; drop ours first.
-        if self.workers_alive.wait_for_exit(WORKERS_EXIT_DEADLINE).await {
+        if self
+            .workers_alive
+            .wait_for_exit(WORKERS_EXIT_DEADLINE)
+            .await
+        {
             tracing::info!("database workers stopped");
         } else {
             tracing::warn!("database workers still running at exit");

@@ -137,7 +137,7 @@ def test_static_threshold_steps_follow_the_charts_default_alerting_values(defaul
     for title in ("Error budget burn rate now", "Latency budget burn rate now"):
         assert set(thresholds(api, title)) <= burn_factors, title
         assert max(burn_factors) in thresholds(api, title), title
-    assert thresholds(database, "Executor queue depth") == [defaults["database"]["queueDepth"]]
+    assert thresholds(database, "Requests waiting to start (queue depth)") == [defaults["database"]["queueDepth"]]
     assert thresholds(database, "Database errors by pod and kind") == [defaults["database"]["unavailableErrorsPerSecond"]]
     assert thresholds(api, "5xx ratio by pod") == [defaults["highErrorRate"]["ratio"]]
     assert thresholds(operations, "Newest backup age vs RPO") == [seconds(defaults["backup"]["rpo"])]
@@ -148,7 +148,7 @@ def test_static_threshold_steps_follow_the_charts_default_alerting_values(defaul
     assert thresholds(operations, "Shipping lag") == [defaults["logship"]["lagBytes"]]
     # Those steps are the chart's defaults, whatever the release's values: the panel says so.
     for dashboard, title in [(api, "Error ratio against the SLO"), (api, "Latency p50 / p95 / p99 by route"),
-                             (database, "Executor queue depth"), (database, "Database errors by pod and kind"),
+                             (database, "Requests waiting to start (queue depth)"), (database, "Database errors by pod and kind"),
                              (api, "5xx ratio by pod"), (operations, "Newest backup age vs RPO"),
                              (operations, "Restore drill age"), (operations, "Shipping lag"),
                              (operations, "Backup CronJob: last success (kube-state-metrics)"),
@@ -168,7 +168,7 @@ PANELS_ON_CONSTANTS = {
     ("todo-api.json", "Latency budget remaining (30 days)"): "todo:slo_latency_objective",
     ("todo-api.json", "Latency budget burn rate now"): "todo:slo_latency_objective",
     ("todo-api.json", "Replicas (HPA)"): "todo:hpa:info",
-    ("todo-database.json", "Executor queue depth"): "todo:threshold_db_queue_depth",
+    ("todo-database.json", "Requests waiting to start (queue depth)"): "todo:threshold_db_queue_depth",
     ("todo-database.json", "Database errors by pod and kind"): "todo:threshold_db_unavailable_errors_per_second",
     ("todo-api.json", "5xx ratio by pod"): "todo:threshold_high_error_ratio",
     ("todo-operations.json", "Newest backup age vs RPO"): "todo:threshold_backup_rpo_seconds",

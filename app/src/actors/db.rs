@@ -40,6 +40,7 @@ use diesel_async::AsyncPgConnection;
 use futures_util::FutureExt;
 use futures_util::future::{LocalBoxFuture, Shared as SharedFuture};
 use tokio::sync::{Semaphore, oneshot};
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::configuration::DatabaseSettings;
@@ -148,7 +149,10 @@ impl DbClient {
     pub fn observe_connections(&self) {
         let lanes = self.shared.lanes.lock().expect("not poisoned");
         let (mut idle, mut active) = (0, 0);
-        for lane in lanes.iter().filter(|lane| lane.open.load(Ordering::Relaxed)) {
+        for lane in lanes
+            .iter()
+            .filter(|lane| lane.open.load(Ordering::Relaxed))
+        {
             if lane.in_flight.load(Ordering::Relaxed) > 0 {
                 active += 1;
             } else {
@@ -306,7 +310,11 @@ pub trait DbOperation: Send + Sized + 'static {
 
     /// How the worker carries it out: by default a statement of its own;
     /// creates join a batch instead.
-    fn carry_out(self, lane: Rc<Lane>, queued: Request) -> ResponseFuture<Result<Self::Output, DbError>> {
+    fn carry_out(
+        self,
+        lane: Rc<Lane>,
+        queued: Request,
+    ) -> ResponseFuture<Result<Self::Output, DbError>> {
         Box::pin(lane.run_alone(self, queued))
     }
 }
@@ -504,15 +512,17 @@ impl Lane {
         refused(&self.shared.metrics, error, true)
     }
 
-    /// Runs one statement on `conn` within the statement budget; a lost or
-    /// unanswering connection is discarded.
+    /// Runs one statement on `conn`, waiting for its answer until
+    /// `deadline`; a lost or unanswering connection is discarded.
     async fn attempt<T>(
         &self,
         conn: &Rc<AsyncPgConnection>,
         statement: impl Future<Output = Result<T, DbError>>,
+        deadline: Instant,
     ) -> Attempt<T> {
         self.gauge.in_flight.fetch_add(1, Ordering::Relaxed);
-        let outcome = tokio::time::timeout(self.shared.statement_budget, statement).await;
+        let outcome =
+            tokio::time::timeout_at(tokio::time::Instant::from_std(deadline), statement).await;
         self.gauge.in_flight.fetch_sub(1, Ordering::Relaxed);
         match outcome {
             Ok(Err(error)) if error.is_connection_lost() => {
@@ -548,18 +558,28 @@ impl Lane {
         drop(waiting);
         let started = Instant::now();
         let span = db_span(&parent, M::NAME, 1);
-        let first = self.attempt(&conn, operation.run(&conn)).await;
+        let first = self
+            .attempt(
+                &conn,
+                operation.run(&conn),
+                started + self.shared.statement_budget,
+            )
+            .instrument(span.clone())
+            .await;
         drop(permit);
         let outcome = match first {
-            // Once, on a fresh connection, within a budget of its own. Not
-            // after a statement went unanswered: the database is not
-            // answering, and the request has waited its budget already.
+            // Once, on a fresh connection, within one more statement budget
+            // for opening it and running the statement together. Not after
+            // a statement went unanswered: the database is not answering,
+            // and the request has waited its budget already.
             Attempt::ConnectionLost(_) if M::RETRY_ON_LOST_CONNECTION => {
                 let deadline = Instant::now() + self.shared.statement_budget;
                 match self.start(deadline).await {
-                    Ok((_permit, fresh)) => {
-                        self.attempt(&fresh, operation.run(&fresh)).await.outcome()
-                    }
+                    Ok((_permit, fresh)) => self
+                        .attempt(&fresh, operation.run(&fresh), deadline)
+                        .instrument(span.clone())
+                        .await
+                        .outcome(),
                     Err(NotStarted::Failed(error)) => Err(error),
                     Err(NotStarted::TimedOut) => Err(DbError::Unavailable(
                         "no fresh connection to retry on".to_string(),
@@ -606,20 +626,22 @@ impl Lane {
 }
 
 /// A client span under the request's span, so traces show the database
-/// time; only built when traces are exported, since the logs do not need it.
-fn db_span(parent: &tracing::Span, name: &'static str, batch_size: usize) -> Option<tracing::span::EnteredSpan> {
-    telemetry::traces_exported().then(|| {
-        tracing::info_span!(
-            parent: parent,
-            "db",
-            otel.name = name,
-            otel.kind = "client",
-            db.system.name = "postgresql",
-            db.operation.name = name,
-            db.operation.batch.size = batch_size,
-        )
-        .entered()
-    })
+/// time; only built when traces are exported, since the logs do not need
+/// it (otherwise a disabled span). Never entered across an await: other
+/// requests' work runs on the thread meanwhile; futures are instrumented.
+fn db_span(parent: &tracing::Span, name: &'static str, batch_size: usize) -> tracing::Span {
+    if !telemetry::traces_exported() {
+        return tracing::Span::none();
+    }
+    tracing::info_span!(
+        parent: parent,
+        "db",
+        otel.name = name,
+        otel.kind = "client",
+        db.system.name = "postgresql",
+        db.operation.name = name,
+        db.operation.batch.size = batch_size,
+    )
 }
 
 /// Where a create stands, shared by its requester and the batch that takes it.
@@ -746,13 +768,21 @@ impl Lane {
             parents.push(create.parent.clone());
         }
         let started = Instant::now();
+        // One span per request, open while its batch's statement runs.
         let spans: Vec<_> = parents
             .iter()
-            .map(|parent| db_span(parent, CreateTodo::NAME, batch.len()).map(|span| span.exit()))
+            .map(|parent| db_span(parent, CreateTodo::NAME, batch.len()))
             .collect();
         let insert = InsertTodos::new(batch.iter().map(|create| &create.row));
         // Never retried: the batch may have committed before the connection died.
-        let outcome = self.attempt(&conn, insert.execute(&conn)).await.outcome();
+        let outcome = self
+            .attempt(
+                &conn,
+                insert.execute(&conn),
+                started + self.shared.statement_budget,
+            )
+            .await
+            .outcome();
         drop(permit);
         drop(spans);
         let size = batch.len();
@@ -865,7 +895,12 @@ impl DbOperation for UpdateTodo {
     const RETRY_ON_LOST_CONNECTION: bool = false;
 
     fn run<'a>(&'a self, conn: &'a AsyncPgConnection) -> LocalBoxFuture<'a, Result<Todo, DbError>> {
-        Box::pin(todos::update(conn, &self.owner, self.id, self.changes.clone()))
+        Box::pin(todos::update(
+            conn,
+            &self.owner,
+            self.id,
+            self.changes.clone(),
+        ))
     }
 }
 

@@ -80,7 +80,6 @@ impl PgPool {
             }
         }
     }
-
 }
 
 /// The outcome of the latest attempt to open a connection (of a pool, or of

@@ -234,9 +234,7 @@ impl Query for InsertTodos {
 impl QueryFragment<Pg> for InsertTodos {
     fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
         use sql_types::{Array, Nullable, Text};
-        out.push_sql(
-            "INSERT INTO todos (id, owner, title, description) SELECT * FROM unnest(",
-        );
+        out.push_sql("INSERT INTO todos (id, owner, title, description) SELECT * FROM unnest(");
         out.push_bind_param::<Array<sql_types::Uuid>, _>(&self.ids)?;
         out.push_sql(", ");
         out.push_bind_param::<Array<Text>, _>(&self.owners)?;

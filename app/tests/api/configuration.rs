@@ -81,7 +81,9 @@ fn an_invalid_value_is_named() {
     );
     assert!(not_a_number.to_string().contains("port"), "{not_a_number}");
     assert!(
-        zero_pipeline.to_string().contains("database.pipeline_depth"),
+        zero_pipeline
+            .to_string()
+            .contains("database.pipeline_depth"),
         "{zero_pipeline}"
     );
     assert!(half_tls.to_string().contains("tls.key_path"), "{half_tls}");

@@ -158,12 +158,7 @@ async fn with_sslmode_verify_full_against_another_name_requests_get_503_and_the_
     let bad_url = good_url.replace("@localhost:", "@127.0.0.1:");
     assert_ne!(bad_url, good_url);
 
-    let server = ServerProcess::start(
-        &bad_url,
-        &[
-            ("APP__DATABASE__MIGRATE_ON_START", "false"),
-        ],
-    );
+    let server = ServerProcess::start(&bad_url, &[("APP__DATABASE__MIGRATE_ON_START", "false")]);
     let client = crate::helpers::http_client();
     let list = client
         .get(format!("{}/api/todos", server.address))

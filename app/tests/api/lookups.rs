@@ -103,7 +103,7 @@ async fn start_fresh_server(app: &TestApp) -> String {
 /// the pages per lookup with a server started after the growth.
 async fn lookups_after_growth_cost_what_they_cost_a_fresh_server(analyze_while_small: bool) {
     let app = spawn_app_with(|settings| {
-settings.server.workers = 1;
+        settings.server.workers = 1;
         settings.database.pipeline_depth = 1;
         settings.auth.key_cache_ttl_seconds = 600;
     })

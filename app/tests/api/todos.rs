@@ -327,7 +327,9 @@ async fn concurrent_creates_of_many_owners_each_get_their_own_todo() {
             .client
             .post(app.url("/api/todos"))
             .bearer_auth(token)
-            .json(&json!({ "title": format!("todo {n}"), "description": format!("of request {n}") }));
+            .json(
+                &json!({ "title": format!("todo {n}"), "description": format!("of request {n}") }),
+            );
         actix_web::rt::spawn(async move { (n, request.send().await.unwrap()) })
     });
     let mut created = Vec::new();
@@ -335,7 +337,11 @@ async fn concurrent_creates_of_many_owners_each_get_their_own_todo() {
         let (n, response) = create.await.unwrap();
         assert_eq!(response.status(), 201, "request {n}");
         let todo: Value = response.json().await.unwrap();
-        assert_eq!(todo["title"], format!("todo {n}"), "each request gets its own row back");
+        assert_eq!(
+            todo["title"],
+            format!("todo {n}"),
+            "each request gets its own row back"
+        );
         assert_eq!(todo["description"], format!("of request {n}"));
         created.push((n, todo["id"].as_str().unwrap().to_string()));
     }
@@ -358,6 +364,9 @@ async fn concurrent_creates_of_many_owners_each_get_their_own_todo() {
             .json()
             .await
             .unwrap();
-        assert_eq!(page["items"].as_array().unwrap().len(), 1 + 64 / tokens.len());
+        assert_eq!(
+            page["items"].as_array().unwrap().len(),
+            1 + 64 / tokens.len()
+        );
     }
 }
