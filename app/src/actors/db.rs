@@ -734,17 +734,25 @@ impl Lane {
             .into_iter()
             .filter(|create| create.state.get() == CreateState::Waiting)
             .collect();
+        // Creates are queued in arrival order: the first has the earliest
+        // queue deadline, and the batch waits for a slot until then.
         let Some(first) = batch.first() else { return };
-        // The requesters time their own queue deadlines; this wait only
-        // needs a bound, and the earliest member's is the tightest useful one.
         let deadline = first.sent_at + self.shared.queue_timeout;
         let (permit, conn) = match self.start(deadline.max(Instant::now())).await {
             Ok(started) => started,
-            Err(why) => {
-                let error = match why {
-                    NotStarted::TimedOut => DbError::Overloaded("waited too long for the database"),
-                    NotStarted::Failed(error) => error,
-                };
+            Err(NotStarted::TimedOut) => {
+                // Those whose own deadline has not come yet wait for the
+                // next batch (their requesters refuse the others, or have).
+                let now = Instant::now();
+                batch.retain(|create| {
+                    create.state.get() == CreateState::Waiting
+                        && create.sent_at + self.shared.queue_timeout > now
+                });
+                self.creates.borrow_mut().splice(0..0, batch);
+                return;
+            }
+            Err(NotStarted::Failed(error)) => {
+                // The database refuses connections: all fail fast.
                 for create in batch {
                     if create.state.get() == CreateState::Waiting {
                         let error = create.parent.in_scope(|| {
@@ -761,17 +769,15 @@ impl Lane {
         if batch.is_empty() {
             return;
         }
-        let mut parents = Vec::with_capacity(batch.len());
         for create in &mut batch {
             create.state.set(CreateState::Started);
             create.waiting.take();
-            parents.push(create.parent.clone());
         }
         let started = Instant::now();
         // One span per request, open while its batch's statement runs.
-        let spans: Vec<_> = parents
+        let spans: Vec<_> = batch
             .iter()
-            .map(|parent| db_span(parent, CreateTodo::NAME, batch.len()))
+            .map(|create| db_span(&create.parent, CreateTodo::NAME, batch.len()))
             .collect();
         let insert = InsertTodos::new(batch.iter().map(|create| &create.row));
         // Never retried: the batch may have committed before the connection died.

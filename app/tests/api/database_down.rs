@@ -1,10 +1,15 @@
-//! The database stopping or freezing while the server runs: fast 503s,
-//! readiness 503, and recovery without a restart once it returns. Runs on a PostgreSQL
-//! cluster of its own so other tests keep their database.
+//! The database stopping, freezing or dropping connections while the server
+//! runs: fast 503s, readiness 503, reads retried once and writes never, and
+//! recovery without a restart once it returns. The outage tests run on a
+//! PostgreSQL cluster of their own so other tests keep their database.
 
 use std::time::{Duration, Instant};
 
-use crate::helpers::{ThrowawayCluster, error_code, eventually, spawn_app_on_server};
+use diesel::RunQueryDsl;
+
+use crate::helpers::{
+    TestApp, ThrowawayCluster, error_code, eventually, spawn_app_on_server, spawn_app_with,
+};
 
 /// The slowest 503 allowed while the database refuses connections.
 const FAST_REFUSAL: Duration = Duration::from_millis(100);
@@ -170,5 +175,66 @@ async fn with_the_database_frozen_a_running_request_gets_503_past_its_statement_
     assert!(
         recovered,
         "requests succeed again once the database answers"
+    );
+}
+
+/// Ends the app's sessions on its database (a failover, an administrator's
+/// `pg_terminate_backend`): each connection is lost, the app is not told.
+fn terminate_app_sessions(app: &TestApp) {
+    let mut admin = app.connection();
+    diesel::sql_query(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE datname = current_database() AND application_name = 'todo-app' \
+         AND pid <> pg_backend_pid()",
+    )
+    .execute(&mut admin)
+    .unwrap();
+}
+
+#[actix_web::test]
+async fn after_a_lost_connection_a_read_is_retried_once_a_write_is_not_and_the_next_write_succeeds()
+{
+    // One worker, so every request uses the one connection that is lost.
+    let app = spawn_app_with(|settings| {
+        settings.server.workers = 1;
+        settings.auth.key_cache_ttl_seconds = 600;
+    })
+    .await;
+    let token = app.create_key("alice");
+    let todo = app.create_todo(&token, "before the failover").await;
+    let id = todo["id"].as_str().unwrap().to_string();
+
+    terminate_app_sessions(&app);
+    let read = app.get_todo(&token, &id).await;
+    terminate_app_sessions(&app);
+    let write = app
+        .patch_todo(
+            &token,
+            &id,
+            &serde_json::json!({"title": "lost with its connection"}),
+        )
+        .await;
+    let next_write = app
+        .patch_todo(&token, &id, &serde_json::json!({"completed": true}))
+        .await;
+
+    assert_eq!(
+        read.status(),
+        200,
+        "the read was retried on a fresh connection"
+    );
+    assert_eq!(error_code(write, 503).await, "service_unavailable");
+    assert_eq!(next_write.status(), 200, "the lost connection was replaced");
+    let current: serde_json::Value = app.get_todo(&token, &id).await.json().await.unwrap();
+    assert_eq!(
+        current["title"], "before the failover",
+        "the refused write was not retried"
+    );
+    assert_eq!(current["completed"], true);
+    let metrics = app.admin_get("/metrics").await.text().await.unwrap();
+    assert!(
+        crate::helpers::sample(&metrics, r#"todo_db_errors_total{kind="unavailable"}"#)
+            .is_some_and(|errors| errors >= 1.0),
+        "the lost write is counted: {metrics}"
     );
 }
