@@ -169,7 +169,8 @@ LUA
 }
 
 # CPU time a process has used, in clock ticks (user + kernel, its threads included).
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# User and kernel CPU ticks of a process so far.
+cpu_ticks() { awk '{print $14, $15}' "/proc/$1/stat"; }
 
 to_ms() {
     case "$1" in
@@ -181,16 +182,18 @@ to_ms() {
 }
 median() { sort -n | awk '{a[NR] = $1} END {print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2}'; }
 
-# Prints "rps p50_ms p99_ms non2xx cpu_us_per_request" for one wrk run of
+# Prints "rps p50_ms p99_ms non2xx cpu_us_per_request kernel_percent" for one wrk run of
 # script $2 against server $1 for $3.
 run_wrk() {
-    local name="$1" script="$2" length="$3" out before after
-    before="$(cpu_ticks "${pid[$name]}")"
+    local name="$1" script="$2" length="$3" out before after user_before kernel_before user_after kernel_after
+    read -r user_before kernel_before <<< "$(cpu_ticks "${pid[$name]}")"
     out="$(wrk -t2 -c32 -d"$length" --latency -s "$script" "http://127.0.0.1:${port[$name]}" 2>&1)"
-    after="$(cpu_ticks "${pid[$name]}")"
+    read -r user_after kernel_after <<< "$(cpu_ticks "${pid[$name]}")"
+    before=$((user_before + kernel_before))
+    after=$((user_after + kernel_after))
     echo "== $name $script" >> "$work/wrk.log"
     echo "$out" >> "$work/wrk.log"
-    local rps p50 p99 errors requests cpu
+    local rps p50 p99 errors requests cpu kernel_share
     rps="$(echo "$out" | awk '/Requests\/sec/ {print $2}')"
     p50="$(echo "$out" | awk '$1 == "50%" {print $2}')"
     p99="$(echo "$out" | awk '$1 == "99%" {print $2}')"
@@ -198,7 +201,10 @@ run_wrk() {
     requests="$(echo "$out" | awk '/requests in/ {print $1}')"
     cpu="$(awk -v t="$((after - before))" -v hz="$(getconf CLK_TCK)" -v n="$requests" \
         'BEGIN {printf "%.1f", t / hz * 1e6 / n}')"
-    echo "$rps $(to_ms "$p50") $(to_ms "$p99") ${errors:-0} $cpu"
+    # The kernel's share of that CPU time (system calls, wake-ups, the TCP stack).
+    kernel_share="$(awk -v k="$((kernel_after - kernel_before))" -v t="$((after - before))" \
+        'BEGIN {printf "%.0f", (t > 0 ? 100 * k / t : 0)}')"
+    echo "$rps $(to_ms "$p50") $(to_ms "$p99") ${errors:-0} $cpu $kernel_share"
 }
 
 binary="${BENCH_BINARY:-$(build_release_app)}"
@@ -226,9 +232,9 @@ for run in $(seq 1 "$runs"); do
         for name in "${names[@]}"; do
             result="$(run_wrk "$name" "$work/$name.$endpoint.lua" "$duration")"
             echo "$result" >> "$work/$name.$endpoint.results"
-            read -r rps p50 p99 errors cpu <<< "$result"
-            printf '  %-16s %-4s run %d: %10s req/s  p50 %6s ms  p99 %6s ms  non-2xx %s  CPU %6s us/request\n' \
-                "$name" "$endpoint" "$run" "$rps" "$p50" "$p99" "$errors" "$cpu"
+            read -r rps p50 p99 errors cpu kernel_share <<< "$result"
+            printf '  %-16s %-4s run %d: %10s req/s  p50 %6s ms  p99 %6s ms  non-2xx %s  CPU %6s us/request (kernel %s%%)\n' \
+                "$name" "$endpoint" "$run" "$rps" "$p50" "$p99" "$errors" "$cpu" "$kernel_share"
         done
     done
 done
@@ -244,9 +250,9 @@ for endpoint in get post; do
         results="$work/$name.$endpoint.results"
         rps="$(awk '{print $1}' "$results" | median)"
         median_rps[$name.$endpoint]="$rps"
-        printf '    %-16s %10.0f req/s  p50 %6s ms  p99 %6s ms  CPU %6s us/request\n' "$name" "$rps" \
+        printf '    %-16s %10.0f req/s  p50 %6s ms  p99 %6s ms  CPU %6s us/request (kernel %s%%)\n' "$name" "$rps" \
             "$(awk '{print $2}' "$results" | median)" "$(awk '{print $3}' "$results" | median)" \
-            "$(awk '{print $5}' "$results" | median)"
+            "$(awk '{print $5}' "$results" | median)" "$(awk '{print $6}' "$results" | median)"
     done
 done
 if [ "$anchors" = 1 ]; then
