@@ -150,18 +150,7 @@ fn sensitive_header(value: &str) -> anyhow::Result<HeaderValue> {
 /// "error sending request"). A cause whose text already ends the message
 /// is not repeated.
 pub fn describe_error(error: reqwest::Error) -> String {
-    let error = error.without_url();
-    let mut text = error.to_string();
-    let mut source = std::error::Error::source(&error);
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.ends_with(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
+    crate::redact::error_with_causes(&error.without_url())
 }
 
 /// `Retry-After` of a response, if it has a valid one.

@@ -1,5 +1,25 @@
 //! URLs made safe for logs and error messages: whatever may carry a
-//! credential is replaced, in a PostgreSQL URL as in an HTTP one.
+//! credential is replaced, in a PostgreSQL URL as in an HTTP one; and an
+//! error written out with its causes.
+
+/// An error and its causes on one line, for logs and health messages:
+/// clients' own messages are often only "error sending request" or "error
+/// performing TLS handshake", and the reason is in a source. A cause whose
+/// text already ends the message is not repeated. The caller makes sure
+/// the error holds no URL (`reqwest::Error::without_url`).
+pub fn error_with_causes(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.ends_with(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
 
 /// `url` for logs and messages, without what may be a credential: the
 /// user and password (a token is sometimes sent as the user), the query

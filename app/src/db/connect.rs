@@ -110,6 +110,7 @@ use rustls_pki_types::{
 };
 use secrecy::{ExposeSecret, SecretString};
 use todo_common::pg_url::{decode_component, is_postgres_url};
+use todo_common::redact::error_with_causes;
 use tokio_postgres::config::{Host, SslMode as PgSslMode, SslNegotiation};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
@@ -167,7 +168,7 @@ impl AsyncConnector {
                 .config
                 .connect(MakeRustlsConnect::new(tls))
                 .await
-                .map_err(|error| ConnectionError::BadConnection(describe(&error)))?;
+                .map_err(|error| ConnectionError::BadConnection(error_with_causes(&error)))?;
             AsyncPgConnection::try_from_client_and_connection(client, connection).await
         };
         match self.attempt_timeout {
@@ -270,22 +271,6 @@ impl AsyncConnector {
 /// `InvalidConnectionUrl` with a message that holds no part of the URL.
 fn invalid(message: impl Into<String>) -> ConnectionError {
     ConnectionError::InvalidConnectionUrl(message.into())
-}
-
-/// An error and its causes on one line: tokio-postgres's `Display` says only
-/// "error performing TLS handshake", the reason is in its source.
-fn describe(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
 }
 
 fn parse_number<T: std::str::FromStr>(value: &str, option: &str) -> Result<T, ConnectionError> {
@@ -434,7 +419,7 @@ fn passthrough_config(
     }
     format!("postgresql://{query}")
         .parse()
-        .map_err(|error: tokio_postgres::Error| invalid(describe(&error)))
+        .map_err(|error: tokio_postgres::Error| invalid(error_with_causes(&error)))
 }
 
 /// Percent-encodes every byte but ASCII letters and digits (tokio-postgres's

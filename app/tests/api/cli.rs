@@ -181,6 +181,22 @@ fn check_config_accepts_a_valid_configuration_without_touching_the_database() {
 }
 
 #[test]
+fn check_config_refuses_a_database_tls_setting_the_connections_cannot_honour() {
+    // The root certificate verify-full needs cannot be read: serve would
+    // fail every connection, so the check fails now, naming the key and the
+    // option, never the password.
+    let url = "postgres://app:hunter2@db.internal:5432/todo?sslmode=verify-full&sslrootcert=/nonexistent/ca.pem";
+
+    let output = todo_app(url, &["check-config"]);
+
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("database.url"), "{stderr}");
+    assert!(stderr.contains("sslrootcert"), "{stderr}");
+    assert!(!stderr.contains("hunter2"), "{stderr}");
+}
+
+#[test]
 fn check_config_refuses_an_invalid_configuration_naming_the_key() {
     let output = Command::new(env!("CARGO_BIN_EXE_todo-app"))
         .arg("check-config")

@@ -214,6 +214,12 @@ async fn after_a_lost_connection_a_read_is_retried_once_a_write_is_not_and_the_n
             &serde_json::json!({"title": "lost with its connection"}),
         )
         .await;
+    // The next request opens a new connection; lose that one too.
+    assert_eq!(app.get_todo(&token, &id).await.status(), 200);
+    terminate_app_sessions(&app);
+    let create = app
+        .post_todo(&token, &serde_json::json!({"title": "lost with its batch"}))
+        .await;
     let next_write = app
         .patch_todo(&token, &id, &serde_json::json!({"completed": true}))
         .await;
@@ -224,6 +230,11 @@ async fn after_a_lost_connection_a_read_is_retried_once_a_write_is_not_and_the_n
         "the read was retried on a fresh connection"
     );
     assert_eq!(error_code(write, 503).await, "service_unavailable");
+    assert_eq!(
+        error_code(create, 503).await,
+        "service_unavailable",
+        "a create batch on a lost connection is refused, not retried"
+    );
     assert_eq!(next_write.status(), 200, "the lost connection was replaced");
     let current: serde_json::Value = app.get_todo(&token, &id).await.json().await.unwrap();
     assert_eq!(
@@ -231,6 +242,12 @@ async fn after_a_lost_connection_a_read_is_retried_once_a_write_is_not_and_the_n
         "the refused write was not retried"
     );
     assert_eq!(current["completed"], true);
+    let listed: serde_json::Value = app.list_todos(&token, "").await.json().await.unwrap();
+    assert_eq!(
+        listed["items"].as_array().unwrap().len(),
+        1,
+        "the refused create was not written"
+    );
     let metrics = app.admin_get("/metrics").await.text().await.unwrap();
     assert!(
         crate::helpers::sample(&metrics, r#"todo_db_errors_total{kind="unavailable"}"#)

@@ -44,6 +44,20 @@ fn spawn_patch_title(
     actix_web::rt::spawn(request.send())
 }
 
+/// Sends `POST /api/todos` with `title`, in the background.
+fn spawn_post_title(
+    app: &TestApp,
+    token: &str,
+    title: &'static str,
+) -> actix_web::rt::task::JoinHandle<reqwest::Result<reqwest::Response>> {
+    let request = app
+        .client
+        .post(app.url("/api/todos"))
+        .bearer_auth(token)
+        .json(&json!({ "title": title }));
+    actix_web::rt::spawn(request.send())
+}
+
 async fn wait_until_blocked_on_lock(app: &TestApp) {
     let mut observer = app.connection();
     let blocked = eventually(Duration::from_secs(10), || {
@@ -354,19 +368,13 @@ async fn a_create_refused_at_its_queue_timeout_is_never_written() {
     diesel::sql_query("LOCK TABLE todos IN EXCLUSIVE MODE")
         .execute(&mut locker)
         .unwrap();
-    let post = |title: &'static str| {
-        let request = app
-            .client
-            .post(app.url("/api/todos"))
-            .bearer_auth(&token)
-            .json(&json!({ "title": title }));
-        actix_web::rt::spawn(request.send())
-    };
-
-    let first = post("first");
+    let first = spawn_post_title(&app, &token, "first");
     wait_until_blocked_on_lock(&app).await;
     let started = Instant::now();
-    let second = post("second").await.unwrap().unwrap();
+    let second = spawn_post_title(&app, &token, "second")
+        .await
+        .unwrap()
+        .unwrap();
     let waited = started.elapsed();
     tokio::time::sleep(Duration::from_millis(200)).await;
     diesel::sql_query("COMMIT").execute(&mut locker).unwrap();

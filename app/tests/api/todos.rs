@@ -321,20 +321,19 @@ async fn concurrent_creates_of_many_owners_each_get_their_own_todo() {
         app.create_todo(token, "warm-up").await;
     }
 
-    let creates = (0..64).map(|n| {
-        let token = tokens[n % tokens.len()].clone();
-        let request = app
-            .client
-            .post(app.url("/api/todos"))
-            .bearer_auth(token)
-            .json(
-                &json!({ "title": format!("todo {n}"), "description": format!("of request {n}") }),
-            );
-        actix_web::rt::spawn(async move { (n, request.send().await.unwrap()) })
-    });
+    // Sent together from one task: the worker receives them concurrently.
+    let bodies: Vec<Value> = (0..64)
+        .map(|n| json!({ "title": format!("todo {n}"), "description": format!("of request {n}") }))
+        .collect();
+    let responses = futures_util::future::join_all(
+        bodies
+            .iter()
+            .enumerate()
+            .map(|(n, body)| app.post_todo(&tokens[n % tokens.len()], body)),
+    )
+    .await;
     let mut created = Vec::new();
-    for create in creates {
-        let (n, response) = create.await.unwrap();
+    for (n, response) in responses.into_iter().enumerate() {
         assert_eq!(response.status(), 201, "request {n}");
         let todo: Value = response.json().await.unwrap();
         assert_eq!(
@@ -355,12 +354,8 @@ async fn concurrent_creates_of_many_owners_each_get_their_own_todo() {
     }
     for token in &tokens {
         let page: Value = app
-            .client
-            .get(app.url("/api/todos?limit=100"))
-            .bearer_auth(token)
-            .send()
+            .list_todos(token, "?limit=100")
             .await
-            .unwrap()
             .json()
             .await
             .unwrap();
