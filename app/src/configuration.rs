@@ -259,15 +259,6 @@ impl Settings {
                 "must be a postgres:// or postgresql:// URL with every `%` followed by two hex digits (percent-encode a `%` in the password as %25)",
             ));
         }
-        // What the request connections will make of it (an sslmode or
-        // option they cannot honour, a certificate file that cannot be
-        // read) is found here, so `check-config` reports it and `serve`
-        // stops before it binds. The message never holds the URL.
-        if let Err(error) =
-            crate::db::connect::AsyncConnector::new(&self.database.connection_url(), "")
-        {
-            return Err(SettingsError::invalid("database.url", error.to_string()));
-        }
         match (&self.tls.cert_path, &self.tls.key_path) {
             (Some(_), None) => {
                 return Err(SettingsError::invalid(

@@ -99,8 +99,10 @@ struct Shared {
     /// started statement's answer.
     statement_budget: Duration,
     pipeline_depth: usize,
-    /// Each worker's connection state, read at each scrape.
-    lanes: Mutex<Vec<Arc<LaneGauge>>>,
+    /// Each live worker's connection state, read at each scrape. Weak: a
+    /// worker that ended (its thread stopped, or actix replaced a worker
+    /// that panicked) drops out instead of counting its connection forever.
+    lanes: Mutex<Vec<Weak<LaneGauge>>>,
     /// Counts live workers for [`WorkersAlive`].
     alive: Arc<()>,
     metrics: Metrics,
@@ -147,10 +149,12 @@ impl DbClient {
     /// Sets `todo_db_pool_connections` from the workers' connections: open
     /// ones with a statement in flight are `active`, the other open ones `idle`.
     pub fn observe_connections(&self) {
-        let lanes = self.shared.lanes.lock().expect("not poisoned");
+        let mut lanes = self.shared.lanes.lock().expect("not poisoned");
+        lanes.retain(|lane| lane.strong_count() > 0);
         let (mut idle, mut active) = (0, 0);
         for lane in lanes
             .iter()
+            .filter_map(Weak::upgrade)
             .filter(|lane| lane.open.load(Ordering::Relaxed))
         {
             if lane.in_flight.load(Ordering::Relaxed) > 0 {
@@ -174,7 +178,7 @@ impl DbClient {
                 .lanes
                 .lock()
                 .expect("not poisoned")
-                .push(Arc::clone(&gauge));
+                .push(Arc::downgrade(&gauge));
             let lane = Rc::new(Lane {
                 shared: Arc::clone(&self.shared),
                 slots: Semaphore::new(self.shared.pipeline_depth),

@@ -254,4 +254,15 @@ async fn after_a_lost_connection_a_read_is_retried_once_a_write_is_not_and_the_n
             .is_some_and(|errors| errors >= 1.0),
         "the lost write is counted: {metrics}"
     );
+    // One worker, one connection: the replacements are not counted twice.
+    assert_eq!(
+        crate::helpers::sample(&metrics, r#"todo_db_pool_connections{state="idle"}"#),
+        Some(1.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        crate::helpers::sample(&metrics, r#"todo_db_pool_connections{state="active"}"#),
+        Some(0.0),
+        "{metrics}"
+    );
 }
