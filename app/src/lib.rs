@@ -16,3 +16,4 @@ pub mod schema;
 pub mod startup;
 pub mod telemetry;
 pub mod tls;
+pub mod trace;

@@ -12,23 +12,22 @@ use std::time::Instant;
 use actix_web::body::{BodySize, EitherBody, MessageBody};
 use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
 use actix_web::error::PayloadError;
-use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
+use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::http::uri::PathAndQuery;
 use actix_web::http::{Method, Uri};
 use actix_web::middleware::Next;
 use actix_web::web::Bytes;
 use actix_web::{HttpMessage, web};
 use futures_util::Stream;
-use opentelemetry::propagation::Extractor;
-use opentelemetry::trace::{Status, TraceContextExt};
+use opentelemetry::context::FutureExt as _;
 use pin_project_lite::pin_project;
 use tracing::Instrument;
 use tracing::field::Empty;
-use tracing_opentelemetry::OpenTelemetrySpanExt;
 use uuid::Uuid;
 
+use crate::auth::Caller;
 use crate::metrics::Metrics;
-use crate::telemetry;
+use crate::trace::ServerSpan;
 
 /// The header carrying the request id, in both directions.
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -45,12 +44,12 @@ pub const UNMATCHED_ROUTE: &str = "unmatched";
 /// the request inside a span carrying it (so every log line of the request
 /// has it); counts and times the request; logs one line at the end.
 ///
-/// The tracing span holds only what log lines need (request id, owner, and
-/// the trace and span ids when traces are exported): `JsonStorageLayer`
+/// The `tracing` span holds only what log lines need (request id, owner,
+/// and the trace and span ids when traces are exported): `JsonStorageLayer`
 /// copies every span field into every event of the request, so each field
-/// costs on every log line. The OpenTelemetry attributes of the server span
-/// are set on the OpenTelemetry span directly, and only when traces are
-/// exported.
+/// costs on every log line. When traces are exported, the request's
+/// OpenTelemetry server span ([`ServerSpan`]) is made beside it and attached
+/// to the request's future.
 pub async fn request_span(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
@@ -65,30 +64,42 @@ pub async fn request_span(
         .and_then(|value| value.to_str().ok())
         .filter(|value| is_sane_request_id(value))
         .map(str::to_owned)
-        .unwrap_or_else(|| Uuid::new_v4().to_string());
+        .unwrap_or_else(|| {
+            let mut text = Uuid::encode_buffer();
+            Uuid::new_v4()
+                .hyphenated()
+                .encode_lower(&mut text)
+                .to_owned()
+        });
     let method = method_label(req.method());
-    let traced = telemetry::traces_exported();
-    let span = if traced {
-        let span = tracing::info_span!(
+    let server_span = ServerSpan::start(req.headers(), method, req.path());
+    // Fields as `&str`: a `Display` field is formatted into a new string.
+    let span = match server_span.as_ref().and_then(ServerSpan::ids) {
+        Some((trace_id, span_id)) => {
+            let (mut trace_hex, mut span_hex) = ([0; 32], [0; 16]);
+            tracing::info_span!(
+                "HTTP request",
+                request_id = request_id.as_str(),
+                owner = Empty,
+                trace_id = lower_hex(&trace_id.to_bytes(), &mut trace_hex),
+                span_id = lower_hex(&span_id.to_bytes(), &mut span_hex),
+            )
+        }
+        None => tracing::info_span!(
             "HTTP request",
-            otel.kind = "server",
-            request_id = %request_id,
-            owner = Empty,
-            trace_id = Empty,
-            span_id = Empty,
-        );
-        continue_incoming_trace(&span, req.headers());
-        span.set_attribute("http.request.method", method);
-        span.set_attribute("url.path", req.path().to_owned());
-        span
-    } else {
-        tracing::info_span!("HTTP request", request_id = %request_id, owner = Empty)
+            request_id = request_id.as_str(),
+            owner = Empty
+        ),
     };
 
     let started = Instant::now();
     metrics.http_requests_in_flight.inc();
     let _in_flight = InFlight(&metrics);
-    let mut response = next.call(req).instrument(span.clone()).await?;
+    let handled = next.call(req).instrument(span.clone());
+    let mut response = match &server_span {
+        Some(server_span) => handled.with_context(server_span.context().clone()).await?,
+        None => handled.await?,
+    };
     let elapsed = started.elapsed();
 
     let route = response
@@ -104,8 +115,11 @@ pub async fn request_span(
         .http_request_duration
         .with_label_values(&[method, route.as_str()])
         .observe(elapsed.as_secs_f64());
-    if traced {
-        record_outcome_on_trace(&span, method, &route, status);
+    if let Some(server_span) = server_span {
+        let request = response.request();
+        let caller = request.extensions();
+        let owner = caller.get::<Caller>().map(|caller| caller.owner.as_str());
+        server_span.finish(method, &route, status, &request_id, owner);
     }
     span.in_scope(|| {
         tracing::info!(
@@ -121,21 +135,6 @@ pub async fn request_span(
         HeaderValue::from_str(&request_id).expect("a sane request id is a valid header value"),
     );
     Ok(response)
-}
-
-/// Names the server span after its route and sets the OpenTelemetry
-/// semantic-convention attributes known once the response exists.
-fn record_outcome_on_trace(span: &tracing::Span, method: &str, route: &str, status: u16) {
-    // The OpenTelemetry span exists already (the trace id was read from it),
-    // so its name is set on it directly: recording `otel.name` now would be ignored.
-    span.context()
-        .span()
-        .update_name(format!("{method} {route}"));
-    span.set_attribute("http.route", route.to_owned());
-    span.set_attribute("http.response.status_code", i64::from(status));
-    if status >= 500 {
-        span.set_status(Status::error(""));
-    }
 }
 
 /// Trims trailing slashes and merges repeated ones before routing
@@ -258,31 +257,11 @@ impl Drop for InFlight<'_> {
     }
 }
 
-/// Makes `span` a child of the caller's span when the request carries a W3C
-/// `traceparent`, and records the trace and span ids for the log lines.
-fn continue_incoming_trace(span: &tracing::Span, headers: &HeaderMap) {
-    let parent = opentelemetry::global::get_text_map_propagator(|propagator| {
-        propagator.extract(&HeaderExtractor(headers))
-    });
-    let _ = span.set_parent(parent);
-    let context = span.context();
-    let span_context = context.span().span_context().clone();
-    if span_context.is_valid() {
-        span.record("trace_id", span_context.trace_id().to_string());
-        span.record("span_id", span_context.span_id().to_string());
-    }
-}
-
-struct HeaderExtractor<'a>(&'a HeaderMap);
-
-impl Extractor for HeaderExtractor<'_> {
-    fn get(&self, key: &str) -> Option<&str> {
-        self.0.get(key).and_then(|value| value.to_str().ok())
-    }
-
-    fn keys(&self) -> Vec<&str> {
-        self.0.keys().map(HeaderName::as_str).collect()
-    }
+/// `bytes` in lower-case hex, written into `out` (twice as long), as the
+/// W3C trace context and the OpenTelemetry ids' `Display` write them.
+fn lower_hex<'a>(bytes: &[u8], out: &'a mut [u8]) -> &'a str {
+    hex::encode_to_slice(bytes, out).expect("out is twice as long as bytes");
+    std::str::from_utf8(out).expect("hex digits are ASCII")
 }
 
 /// Methods as metric labels: the standard ones, anything else is `other`.
@@ -349,6 +328,18 @@ mod tests {
             Some("/api/todos")
         );
         assert_eq!(normalized_path("//").as_deref(), Some("/"));
+    }
+
+    #[test]
+    fn ids_are_written_as_their_display_form() {
+        let trace_id =
+            opentelemetry::trace::TraceId::from_hex("0af7651916cd43dd8448eb211c80319c").unwrap();
+        let mut out = [0; 32];
+
+        assert_eq!(
+            lower_hex(&trace_id.to_bytes(), &mut out),
+            trace_id.to_string()
+        );
     }
 
     #[test]

@@ -7,7 +7,7 @@
 use std::io::Write;
 
 use todo_common::telemetry::LogOutput;
-pub use todo_common::telemetry::{TelemetryGuard, init_command_telemetry, traces_exported};
+pub use todo_common::telemetry::{TelemetryGuard, init_command_telemetry, tracer, traces_exported};
 
 use crate::configuration::LogSettings;
 use crate::log_file::RotatingFile;

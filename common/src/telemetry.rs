@@ -11,31 +11,36 @@
 //! are attached to every event inside the span by `JsonStorageLayer`.
 //!
 //! Traces: when `OTEL_EXPORTER_OTLP_ENDPOINT` (or `…_TRACES_ENDPOINT`) is set,
-//! spans are exported over OTLP/HTTP protobuf by a batch processor on its own
-//! thread with a bounded queue; spans that do not fit, or whose export
-//! fails, are dropped and counted (`todo_trace_spans_dropped_total`), never
-//! waited for. W3C `traceparent` is the propagation format. An `https://`
-//! collector is verified with the system's roots, or with the certificates
-//! of `OTEL_EXPORTER_OTLP_CERTIFICATE` (see `otlp_http_client`).
+//! [`tracer`] hands out the OpenTelemetry SDK's tracer, with which a program
+//! makes its spans directly (todo-app's request and database spans,
+//! `app/src/trace.rs`); `tracing` spans are not bridged to OpenTelemetry,
+//! since the bridge doubled the cost of a span on every request whether it
+//! was sampled or not. Spans are exported over OTLP/HTTP protobuf by a batch
+//! processor on its own thread with a bounded queue; spans that do not fit,
+//! or whose export fails, are dropped and counted
+//! (`todo_trace_spans_dropped_total`), never waited for. W3C `traceparent`
+//! is the propagation format. An `https://` collector is verified with the
+//! system's roots, or with the certificates of
+//! `OTEL_EXPORTER_OTLP_CERTIFICATE` (see `otlp_http_client`).
 
 use std::io::{BufWriter, Write};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_otlp::{Protocol, WithExportConfig, WithHttpConfig};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::OTelSdkResult;
-use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{
-    BatchConfigBuilder, BatchSpanProcessor, SdkTracerProvider, SpanData, SpanExporter,
+    BatchConfigBuilder, BatchSpanProcessor, SdkTracer, SdkTracerProvider, SpanData, SpanExporter,
     SpanProcessor,
 };
 use tracing::Subscriber;
 use tracing::subscriber::set_global_default;
 use tracing_appender::non_blocking::{NonBlocking, WorkerGuard};
 use tracing_bunyan_formatter::{BunyanFormattingLayer, JsonStorageLayer};
+use tracing_subscriber::filter::Targets;
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::fmt::writer::MakeWriterExt;
 use tracing_subscriber::layer::{Context, SubscriberExt};
@@ -59,25 +64,66 @@ const SPAN_QUEUE_CAPACITY: usize = 4096;
 /// Longest an export request may take before its spans count as dropped.
 const EXPORT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Whether spans are exported (set once, when the trace pipeline is built).
+/// Whether spans are exported (set by each set-up of a server's telemetry).
 static TRACES_EXPORTED: AtomicBool = AtomicBool::new(false);
 
+/// The tracer of the first trace pipeline built in this process (a test
+/// process may set up telemetry more than once; the first set-up stays, as
+/// the first subscriber does).
+static TRACER: OnceLock<SdkTracer> = OnceLock::new();
+
 /// True when spans go to an OTLP collector. Without one, the request path
-/// skips the work that only traces need (database spans, OpenTelemetry
-/// attributes, span names): a span costs as much as a log line to build.
+/// skips the work that only traces need (spans, attributes, trace ids in
+/// the log line).
 pub fn traces_exported() -> bool {
     TRACES_EXPORTED.load(Ordering::Relaxed)
 }
 
-/// The log filter the environment asks for: `RUST_LOG`, else `LOG_LEVEL`, else `default`.
-pub fn env_filter(default: &str) -> EnvFilter {
+/// The tracer to make spans with, when spans are exported. The SDK samples
+/// at the start of each span (`OTEL_TRACES_SAMPLER`): a span it does not
+/// sample is not recording and costs next to nothing.
+pub fn tracer() -> Option<&'static SdkTracer> {
+    if traces_exported() {
+        TRACER.get()
+    } else {
+        None
+    }
+}
+
+/// The log filter: a boxed layer so that the cheaper [`Targets`] can stand
+/// in for [`EnvFilter`] when the directives allow (see [`env_filter`]).
+pub type LogFilter = Box<dyn Layer<Registry> + Send + Sync>;
+
+/// The log filter the environment asks for: `RUST_LOG`, else `LOG_LEVEL`,
+/// else `default`.
+///
+/// Directives of targets and levels only (`info`, `todo_app=debug,warn`), by
+/// far the usual case, become a [`Targets`] filter: it decides once per
+/// call site, where `EnvFilter` also takes a lock and looks the span up on
+/// every span's creation, enter, exit and close, a few times per request.
+/// Directives that need `EnvFilter` (span and field filters such as
+/// `[HTTP request]=debug`) get it.
+pub fn env_filter(default: &str) -> LogFilter {
     let directive = std::env::var("RUST_LOG")
         .or_else(|_| std::env::var("LOG_LEVEL"))
         .unwrap_or_else(|_| default.to_string());
-    EnvFilter::try_new(&directive).unwrap_or_else(|error| {
+    parse_log_filter(&directive).unwrap_or_else(|error| {
         eprintln!("ignoring invalid log filter `{directive}` ({error}); using `{default}`");
-        EnvFilter::new(default)
+        parse_log_filter(default).expect("the default log filter is valid")
     })
+}
+
+/// [`Targets`] when `directive` is only targets and levels, else [`EnvFilter`].
+fn parse_log_filter(directive: &str) -> Result<LogFilter, String> {
+    // `Targets` would take `[span]=debug` for a target named "[span]" and
+    // drop field lists: anything with brackets or braces is EnvFilter's.
+    let only_targets_and_levels = !directive.contains(['[', ']', '{', '}']);
+    if only_targets_and_levels && let Ok(targets) = directive.parse::<Targets>() {
+        return Ok(Box::new(targets));
+    }
+    EnvFilter::try_new(directive)
+        .map(|filter| Box::new(filter) as LogFilter)
+        .map_err(|error| error.to_string())
 }
 
 /// A subscriber that writes bunyan JSON events to `sink`; actix-http's
@@ -85,7 +131,7 @@ pub fn env_filter(default: &str) -> EnvFilter {
 /// counted and summarised instead ([`ConnectionErrorLayer`]).
 pub fn get_subscriber<Sink>(
     name: &str,
-    filter: EnvFilter,
+    filter: LogFilter,
     sink: Sink,
 ) -> impl Subscriber + Send + Sync + for<'a> LookupSpan<'a> + use<Sink>
 where
@@ -143,7 +189,13 @@ impl Drop for TelemetryGuard {
 pub fn init_server_telemetry(name: &str, output: LogOutput) -> TelemetryGuard {
     let mut guards = Vec::new();
     let tracer_provider = build_tracer_provider(name);
-    TRACES_EXPORTED.store(tracer_provider.is_some(), Ordering::Relaxed);
+    if let Some(provider) = &tracer_provider {
+        let _ = TRACER.set(provider.tracer(name.to_string()));
+    }
+    TRACES_EXPORTED.store(
+        tracer_provider.is_some() && TRACER.get().is_some(),
+        Ordering::Relaxed,
+    );
     let file = output.file.map(|file| {
         let (file, guard) = non_blocking(PacedFlush(file));
         guards.push(guard);
@@ -157,11 +209,10 @@ pub fn init_server_telemetry(name: &str, output: LogOutput) -> TelemetryGuard {
         guards.push(guard);
         stdout
     });
-    let provider = tracer_provider.as_ref();
     match (stdout, file) {
-        (Some(stdout), Some(file)) => install(name, stdout.and(file), provider),
-        (Some(stdout), None) => install(name, stdout, provider),
-        (None, Some(file)) => install(name, file, provider),
+        (Some(stdout), Some(file)) => install(name, stdout.and(file)),
+        (Some(stdout), None) => install(name, stdout),
+        (None, Some(file)) => install(name, file),
         (None, None) => unreachable!("one of stdout and the file is always set"),
     }
     TelemetryGuard {
@@ -170,18 +221,12 @@ pub fn init_server_telemetry(name: &str, output: LogOutput) -> TelemetryGuard {
     }
 }
 
-/// Installs the bunyan subscriber writing to `sink`, with the OpenTelemetry
-/// layer when a tracer provider is given.
-fn install<Sink>(name: &str, sink: Sink, tracer_provider: Option<&SdkTracerProvider>)
+/// Installs the bunyan subscriber writing to `sink`.
+fn install<Sink>(name: &str, sink: Sink)
 where
     Sink: for<'a> MakeWriter<'a> + Send + Sync + 'static,
 {
-    let otel_layer = tracer_provider.map(|provider| {
-        tracing_opentelemetry::layer()
-            .with_tracer(provider.tracer(name.to_string()))
-            .with_tracked_inactivity(false)
-    });
-    init_subscriber(get_subscriber(name, env_filter("info"), sink).with(otel_layer));
+    init_subscriber(get_subscriber(name, env_filter("info"), sink));
 }
 
 /// Logging to stderr only, for commands whose stdout is their result.
@@ -250,7 +295,6 @@ fn build_tracer_provider(name: &str) -> Option<SdkTracerProvider> {
     if !configured || disabled {
         return None;
     }
-    opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
     let client = match otlp_http_client(&|variable| std::env::var(variable).ok()) {
         Ok(client) => client,
         Err(error) => {
@@ -504,6 +548,73 @@ mod tests {
             "{error}"
         );
         std::fs::remove_file(general).unwrap();
+    }
+
+    /// Which of a few events `directive` lets through, as `target:level`
+    /// (one event inside a span named "HTTP request").
+    fn enabled_events(directive: &str) -> Vec<String> {
+        use std::sync::Mutex;
+
+        struct Seen(Arc<Mutex<Vec<String>>>);
+        impl<S: Subscriber> Layer<S> for Seen {
+            fn on_event(&self, event: &tracing::Event<'_>, _: Context<'_, S>) {
+                let metadata = event.metadata();
+                let in_span = if metadata.name().contains("in_span") {
+                    "+span"
+                } else {
+                    ""
+                };
+                self.0.lock().unwrap().push(format!(
+                    "{}:{}{in_span}",
+                    metadata.target(),
+                    metadata.level()
+                ));
+            }
+        }
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let filter = parse_log_filter(directive).unwrap();
+        let subscriber = Registry::default()
+            .with(filter)
+            .with(Seen(Arc::clone(&seen)));
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::debug!(target: "todo_app::db", "a");
+            tracing::info!(target: "todo_app::db", "b");
+            tracing::debug!(target: "actix_server", "c");
+            tracing::warn!(target: "actix_server", "d");
+            tracing::info_span!("HTTP request").in_scope(|| {
+                tracing::debug!(name: "in_span", target: "actix_server", "e");
+            });
+        });
+        seen.lock().unwrap().clone()
+    }
+
+    #[test]
+    fn target_and_level_directives_filter_as_env_filter_does() {
+        assert_eq!(
+            enabled_events("todo_app=debug,warn"),
+            [
+                "todo_app::db:DEBUG",
+                "todo_app::db:INFO",
+                "actix_server:WARN"
+            ]
+        );
+        assert_eq!(
+            enabled_events("info"),
+            ["todo_app::db:INFO", "actix_server:WARN"]
+        );
+    }
+
+    #[test]
+    fn span_directives_still_filter_by_span() {
+        assert_eq!(
+            enabled_events("warn,[HTTP request]=debug"),
+            ["actix_server:WARN", "actix_server:DEBUG+span"]
+        );
+    }
+
+    #[test]
+    fn an_invalid_directive_is_refused() {
+        assert!(parse_log_filter("todo_app=loud").is_err());
     }
 
     #[test]

@@ -40,7 +40,6 @@ use diesel_async::AsyncPgConnection;
 use futures_util::FutureExt;
 use futures_util::future::{LocalBoxFuture, Shared as SharedFuture};
 use tokio::sync::{Semaphore, oneshot};
-use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::configuration::DatabaseSettings;
@@ -52,7 +51,7 @@ use crate::db::todos::{
 use crate::db::{ConnectAttempts, DbError};
 use crate::domain::Owner;
 use crate::metrics::Metrics;
-use crate::telemetry;
+use crate::trace::{self, DbSpan};
 
 /// How long past `statement_timeout` a started statement's requester waits
 /// for the answer: PostgreSQL cancels the statement at its timeout and the
@@ -230,6 +229,7 @@ impl DbClient {
             message,
             sent_at: Instant::now(),
             parent: tracing::Span::current(),
+            trace_parent: trace::sampled_parent(),
             waiting,
         };
         match self.worker().send(queued).await {
@@ -327,8 +327,10 @@ pub trait DbOperation: Send + Sized + 'static {
 pub struct Queued<M> {
     message: M,
     sent_at: Instant,
-    /// The request's span, so the database span is its child.
+    /// The request's `tracing` span, so the worker's log lines carry its fields.
     parent: tracing::Span,
+    /// The request's sampled OpenTelemetry context: the database span's parent.
+    trace_parent: Option<opentelemetry::Context>,
     waiting: Waiting,
 }
 
@@ -340,6 +342,7 @@ impl<M: DbOperation> Message for Queued<M> {
 pub struct Request {
     sent_at: Instant,
     parent: tracing::Span,
+    trace_parent: Option<opentelemetry::Context>,
     waiting: Waiting,
 }
 
@@ -351,6 +354,7 @@ impl<M: DbOperation> Handler<Queued<M>> for DbWorker {
             message,
             sent_at,
             parent,
+            trace_parent,
             waiting,
         } = queued;
         message.carry_out(
@@ -358,6 +362,7 @@ impl<M: DbOperation> Handler<Queued<M>> for DbWorker {
             Request {
                 sent_at,
                 parent,
+                trace_parent,
                 waiting,
             },
         )
@@ -553,6 +558,7 @@ impl Lane {
         let Request {
             sent_at,
             parent,
+            trace_parent,
             waiting,
         } = request;
         let (permit, conn) = match self.start(sent_at + self.shared.queue_timeout).await {
@@ -561,14 +567,13 @@ impl Lane {
         };
         drop(waiting);
         let started = Instant::now();
-        let span = db_span(&parent, M::NAME, 1);
+        let span = DbSpan::start(trace_parent.as_ref(), M::NAME, 1);
         let first = self
             .attempt(
                 &conn,
                 operation.run(&conn),
                 started + self.shared.statement_budget,
             )
-            .instrument(span.clone())
             .await;
         drop(permit);
         let outcome = match first {
@@ -581,7 +586,6 @@ impl Lane {
                 match self.start(deadline).await {
                     Ok((_permit, fresh)) => self
                         .attempt(&fresh, operation.run(&fresh), deadline)
-                        .instrument(span.clone())
                         .await
                         .outcome(),
                     Err(NotStarted::Failed(error)) => Err(error),
@@ -592,7 +596,7 @@ impl Lane {
             }
             first => first.outcome(),
         };
-        drop(span);
+        span.end(&outcome);
         self.record(M::NAME, started, &outcome, &parent, 1);
         outcome
     }
@@ -629,25 +633,6 @@ impl Lane {
     }
 }
 
-/// A client span under the request's span, so traces show the database
-/// time; only built when traces are exported, since the logs do not need
-/// it (otherwise a disabled span). Never entered across an await: other
-/// requests' work runs on the thread meanwhile; futures are instrumented.
-fn db_span(parent: &tracing::Span, name: &'static str, batch_size: usize) -> tracing::Span {
-    if !telemetry::traces_exported() {
-        return tracing::Span::none();
-    }
-    tracing::info_span!(
-        parent: parent,
-        "db",
-        otel.name = name,
-        otel.kind = "client",
-        db.system.name = "postgresql",
-        db.operation.name = name,
-        db.operation.batch.size = batch_size,
-    )
-}
-
 /// Where a create stands, shared by its requester and the batch that takes it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum CreateState {
@@ -665,6 +650,7 @@ struct PendingCreate {
     reply: oneshot::Sender<Result<Todo, DbError>>,
     sent_at: Instant,
     parent: tracing::Span,
+    trace_parent: Option<opentelemetry::Context>,
     /// Counted as waiting until its batch starts (or it is refused).
     waiting: Option<Waiting>,
 }
@@ -677,6 +663,7 @@ impl Lane {
         let Request {
             sent_at,
             parent,
+            trace_parent,
             waiting,
         } = request;
         let state = Rc::new(Cell::new(CreateState::Waiting));
@@ -687,6 +674,7 @@ impl Lane {
             reply,
             sent_at,
             parent: parent.clone(),
+            trace_parent,
             waiting: Some(waiting),
         });
         self.schedule_create_batch();
@@ -779,9 +767,11 @@ impl Lane {
         }
         let started = Instant::now();
         // One span per request, open while its batch's statement runs.
-        let spans: Vec<_> = batch
+        let spans: Vec<DbSpan> = batch
             .iter()
-            .map(|create| db_span(&create.parent, CreateTodo::NAME, batch.len()))
+            .map(|create| {
+                DbSpan::start(create.trace_parent.as_ref(), CreateTodo::NAME, batch.len())
+            })
             .collect();
         let insert = InsertTodos::new(batch.iter().map(|create| &create.row));
         // Never retried: the batch may have committed before the connection died.
@@ -794,7 +784,9 @@ impl Lane {
             .await
             .outcome();
         drop(permit);
-        drop(spans);
+        for span in spans {
+            span.end(&outcome);
+        }
         let size = batch.len();
         match outcome {
             Ok(stored) => {

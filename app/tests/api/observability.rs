@@ -535,6 +535,12 @@ async fn a_request_with_traceparent_exports_its_server_span_and_database_child_s
             .unwrap()
             .contains("201")
     );
+    assert!(
+        attribute(server_span, "request_id")
+            .unwrap()
+            .contains("traced-1")
+    );
+    assert!(attribute(server_span, "owner").unwrap().contains("alice"));
     let db_span = in_trace
         .iter()
         .find(|span| span.name == "create_todo")
@@ -544,6 +550,18 @@ async fn a_request_with_traceparent_exports_its_server_span_and_database_child_s
         "child of the request span"
     );
     assert_eq!(db_span.kind, 3, "SPAN_KIND_CLIENT");
+    assert!(
+        attribute(db_span, "db.system.name")
+            .unwrap()
+            .contains("postgresql")
+    );
+    assert!(
+        attribute(db_span, "db.operation.batch.size")
+            .unwrap()
+            .contains('1')
+    );
+    assert!(db_span.start_time_unix_nano >= server_span.start_time_unix_nano);
+    assert!(db_span.end_time_unix_nano <= server_span.end_time_unix_nano);
     let logged = lines
         .iter()
         .filter_map(|line| serde_json::from_str::<Value>(line).ok())
@@ -827,6 +845,10 @@ async fn the_standard_sampler_variables_choose_which_traces_are_exported() {
         "only the sampled caller's trace is exported"
     );
     assert!(spans.iter().any(|span| span.name == "GET /api/todos"));
+    assert!(
+        spans.iter().any(|span| span.name == "list_todos"),
+        "the sampled request's database span"
+    );
     receiver.handle.stop(false).await;
     drop_database(&admin_database_url(), &name);
 }
