@@ -59,6 +59,7 @@ pub async fn run(
         resumed = resumed.resumed,
         started_fresh = resumed.fresh,
         checkpointed_file_gone = resumed.file_gone,
+        resume_deferred = resumed.deferred,
         sinks = ?sinks.iter().map(Sink::name).collect::<Vec<_>>(),
         "log shipping started"
     );

@@ -4,6 +4,11 @@
 //! shrank below the read offset, or whose first bytes changed, is read again
 //! from 0).
 //!
+//! The files after the one being read are found by scanning the path and its
+//! rotated siblings, a scan that is checked to have seen them all at one
+//! moment (see `open_family`): a scan overtaken by rotations would order
+//! them wrongly, and read some twice.
+//!
 //! Files are identified by a [`Fingerprint`] of their first bytes, never by
 //! the inode alone: an inode is reused as soon as a file is deleted, so after
 //! a restart "same inode" does not mean "same file". While a file is open its
@@ -110,6 +115,10 @@ pub struct Resumed {
     pub file_gone: usize,
     /// Paths without a checkpoint entry, started at `start_at`.
     pub fresh: usize,
+    /// Paths with a checkpoint entry whose files were being rotated during
+    /// every look at start-up (a few scans in a row): the checkpoint is
+    /// applied at the first read instead (a file gone is logged then).
+    pub deferred: usize,
 }
 
 /// The tailer of every configured path.
@@ -124,6 +133,9 @@ struct PathState {
     current: Option<OpenFile>,
     /// Files known to be newer than `current`, oldest first.
     next: VecDeque<OpenFile>,
+    /// The checkpointed position, until the first file is opened (see
+    /// [`PathState::open_first`]).
+    resume: Option<Position>,
 }
 
 /// An open file and how far it has been read.
@@ -268,16 +280,64 @@ impl PathState {
     }
 }
 
+/// How [`PathState::open_first`] went.
+enum Opened {
+    /// At the checkpointed file and offset.
+    AtCheckpoint,
+    /// The checkpointed file is gone: every file from its start.
+    CheckpointedFileGone,
+    /// Without a checkpoint: the oldest file (if any) from its start.
+    Oldest,
+    /// The files were being rotated during every look: nothing is open yet.
+    NotYet,
+}
+
+impl PathState {
+    /// Opens the first file to read: the checkpointed one at its offset
+    /// (`resume`), or else the oldest on disk, with the newer files after it.
+    fn open_first(&mut self, options: &TailerOptions) -> Opened {
+        let Some(family) = open_family(&self.path, options) else {
+            return Opened::NotYet;
+        };
+        let mut family = VecDeque::from(family);
+        let Some(position) = self.resume.take() else {
+            self.current = family.pop_front();
+            self.next = family;
+            return Opened::Oldest;
+        };
+        let found = family.iter().position(|file| {
+            file.len().is_ok_and(|len| len >= position.offset)
+                && position.fingerprint.matches(&file.file).unwrap_or(false)
+        });
+        match found {
+            Some(index) => {
+                let mut rest = family.split_off(index);
+                let mut current = rest.pop_front().expect("index is in range");
+                current.read_offset = position.offset;
+                self.current = Some(current);
+                self.next = rest;
+                Opened::AtCheckpoint
+            }
+            None => {
+                // Rotated away beyond the siblings kept (or removed):
+                // whatever is left is newer.
+                tracing::warn!(
+                    path = %self.path.display(),
+                    "the checkpointed log file is gone; reading the path and its rotated files from their start"
+                );
+                self.current = family.pop_front();
+                self.next = family;
+                Opened::CheckpointedFileGone
+            }
+        }
+    }
+}
+
 /// The (device, inode) and size of the path and its rotated siblings that
 /// exist, newest first (`app.log`, `app.log.1`, …), without opening them.
 fn family_on_disk(path: &Path, max_rotated_files: usize) -> Vec<((u64, u64), u64)> {
     let mut files: Vec<((u64, u64), u64)> = Vec::new();
-    for index in 0..=max_rotated_files {
-        let candidate = if index == 0 {
-            path.to_path_buf()
-        } else {
-            rotated_path(path, index)
-        };
+    for candidate in family_paths(path, max_rotated_files) {
         if let Ok(metadata) = std::fs::metadata(&candidate) {
             let id = (metadata.dev(), metadata.ino());
             // A rename during the scan can show a file twice.
@@ -296,35 +356,145 @@ fn rotated_path(path: &Path, index: usize) -> PathBuf {
     PathBuf::from(name)
 }
 
+/// How many times [`open_family`] scans the family before it leaves it to
+/// the next look when files moved during every scan.
+const FAMILY_SCAN_ATTEMPTS: usize = 4;
+
 /// The path and its rotated siblings that exist, oldest first
-/// (`app.log.N`, …, `app.log.1`, `app.log`), opened.
+/// (`app.log.N`, …, `app.log.1`, `app.log`), opened, as they all stood at
+/// one moment; `None` when they were being rotated during each of
+/// [`FAMILY_SCAN_ATTEMPTS`] scans (nothing is lost: the next look finds them).
 ///
-/// Opened newest first: a rotation during the scan shifts every file to a
-/// higher index, so scanning upwards can meet a file twice (dropped by its
-/// inode) but never skip one, where scanning downwards could.
-fn open_family(path: &Path, options: &TailerOptions) -> Vec<OpenFile> {
-    let mut files: Vec<OpenFile> = Vec::new();
-    for index in 0..=options.max_rotated_files {
-        let candidate = if index == 0 {
+/// A scan is not atomic, so it is checked. Scanning upwards (newest first)
+/// never skips a file that existed when it began (scanning downwards
+/// could): a rotation shifts every file to a higher index, so the scan can
+/// only meet a file twice (dropped by its inode). But a file *created*
+/// during the scan can overtake it: a new `app.log`, shifted by further
+/// rotations while the reader was descheduled, is met at `app.log.2` after
+/// the `app.log` met first, which is older, so it would be read before that
+/// older file, and again after it as one of the files newer than it. So
+/// once the scan is done every name is looked at again: if each still names
+/// what the scan found, each file sat at its index from its opening to the
+/// check, so all of them did at one moment, and their order by index is the
+/// order they were written in. Otherwise something moved: scan again.
+fn open_family(path: &Path, options: &TailerOptions) -> Option<Vec<OpenFile>> {
+    for _ in 0..FAMILY_SCAN_ATTEMPTS {
+        let scan = scan_family(path, options);
+        if scan.held_still(path, options.max_rotated_files) {
+            scan.report_unreadable(options);
+            let mut files = scan.files;
+            files.reverse();
+            return Some(files);
+        }
+    }
+    tracing::debug!(
+        path = %path.display(),
+        "log files rotated during every look at them; looking again later"
+    );
+    None
+}
+
+/// One pass over the path and its rotated siblings, newest first.
+struct Scan {
+    /// The files found, newest first, each once.
+    files: Vec<OpenFile>,
+    /// What each name (`app.log`, `app.log.1`, …) named when it was opened.
+    names: Vec<Option<(u64, u64)>>,
+    /// Files of the family that could not be opened or read.
+    unreadable: Vec<(PathBuf, io::Error)>,
+}
+
+impl Scan {
+    /// Whether every name still names what the scan found (or nothing).
+    fn held_still(&self, path: &Path, max_rotated_files: usize) -> bool {
+        family_paths(path, max_rotated_files)
+            .map(|candidate| file_id(&candidate))
+            .eq(self.names.iter().copied())
+    }
+
+    /// Counts the files that could not be read (`SourceError` events).
+    fn report_unreadable(&self, options: &TailerOptions) {
+        for (candidate, error) in &self.unreadable {
+            SourceError {
+                reason: SourceErrorReason::Unreadable,
+                path: candidate,
+                error: Some(error),
+            }
+            .emit(&options.metrics);
+        }
+    }
+}
+
+/// Opens the path and its rotated siblings, newest first. The order of the
+/// files holds only if nothing was rotated meanwhile ([`open_family`]).
+fn scan_family(path: &Path, options: &TailerOptions) -> Scan {
+    let mut scan = Scan {
+        files: Vec::new(),
+        names: Vec::new(),
+        unreadable: Vec::new(),
+    };
+    for (index, candidate) in family_paths(path, options.max_rotated_files).enumerate() {
+        match OpenFile::open(&candidate, options.fingerprint_bytes) {
+            Ok(file) => {
+                scan.names.push(Some(file.id));
+                if scan.files.iter().all(|seen| seen.id != file.id) {
+                    scan.files.push(file);
+                }
+            }
+            // A gap: a rename in progress, or fewer files than the maximum.
+            Err(error) if error.kind() == io::ErrorKind::NotFound => scan.names.push(None),
+            Err(error) => {
+                scan.names.push(file_id(&candidate));
+                scan.unreadable.push((candidate, error));
+            }
+        }
+        after_scan_step(index);
+    }
+    scan
+}
+
+/// `app.log`, `app.log.1`, …, `app.log.N`.
+fn family_paths(path: &Path, max_rotated_files: usize) -> impl Iterator<Item = PathBuf> + '_ {
+    (0..=max_rotated_files).map(move |index| {
+        if index == 0 {
             path.to_path_buf()
         } else {
             rotated_path(path, index)
-        };
-        match OpenFile::open(&candidate, options.fingerprint_bytes) {
-            Ok(file) if files.iter().all(|seen| seen.id != file.id) => files.push(file),
-            Ok(_) => {}
-            // A gap: a rename in progress, or fewer files than the maximum.
-            Err(error) if error.kind() == io::ErrorKind::NotFound => {}
-            Err(error) => SourceError {
-                reason: SourceErrorReason::Unreadable,
-                path: &candidate,
-                error: Some(&error),
-            }
-            .emit(&options.metrics),
         }
-    }
-    files.reverse();
-    files
+    })
+}
+
+/// The (device, inode) `path` names now, if it names anything.
+fn file_id(path: &Path) -> Option<(u64, u64)> {
+    std::fs::metadata(path)
+        .ok()
+        .map(|metadata| (metadata.dev(), metadata.ino()))
+}
+
+/// What a test runs after each step of a family scan (see `SCAN_STEP_HOOK`).
+#[cfg(test)]
+type ScanStepHook = Box<dyn FnMut(usize)>;
+
+#[cfg(test)]
+thread_local! {
+    /// Tests only: called with each index a scan of the family has just
+    /// looked at, so that a test can rotate files in the middle of a scan
+    /// (what a reader descheduled while the app rotates sees) without
+    /// depending on timing.
+    static SCAN_STEP_HOOK: std::cell::RefCell<Option<ScanStepHook>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// The test seam of a family scan (see `SCAN_STEP_HOOK`); nothing outside tests.
+fn after_scan_step(index: usize) {
+    #[cfg(test)]
+    SCAN_STEP_HOOK.with_borrow_mut(|hook| {
+        if let Some(hook) = hook.as_mut() {
+            hook(index);
+        }
+    });
+    #[cfg(not(test))]
+    let _ = index;
 }
 
 impl Tailer {
@@ -340,60 +510,39 @@ impl Tailer {
             .paths
             .iter()
             .map(|path| {
-                let (current, next) = match saved(path) {
-                    Some(position) => {
-                        let mut family = open_family(path, &options);
-                        let found = family.iter().position(|file| {
-                            file.len().is_ok_and(|len| len >= position.offset)
-                                && position.fingerprint.matches(&file.file).unwrap_or(false)
-                        });
-                        match found {
-                            Some(index) => {
-                                resumed.resumed += 1;
-                                let mut rest: VecDeque<OpenFile> = family.drain(index..).collect();
-                                let mut current = rest.pop_front().expect("index is in range");
-                                current.read_offset = position.offset;
-                                (Some(current), rest)
-                            }
-                            None => {
-                                // Rotated away beyond the siblings kept (or
-                                // removed): whatever is left is newer.
-                                resumed.file_gone += 1;
-                                tracing::warn!(
-                                    path = %path.display(),
-                                    "the checkpointed log file is gone; reading the path and its rotated files from their start"
-                                );
-                                let mut rest: VecDeque<OpenFile> = family.into_iter().collect();
-                                (rest.pop_front(), rest)
-                            }
-                        }
-                    }
-                    None => {
-                        resumed.fresh += 1;
-                        match options.start_at {
-                            // Everything still on disk, oldest rotated file first.
-                            StartAt::Beginning => {
-                                let mut family: VecDeque<OpenFile> =
-                                    open_family(path, &options).into_iter().collect();
-                                (family.pop_front(), family)
-                            }
-                            StartAt::End => {
-                                let current = OpenFile::open(path, options.fingerprint_bytes)
-                                    .ok()
-                                    .map(|mut file| {
-                                        file.read_offset = end_of_last_line(&file).unwrap_or(0);
-                                        file
-                                    });
-                                (current, VecDeque::new())
-                            }
-                        }
-                    }
-                };
-                PathState {
+                let mut state = PathState {
                     path: path.clone(),
-                    current,
-                    next,
+                    current: None,
+                    next: VecDeque::new(),
+                    resume: saved(path),
+                };
+                if state.resume.is_some() {
+                    match state.open_first(&options) {
+                        Opened::AtCheckpoint => resumed.resumed += 1,
+                        Opened::CheckpointedFileGone => resumed.file_gone += 1,
+                        Opened::NotYet => resumed.deferred += 1,
+                        Opened::Oldest => unreachable!("a checkpoint is resumed"),
+                    }
+                    return state;
                 }
+                resumed.fresh += 1;
+                match options.start_at {
+                    // Everything still on disk, oldest rotated file first
+                    // (if the files are rotating now, at the first read).
+                    StartAt::Beginning => {
+                        state.open_first(&options);
+                    }
+                    StartAt::End => {
+                        state.current =
+                            OpenFile::open(path, options.fingerprint_bytes)
+                                .ok()
+                                .map(|mut file| {
+                                    file.read_offset = end_of_last_line(&file).unwrap_or(0);
+                                    file
+                                });
+                    }
+                }
+                state
             })
             .collect();
         (Tailer { options, paths }, resumed)
@@ -506,8 +655,15 @@ impl PathReader<'_> {
     /// finish the old file through its handle, then find the newer ones).
     fn read(mut self) -> io::Result<bool> {
         while !self.budget.exhausted() {
-            if self.state.current.is_none() && !self.open_oldest() {
-                break;
+            if self.state.current.is_none() {
+                // Nothing open yet: the checkpointed file, if the files were
+                // rotating when the tailer started; or else files that have
+                // appeared, which are new: from their start, oldest first
+                // (the first one may have been rotated already).
+                self.state.open_first(self.options);
+                if self.state.current.is_none() {
+                    break;
+                }
             }
             if self.read_current()? {
                 continue;
@@ -534,22 +690,6 @@ impl PathReader<'_> {
             }
         }
         Ok(self.consumed)
-    }
-
-    /// Files that appear are new: read from their start, oldest first (the
-    /// first one may have been rotated already). False if there is none.
-    fn open_oldest(&mut self) -> bool {
-        let mut family: VecDeque<OpenFile> = open_family(&self.state.path, self.options)
-            .into_iter()
-            .collect();
-        match family.pop_front() {
-            Some(file) => {
-                self.state.current = Some(file);
-                self.state.next = family;
-                true
-            }
-            None => false,
-        }
     }
 
     /// Reads one chunk of the current file, starting again if it was found
@@ -598,10 +738,13 @@ impl PathReader<'_> {
 
     /// The path names another file now: the files newer than the current
     /// one (found by inode) are read after it. False if the new file is not
-    /// there yet (renamed, not created again).
+    /// there yet (renamed, not created again), or if the files were being
+    /// rotated during every look (the next look finds them).
     fn find_newer(&mut self) -> bool {
         let current_id = self.state.current.as_ref().expect("current is open").id;
-        let family = open_family(&self.state.path, self.options);
+        let Some(family) = open_family(&self.state.path, self.options) else {
+            return false;
+        };
         let newer_from = family
             .iter()
             .position(|file| file.id == current_id)
@@ -669,7 +812,10 @@ fn restart_truncated(
     let line_start = current.line_start();
     let old_fingerprint = current.fingerprint;
     let current_id = current.id;
-    let copy = open_family(&state.path, options).into_iter().find(|file| {
+    // Any order will do: the copy is found by its fingerprint.
+    let scan = scan_family(&state.path, options);
+    scan.report_unreadable(options);
+    let copy = scan.files.into_iter().rev().find(|file| {
         file.id != current_id
             && file.len().is_ok_and(|len| len >= line_start)
             && old_fingerprint.matches(&file.file).unwrap_or(false)
@@ -926,5 +1072,161 @@ mod hex_bytes {
         bytes
             .try_into()
             .map_err(|_| serde::de::Error::custom("a SHA-256 is 32 bytes"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! What happens inside one call of the tailer: the app rotating while
+    //! the tailer scans the path's family (a reader descheduled in the
+    //! middle of a scan while the writer runs). The tailer between calls is
+    //! tested against real files in `tests/sidecar/logship_tailer.rs`.
+
+    use std::fs::{self, OpenOptions};
+    use std::io::Write;
+
+    use super::*;
+
+    /// Rotated files the app keeps (and the tailer looks at).
+    const MAX_FILES: usize = 20;
+
+    /// A unique line.
+    fn record(number: usize) -> String {
+        format!(r#"{{"msg":"request","n":{number},"time":"2026-01-01T00:00:00.{number:06}Z"}}"#)
+    }
+
+    fn records(numbers: std::ops::Range<usize>) -> Vec<String> {
+        numbers.map(record).collect()
+    }
+
+    /// Appends the records `numbers` to `dir/app.log`.
+    fn write(dir: &Path, numbers: std::ops::Range<usize>) {
+        let text: String = numbers.map(|number| record(number) + "\n").collect();
+        OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("app.log"))
+            .and_then(|mut file| file.write_all(text.as_bytes()))
+            .expect("appends to app.log");
+    }
+
+    /// todo-app's rotation: app.log.N-1 → app.log.N, …, app.log →
+    /// app.log.1, then a new app.log.
+    fn rotate(dir: &Path) {
+        let rotated = |index: usize| dir.join(format!("app.log.{index}"));
+        let _ = fs::remove_file(rotated(MAX_FILES));
+        for index in (1..MAX_FILES).rev() {
+            let _ = fs::rename(rotated(index), rotated(index + 1));
+        }
+        fs::rename(dir.join("app.log"), rotated(1)).expect("renames app.log");
+        fs::write(dir.join("app.log"), b"").expect("creates app.log");
+    }
+
+    /// In each of the next `scans` scans of the family, once the scan has
+    /// looked at `app.log`: `rotations` rotations, each new file getting
+    /// three records from `first_number` on.
+    fn rotate_during_scans(dir: &Path, scans: usize, rotations: usize, first_number: usize) {
+        let dir = dir.to_path_buf();
+        let mut scans_left = scans;
+        let mut number = first_number;
+        SCAN_STEP_HOOK.set(Some(Box::new(move |index| {
+            if index != 0 || scans_left == 0 {
+                return;
+            }
+            scans_left -= 1;
+            for _ in 0..rotations {
+                rotate(&dir);
+                write(&dir, number..number + 3);
+                number += 3;
+            }
+        })));
+    }
+
+    fn tailer(dir: &Path, saved: Option<Position>) -> (Tailer, Resumed) {
+        Tailer::open(
+            TailerOptions {
+                paths: vec![dir.join("app.log")],
+                start_at: StartAt::Beginning,
+                max_line_bytes: 64 * 1024,
+                fingerprint_bytes: 1024,
+                max_rotated_files: MAX_FILES,
+                metrics: LogshipMetrics::new(),
+            },
+            &|_| saved,
+        )
+    }
+
+    /// Everything the tailer reads until it has nothing more (in batches of
+    /// three lines), as text; `acknowledged` follows the positions.
+    fn read_all(tailer: &mut Tailer, acknowledged: &mut Option<Position>) -> Vec<String> {
+        let mut texts = Vec::new();
+        loop {
+            let mut lines = Vec::new();
+            let mut positions = BTreeMap::new();
+            let consumed = tailer
+                .read(3, 64 * 1024, &mut lines, &mut positions)
+                .expect("reads");
+            texts.extend(
+                lines
+                    .iter()
+                    .map(|line| String::from_utf8(line.bytes.clone()).expect("UTF-8")),
+            );
+            if let Some(position) = positions.get(&0) {
+                *acknowledged = Some(*position);
+            }
+            if !consumed {
+                return texts;
+            }
+        }
+    }
+
+    #[test]
+    fn files_created_while_the_tailer_scans_for_newer_ones_are_read_once_in_order() {
+        let logs = tempfile::tempdir().expect("creates a temporary directory");
+        let dir = logs.path();
+        write(dir, 0..3);
+        let (mut tailer, _) = tailer(dir, None);
+        let mut delivered = read_all(&mut tailer, &mut None);
+        // Rotated and written again before the tailer looks: it will scan
+        // the family for the files after the one it has read.
+        rotate(dir);
+        write(dir, 3..6);
+        // Once that scan has opened app.log (3..6), the app rotates twice
+        // (6..9, then 9..12) before the scan looks at app.log.1.
+        rotate_during_scans(dir, 1, 2, 6);
+
+        delivered.extend(read_all(&mut tailer, &mut None));
+
+        assert_eq!(delivered, records(0..12));
+    }
+
+    #[test]
+    fn a_restart_while_the_files_keep_rotating_resumes_at_the_checkpoint_in_order() {
+        let logs = tempfile::tempdir().expect("creates a temporary directory");
+        let dir = logs.path();
+        write(dir, 0..3);
+        let mut acknowledged = None;
+        let (mut before, _) = tailer(dir, None);
+        assert_eq!(read_all(&mut before, &mut acknowledged), records(0..3));
+        drop(before);
+        rotate(dir);
+        write(dir, 3..6);
+        // Every scan the restarted tailer makes while opening sees two
+        // rotations in its middle.
+        let rotations = 2 * FAMILY_SCAN_ATTEMPTS;
+        rotate_during_scans(dir, FAMILY_SCAN_ATTEMPTS, 2, 6);
+
+        let (mut after, resumed) = tailer(dir, acknowledged);
+        let delivered = read_all(&mut after, &mut acknowledged);
+
+        assert_eq!(delivered, records(3..6 + 3 * rotations));
+        assert_eq!(
+            resumed,
+            Resumed {
+                deferred: 1,
+                ..Resumed::default()
+            },
+            "the files never held still while it opened them"
+        );
     }
 }
