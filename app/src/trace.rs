@@ -39,7 +39,12 @@ impl ServerSpan {
     /// Starts the request's span, a child of the caller's when the request
     /// carries a valid `traceparent`; `None` when traces are not exported.
     pub fn start(headers: &HeaderMap, method: &'static str, path: &str) -> Option<ServerSpan> {
-        Self::start_with(telemetry::tracer()?, headers, method, path)
+        Some(Self::start_with(
+            telemetry::tracer()?,
+            headers,
+            method,
+            path,
+        ))
     }
 
     fn start_with(
@@ -47,7 +52,7 @@ impl ServerSpan {
         headers: &HeaderMap,
         method: &'static str,
         path: &str,
-    ) -> Option<ServerSpan> {
+    ) -> ServerSpan {
         let parent = TraceContextPropagator::new().extract(&HeaderExtractor(headers));
         let span = tracer
             .span_builder(SERVER_SPAN_NAME)
@@ -57,13 +62,14 @@ impl ServerSpan {
                 KeyValue::new("url.path", path.to_owned()),
             ])
             .start_with_context(tracer, &parent);
-        Some(ServerSpan {
+        ServerSpan {
             context: parent.with_span(span),
-        })
+        }
     }
 
-    /// The trace and span ids, for the request's log lines (also when the
-    /// sampler left the trace out: a caller that sampled it has it).
+    /// The trace and span ids, for the request's log lines; also when the
+    /// sampler left the trace out, so that the lines of one call chain
+    /// across services share an id whatever each service exported.
     pub fn ids(&self) -> Option<(TraceId, SpanId)> {
         let span = self.context.span();
         let span_context = span.span_context();
@@ -211,7 +217,7 @@ mod tests {
                 traceparent.parse().unwrap(),
             );
         }
-        let span = ServerSpan::start_with(&tracer, &headers, "GET", "/api/todos/1").unwrap();
+        let span = ServerSpan::start_with(&tracer, &headers, "GET", "/api/todos/1");
         span.finish("GET", "/api/todos/{id}", status, "request-1", Some("alice"));
         kept.0.lock().unwrap().clone()
     }

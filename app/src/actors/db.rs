@@ -15,7 +15,8 @@
 //! wake-up per request and one commit per create (issue 14 in the README).
 //!
 //! Each database operation is one message struct with one [`DbOperation`]
-//! impl, delivered by one generic `Handler`. Every wait is bounded on the
+//! impl (a [`Statement`] of its own, or the create, which joins a batch),
+//! delivered by one generic `Handler`. Every wait is bounded on the
 //! worker's thread, which nothing blocks any more: a request is refused
 //! with 503 at once when `database.max_queue` requests are already waiting
 //! to start; refused unstarted when it could not start within
@@ -296,30 +297,49 @@ impl Actor for DbWorker {
 }
 
 /// A database operation: one struct per operation, sent to the worker
-/// wrapped in [`Queued`] by [`DbClient::send`].
+/// wrapped in [`Queued`] by [`DbClient::send`]. Every operation but the
+/// create is a [`Statement`] of its own; creates join a batch.
 pub trait DbOperation: Send + Sized + 'static {
     /// What the operation returns on success.
     type Output: Send + 'static;
     /// The `operation` label of `todo_db_query_duration_seconds`.
     const NAME: &'static str;
-    /// Whether the operation may run again on a fresh connection when its
+
+    /// How the worker carries it out.
+    fn carry_out(
+        self,
+        lane: Rc<Lane>,
+        request: Request,
+    ) -> ResponseFuture<Result<Self::Output, DbError>>;
+}
+
+/// An operation that is one statement of its own on the worker's connection.
+pub trait Statement: Send + Sized + 'static {
+    /// What the statement returns on success.
+    type Output: Send + 'static;
+    /// The `operation` label of `todo_db_query_duration_seconds`.
+    const NAME: &'static str;
+    /// Whether the statement may run again on a fresh connection when its
     /// connection was lost: reads only, since a write may have committed.
     const RETRY_ON_LOST_CONNECTION: bool;
 
-    /// The operation's statement on `conn`.
+    /// The statement on `conn`.
     fn run<'a>(
         &'a self,
         conn: &'a AsyncPgConnection,
     ) -> LocalBoxFuture<'a, Result<Self::Output, DbError>>;
+}
 
-    /// How the worker carries it out: by default a statement of its own;
-    /// creates join a batch instead.
+impl<S: Statement> DbOperation for S {
+    type Output = S::Output;
+    const NAME: &'static str = S::NAME;
+
     fn carry_out(
         self,
         lane: Rc<Lane>,
-        queued: Request,
-    ) -> ResponseFuture<Result<Self::Output, DbError>> {
-        Box::pin(lane.run_alone(self, queued))
+        request: Request,
+    ) -> ResponseFuture<Result<S::Output, DbError>> {
+        Box::pin(lane.run_alone(self, request))
     }
 }
 
@@ -550,7 +570,7 @@ impl Lane {
     }
 
     /// Carries out an operation as a statement of its own.
-    async fn run_alone<M: DbOperation>(
+    async fn run_alone<M: Statement>(
         self: Rc<Self>,
         operation: M,
         request: Request,
@@ -830,17 +850,8 @@ pub struct CreateTodo {
 impl DbOperation for CreateTodo {
     type Output = Todo;
     const NAME: &'static str = "create_todo";
-    // Not retried: the insert may have committed before the connection died.
-    const RETRY_ON_LOST_CONNECTION: bool = false;
 
-    fn run<'a>(&'a self, conn: &'a AsyncPgConnection) -> LocalBoxFuture<'a, Result<Todo, DbError>> {
-        let row = TodoRow::new(self.owner.clone(), self.todo.clone());
-        Box::pin(async move {
-            let mut stored = InsertTodos::new([&row]).execute(conn).await?;
-            stored.pop().ok_or(DbError::NotFound)
-        })
-    }
-
+    /// Joins the worker's next batch; never retried (see `write_create_batch`).
     fn carry_out(self, lane: Rc<Lane>, request: Request) -> ResponseFuture<Result<Todo, DbError>> {
         Box::pin(lane.create(TodoRow::new(self.owner, self.todo), request))
     }
@@ -852,7 +863,7 @@ pub struct GetTodo {
     pub id: Uuid,
 }
 
-impl DbOperation for GetTodo {
+impl Statement for GetTodo {
     type Output = Todo;
     const NAME: &'static str = "get_todo";
     const RETRY_ON_LOST_CONNECTION: bool = true;
@@ -868,7 +879,7 @@ pub struct ListTodos {
     pub filter: TodoFilter,
 }
 
-impl DbOperation for ListTodos {
+impl Statement for ListTodos {
     type Output = TodoPage;
     const NAME: &'static str = "list_todos";
     const RETRY_ON_LOST_CONNECTION: bool = true;
@@ -888,7 +899,7 @@ pub struct UpdateTodo {
     pub changes: TodoChanges,
 }
 
-impl DbOperation for UpdateTodo {
+impl Statement for UpdateTodo {
     type Output = Todo;
     const NAME: &'static str = "update_todo";
     // Not retried: the update may have committed before the connection
@@ -912,7 +923,7 @@ pub struct DeleteTodo {
     pub id: Uuid,
 }
 
-impl DbOperation for DeleteTodo {
+impl Statement for DeleteTodo {
     type Output = ();
     const NAME: &'static str = "delete_todo";
     // Not retried: a delete that committed before the connection died
@@ -929,7 +940,7 @@ pub struct FindApiKey {
     pub id: Uuid,
 }
 
-impl DbOperation for FindApiKey {
+impl Statement for FindApiKey {
     type Output = Option<ApiKeyRecord>;
     const NAME: &'static str = "find_api_key";
     const RETRY_ON_LOST_CONNECTION: bool = true;
@@ -947,7 +958,7 @@ pub struct TouchApiKey {
     pub id: Uuid,
 }
 
-impl DbOperation for TouchApiKey {
+impl Statement for TouchApiKey {
     type Output = ();
     const NAME: &'static str = "touch_api_key";
     // Setting `last_used_at` to now twice is harmless.
@@ -966,13 +977,13 @@ mod tests {
     #[test]
     fn every_operation_is_exposed_from_start_up() {
         let names = [
-            CreateTodo::NAME,
-            GetTodo::NAME,
-            ListTodos::NAME,
-            UpdateTodo::NAME,
-            DeleteTodo::NAME,
-            FindApiKey::NAME,
-            TouchApiKey::NAME,
+            <CreateTodo as DbOperation>::NAME,
+            <GetTodo as DbOperation>::NAME,
+            <ListTodos as DbOperation>::NAME,
+            <UpdateTodo as DbOperation>::NAME,
+            <DeleteTodo as DbOperation>::NAME,
+            <FindApiKey as DbOperation>::NAME,
+            <TouchApiKey as DbOperation>::NAME,
         ];
 
         for name in names {
