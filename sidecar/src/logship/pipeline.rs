@@ -33,7 +33,7 @@ struct Batch {
     bytes: u64,
 }
 
-/// Runs the pipeline until shutdown, then drains (see [`Drain`]). I/O
+/// Runs the pipeline until shutdown, then drains (see `Drain`). I/O
 /// errors on the log files end it with an error (the supervisor restarts it
 /// from the checkpoint).
 pub async fn run(

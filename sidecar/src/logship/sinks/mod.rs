@@ -1,7 +1,7 @@
 //! The sinks. Each one is a folder, `<name>/`: `config.rs` (its settings
 //! section `logship.sinks.<name>`, their validation and how the sink is
 //! built from them), `mod.rs` (the sink), `encoder.rs` (its wire format) and
-//! `tests.rs`; it is registered once, in [`registry!`] below, which makes
+//! `tests.rs`; it is registered once, in `registry!` below, which makes
 //! its settings section and puts it in validation and construction.
 //!
 //! What sinks share: `http` (the client, the send/retry loop and the
