@@ -51,6 +51,51 @@ pub fn redacted_url(url: &str) -> String {
 mod tests {
     use super::*;
 
+    /// An error with a message and an optional cause.
+    #[derive(Debug)]
+    struct Failure(&'static str, Option<Box<Failure>>);
+
+    impl std::fmt::Display for Failure {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+
+    impl std::error::Error for Failure {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            self.1.as_deref().map(|cause| cause as _)
+        }
+    }
+
+    #[test]
+    fn every_cause_is_written_after_the_error_once() {
+        let error = Failure(
+            "error performing TLS handshake",
+            Some(Box::new(Failure(
+                "invalid peer certificate",
+                Some(Box::new(Failure("UnknownIssuer", None))),
+            ))),
+        );
+
+        assert_eq!(
+            error_with_causes(&error),
+            "error performing TLS handshake: invalid peer certificate: UnknownIssuer"
+        );
+    }
+
+    #[test]
+    fn a_cause_the_message_already_ends_with_is_not_repeated() {
+        let error = Failure(
+            "connect failed: connection refused",
+            Some(Box::new(Failure("connection refused", None))),
+        );
+
+        assert_eq!(
+            error_with_causes(&error),
+            "connect failed: connection refused"
+        );
+    }
+
     #[test]
     fn the_host_port_and_path_stay_and_credentials_go() {
         assert_eq!(

@@ -7,6 +7,7 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use diesel::RunQueryDsl;
+use reqwest::Method;
 use serde_json::json;
 
 use crate::helpers::{
@@ -29,30 +30,18 @@ fn lock_row(app: &TestApp, id: &str) -> diesel::PgConnection {
     locker
 }
 
-/// Sends `PATCH /api/todos/{id}` setting the title, in the background.
-fn spawn_patch_title(
+/// Sends `method path` with the body `{"title": title}`, in the background
+/// (`PATCH /api/todos/{id}` to change a title, `POST /api/todos` to create).
+fn spawn_with_title(
     app: &TestApp,
     token: &str,
-    id: &str,
+    method: reqwest::Method,
+    path: &str,
     title: &'static str,
 ) -> actix_web::rt::task::JoinHandle<reqwest::Result<reqwest::Response>> {
     let request = app
         .client
-        .patch(app.url(&format!("/api/todos/{id}")))
-        .bearer_auth(token)
-        .json(&json!({ "title": title }));
-    actix_web::rt::spawn(request.send())
-}
-
-/// Sends `POST /api/todos` with `title`, in the background.
-fn spawn_post_title(
-    app: &TestApp,
-    token: &str,
-    title: &'static str,
-) -> actix_web::rt::task::JoinHandle<reqwest::Result<reqwest::Response>> {
-    let request = app
-        .client
-        .post(app.url("/api/todos"))
+        .request(method, app.url(path))
         .bearer_auth(token)
         .json(&json!({ "title": title }));
     actix_web::rt::spawn(request.send())
@@ -105,10 +94,22 @@ async fn a_full_executor_queue_answers_503_at_once_and_a_stale_message_is_not_ru
     let id = todo["id"].as_str().unwrap().to_string();
     let mut locker = lock_row(&app, &id);
     // The only executor is now stuck on the lock with this PATCH.
-    let stuck = spawn_patch_title(&app, &token, &id, "first");
+    let stuck = spawn_with_title(
+        &app,
+        &token,
+        Method::PATCH,
+        &format!("/api/todos/{id}"),
+        "first",
+    );
     wait_until_blocked_on_lock(&app).await;
     // This one waits in the mailbox (queue depth 1 = max_queue)…
-    let queued = spawn_patch_title(&app, &token, &id, "second");
+    let queued = spawn_with_title(
+        &app,
+        &token,
+        Method::PATCH,
+        &format!("/api/todos/{id}"),
+        "second",
+    );
     wait_for_queue_depth(&app, 1).await;
 
     // …so the next one is refused at once.
@@ -368,10 +369,10 @@ async fn a_create_refused_at_its_queue_timeout_is_never_written() {
     diesel::sql_query("LOCK TABLE todos IN EXCLUSIVE MODE")
         .execute(&mut locker)
         .unwrap();
-    let first = spawn_post_title(&app, &token, "first");
+    let first = spawn_with_title(&app, &token, Method::POST, "/api/todos", "first");
     wait_until_blocked_on_lock(&app).await;
     let started = Instant::now();
-    let second = spawn_post_title(&app, &token, "second")
+    let second = spawn_with_title(&app, &token, Method::POST, "/api/todos", "second")
         .await
         .unwrap()
         .unwrap();
