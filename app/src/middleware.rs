@@ -45,9 +45,9 @@ pub const UNMATCHED_ROUTE: &str = "unmatched";
 /// has it); counts and times the request; logs one line at the end.
 ///
 /// The `tracing` span holds only what log lines need (request id, owner,
-/// and the trace and span ids when traces are exported): `JsonStorageLayer`
-/// copies every span field into every event of the request, so each field
-/// costs on every log line. When traces are exported, the request's
+/// and the trace and span ids when traces are exported): every span field
+/// is copied into every log line of the request (`todo_common::bunyan`), so
+/// each field costs on every line. When traces are exported, the request's
 /// OpenTelemetry server span ([`ServerSpan`]) is made beside it and attached
 /// to the request's future.
 pub async fn request_span(

@@ -5,6 +5,7 @@
 //!   percent-decoding).
 //! - `redact`: any URL made safe to log.
 //! - `telemetry`: logging and OTLP tracing set up once per process.
+//! - `bunyan`: the log line format (a layer of `telemetry`).
 //! - `connection_errors`: actix-http's per-connection errors counted and
 //!   summarised instead of logged one by one (a layer of `telemetry`).
 //! - `metrics`: process metrics, registry rendering, and the counters of
@@ -14,6 +15,7 @@
 //! - `test_support` (feature `test-support`, for the programs' tests only):
 //!   TLS material for test servers.
 
+pub mod bunyan;
 pub mod configuration;
 pub mod connection_errors;
 pub mod http;

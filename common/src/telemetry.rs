@@ -7,8 +7,9 @@
 //! a slow stdout or disk never stalls the work; lines it has to drop are
 //! counted (`todo_log_lines_dropped_total`, see [`crate::metrics`]). Its
 //! writer thread writes lines in batches, at most every [`LOG_FLUSH_PAUSE`]
-//! (see `PacedFlush`). Span fields (request id, owner, trace and span ids)
-//! are attached to every event inside the span by `JsonStorageLayer`.
+//! (see `PacedFlush`). The lines are written by [`BunyanLayer`]
+//! (`crate::bunyan`, the format): span fields (request id, owner, trace and
+//! span ids) are attached to every event inside the span.
 //!
 //! Traces: when `OTEL_EXPORTER_OTLP_ENDPOINT` (or `…_TRACES_ENDPOINT`) is set,
 //! [`tracer`] hands out the OpenTelemetry SDK's tracer, with which a program
@@ -39,14 +40,14 @@ use opentelemetry_sdk::trace::{
 use tracing::Subscriber;
 use tracing::subscriber::set_global_default;
 use tracing_appender::non_blocking::{NonBlocking, WorkerGuard};
-use tracing_bunyan_formatter::{BunyanFormattingLayer, JsonStorageLayer};
 use tracing_subscriber::filter::Targets;
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::fmt::writer::MakeWriterExt;
-use tracing_subscriber::layer::{Context, SubscriberExt};
+use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::{EnvFilter, Layer, Registry};
 
+use crate::bunyan::BunyanLayer;
 use crate::connection_errors::ConnectionErrorLayer;
 use crate::metrics::telemetry_counters;
 
@@ -139,11 +140,7 @@ where
 {
     Registry::default()
         .with(filter)
-        .with(JsonStorageLayer)
-        .with(EventsOnly(BunyanFormattingLayer::new(
-            name.to_string(),
-            sink,
-        )))
+        .with(BunyanLayer::new(name, sink))
         .with(ConnectionErrorLayer)
 }
 
@@ -448,23 +445,6 @@ impl<E: SpanExporter> SpanExporter for CountingExporter<E> {
     }
 }
 
-/// Passes only events to the wrapped layer.
-///
-/// `BunyanFormattingLayer` writes a `[SPAN - START]` and a `[SPAN - END]` line
-/// for every span; with a span per request that would triple the log volume
-/// for no information (the request's completion line carries its fields).
-struct EventsOnly<L>(L);
-
-impl<S, L> Layer<S> for EventsOnly<L>
-where
-    S: Subscriber + for<'a> LookupSpan<'a>,
-    L: Layer<S>,
-{
-    fn on_event(&self, event: &tracing::Event<'_>, ctx: Context<'_, S>) {
-        self.0.on_event(event, ctx);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -557,7 +537,11 @@ mod tests {
 
         struct Seen(Arc<Mutex<Vec<String>>>);
         impl<S: Subscriber> Layer<S> for Seen {
-            fn on_event(&self, event: &tracing::Event<'_>, _: Context<'_, S>) {
+            fn on_event(
+                &self,
+                event: &tracing::Event<'_>,
+                _: tracing_subscriber::layer::Context<'_, S>,
+            ) {
                 let metadata = event.metadata();
                 let in_span = if metadata.name().contains("in_span") {
                     "+span"
