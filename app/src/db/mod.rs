@@ -2,12 +2,14 @@
 //! layer, the synchronous connections (migrations, the `keys` commands, the
 //! readiness probe's pool of one), how request connections are opened
 //! ([`connect`]), migrations, and (in the submodules) one plain function per
-//! query, testable without HTTP or actors. The request path's connections
+//! query, testable without HTTP or actors; [`sql_text`] keeps the SQL text
+//! of the request path's queries from being rebuilt on every run. The request path's connections
 //! belong to the workers in `crate::actors::db`.
 
 pub mod api_keys;
 pub mod connect;
 pub mod migrations;
+pub mod sql_text;
 pub mod todos;
 
 use std::sync::Arc;

@@ -14,6 +14,7 @@ use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
 use super::DbError;
+use super::sql_text::Prebuilt;
 use crate::domain::{Owner, TodoDescription, TodoTitle};
 use crate::schema::todos;
 
@@ -263,12 +264,12 @@ fn owned_by(
 
 /// The owner's todo with this id, or [`DbError::NotFound`].
 pub async fn find(mut conn: &AsyncPgConnection, owner: &Owner, id: Uuid) -> Result<Todo, DbError> {
-    Ok(todos::table
+    let query = todos::table
         .filter(todos::id.eq(id))
         .filter(owned_by(owner))
         .select(Todo::as_select())
-        .first(&mut conn)
-        .await?)
+        .limit(1);
+    Ok(Prebuilt::new(query).get_result(&mut conn).await?)
 }
 
 /// One page of the owner's todos, newest first.
@@ -331,26 +332,24 @@ pub async fn update(
     let bumped_updated_at = diesel::dsl::sql::<diesel::sql_types::Timestamptz>(
         "GREATEST(now(), updated_at + interval '1 microsecond')",
     );
-    Ok(diesel::update(
+    let query = diesel::update(
         todos::table
             .filter(todos::id.eq(id))
             .filter(owned_by(owner)),
     )
     .set((changeset, todos::updated_at.eq(bumped_updated_at)))
-    .returning(Todo::as_returning())
-    .get_result(&mut conn)
-    .await?)
+    .returning(Todo::as_returning());
+    Ok(Prebuilt::new(query).get_result(&mut conn).await?)
 }
 
 /// Deletes the owner's todo, or returns [`DbError::NotFound`].
 pub async fn delete(mut conn: &AsyncPgConnection, owner: &Owner, id: Uuid) -> Result<(), DbError> {
-    let deleted = diesel::delete(
+    let query = diesel::delete(
         todos::table
             .filter(todos::id.eq(id))
             .filter(owned_by(owner)),
-    )
-    .execute(&mut conn)
-    .await?;
+    );
+    let deleted = Prebuilt::new(query).execute(&mut conn).await?;
     if deleted == 0 {
         Err(DbError::NotFound)
     } else {
