@@ -260,7 +260,12 @@ impl Drop for InFlight<'_> {
 /// `bytes` in lower-case hex, written into `out` (twice as long), as the
 /// W3C trace context and the OpenTelemetry ids' `Display` write them.
 fn lower_hex<'a>(bytes: &[u8], out: &'a mut [u8]) -> &'a str {
-    hex::encode_to_slice(bytes, out).expect("out is twice as long as bytes");
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    assert_eq!(out.len(), 2 * bytes.len(), "out is twice as long as bytes");
+    for (byte, pair) in bytes.iter().zip(out.chunks_exact_mut(2)) {
+        pair[0] = DIGITS[usize::from(byte >> 4)];
+        pair[1] = DIGITS[usize::from(byte & 0xf)];
+    }
     std::str::from_utf8(out).expect("hex digits are ASCII")
 }
 
