@@ -209,9 +209,17 @@ where
                 .make_writer
                 .make_writer_for(event.metadata())
                 .write_all(&scratch.line);
+            // One huge line (a large field) must not keep its buffers for
+            // the thread's life.
+            if scratch.line.capacity() > KEPT_BUFFER_BYTES {
+                *scratch = Scratch::default();
+            }
         });
     }
 }
+
+/// The most buffer space a thread keeps between lines.
+const KEPT_BUFFER_BYTES: usize = 64 * 1024;
 
 thread_local! {
     /// Each thread's buffers for formatting lines, kept between events.
@@ -839,6 +847,19 @@ mod tests {
             at("0999-12-31T23:59:59.000000001+00:00"),
             "0999-12-31T23:59:59.000000001Z"
         );
+    }
+
+    #[test]
+    fn a_huge_line_is_written_whole_and_its_buffers_are_not_kept() {
+        let huge = "x".repeat(200 * 1024);
+
+        let lines = ours(|| tracing::info!(huge = huge.as_str(), "big"));
+
+        let object: Map<String, Value> = serde_json::from_str(&lines[0]).unwrap();
+        assert_eq!(object["huge"].as_str().unwrap().len(), huge.len());
+        SCRATCH.with(|scratch| {
+            assert!(scratch.borrow().line.capacity() <= KEPT_BUFFER_BYTES);
+        });
     }
 
     #[test]
