@@ -17,7 +17,7 @@ use prometheus::{Encoder, IntCounter, IntCounterVec, Opts, Registry, TextEncoder
 use tracing_appender::non_blocking::ErrorCounter;
 
 /// `reason` label values of `todo_trace_spans_dropped_total`.
-pub const SPAN_DROP_REASONS: &[&str] = &["queue_full", "export_failed"];
+pub const SPAN_DROP_REASONS: &[&str] = &["queue_full", "export_failed", "collector_down"];
 
 /// Adds the standard process metrics (CPU seconds, resident memory, open
 /// fds, start time) to a registry; both programs expose them.
@@ -64,11 +64,17 @@ pub struct TelemetryCounters {
 }
 
 impl TelemetryCounters {
-    /// Counts spans that were not exported (`queue_full` or `export_failed`).
+    /// Counts spans that were not exported (`queue_full`, `export_failed` or
+    /// `collector_down`).
     pub fn spans_dropped(&self, reason: &str, spans: u64) {
         self.spans_dropped
             .with_label_values(&[reason])
             .inc_by(spans);
+    }
+
+    /// The counter of one `reason`, to count without looking it up each time.
+    pub fn spans_dropped_counter(&self, reason: &str) -> IntCounter {
+        self.spans_dropped.with_label_values(&[reason])
     }
 
     /// Includes a non-blocking log writer's drops in `todo_log_lines_dropped_total`.
@@ -102,7 +108,7 @@ static TELEMETRY_COUNTERS: LazyLock<TelemetryCounters> = LazyLock::new(|| {
     let spans_dropped = IntCounterVec::new(
         Opts::new(
             "todo_trace_spans_dropped_total",
-            "Trace spans dropped instead of exported, by reason (queue_full, export_failed).",
+            "Trace spans dropped instead of exported, by reason (queue_full, export_failed, collector_down).",
         ),
         &["reason"],
     )

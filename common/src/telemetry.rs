@@ -19,24 +19,31 @@
 //! whenever traces were configured, whether a request was sampled or not. Spans are exported over OTLP/HTTP protobuf by a batch
 //! processor on its own thread with a bounded queue; spans that do not fit,
 //! or whose export fails, are dropped and counted
-//! (`todo_trace_spans_dropped_total`), never waited for. W3C `traceparent`
+//! (`todo_trace_spans_dropped_total`), never waited for. After a failed
+//! export no span is made (the sampler drops them, counted as
+//! `collector_down`) until the collector is tried again, 1 s later, doubling
+//! to 30 s while it stays down: a down collector costs the requests nothing
+//! (`SkipWhileCollectorDown`). W3C `traceparent`
 //! is the propagation format. An `https://` collector is verified with the
 //! system's roots, or with the certificates of
 //! `OTEL_EXPORTER_OTLP_CERTIFICATE` (see `otlp_http_client`).
 
 use std::io::{BufWriter, Write};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use opentelemetry::trace::TracerProvider as _;
+use opentelemetry::trace::{Link, SpanKind, TraceContextExt, TraceId, TraceState};
+use opentelemetry::{Context as OtelContext, KeyValue};
 use opentelemetry_otlp::{Protocol, WithExportConfig, WithHttpConfig};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::trace::{
-    BatchConfigBuilder, BatchSpanProcessor, SdkTracer, SdkTracerProvider, SpanData, SpanExporter,
-    SpanProcessor,
+    BatchConfigBuilder, BatchSpanProcessor, SamplingDecision, SamplingResult, SdkTracer,
+    SdkTracerProvider, ShouldSample, SpanData, SpanExporter, SpanProcessor,
 };
+use prometheus::IntCounter;
 use tracing::Subscriber;
 use tracing::subscriber::set_global_default;
 use tracing_appender::non_blocking::{NonBlocking, WorkerGuard};
@@ -64,6 +71,11 @@ pub const LOG_FLUSH_PAUSE: Duration = Duration::from_millis(10);
 const SPAN_QUEUE_CAPACITY: usize = 4096;
 /// Longest an export request may take before its spans count as dropped.
 const EXPORT_TIMEOUT: Duration = Duration::from_secs(5);
+/// After a failed export, how long no span is made before trying the
+/// collector again; doubled after each further failure, up to
+/// [`COLLECTOR_RETRY_MAX`].
+const COLLECTOR_RETRY_FIRST: Duration = Duration::from_secs(1);
+const COLLECTOR_RETRY_MAX: Duration = Duration::from_secs(30);
 
 /// Whether spans are exported (set by each set-up of a server's telemetry).
 static TRACES_EXPORTED: AtomicBool = AtomicBool::new(false);
@@ -313,9 +325,11 @@ fn build_tracer_provider(name: &str) -> Option<SdkTracerProvider> {
         }
     };
     let pending = Arc::new(AtomicUsize::new(0));
+    let health = Arc::new(CollectorHealth::new(COLLECTOR_RETRY_FIRST));
     let batch = BatchSpanProcessor::builder(CountingExporter {
         inner: exporter,
         pending: Arc::clone(&pending),
+        health: Arc::clone(&health),
     })
     .with_batch_config(
         BatchConfigBuilder::default()
@@ -328,6 +342,12 @@ fn build_tracer_provider(name: &str) -> Option<SdkTracerProvider> {
     let service_name = std::env::var("OTEL_SERVICE_NAME").unwrap_or_else(|_| name.to_string());
     Some(
         SdkTracerProvider::builder()
+            // The sampler `OTEL_TRACES_SAMPLER` asks for, the SDK's reading.
+            .with_sampler(SkipWhileCollectorDown {
+                inner: opentelemetry_sdk::trace::Config::default().sampler,
+                health,
+                dropped: telemetry_counters().spans_dropped_counter("collector_down"),
+            })
             .with_span_processor(BoundedProcessor {
                 inner: batch,
                 pending,
@@ -414,11 +434,123 @@ impl<P: SpanProcessor> SpanProcessor for BoundedProcessor<P> {
     }
 }
 
-/// The OTLP exporter, counting the spans of failed exports as dropped.
+/// Whether the collector took the latest export: reported by the exporter
+/// ([`CountingExporter`]), read by the sampler ([`SkipWhileCollectorDown`]).
+#[derive(Debug)]
+struct CollectorHealth {
+    since: Instant,
+    /// Until when (milliseconds after `since`) no span is made; 0 once an
+    /// export went through.
+    down_until_ms: AtomicU64,
+    /// Exports failed in a row.
+    failures: AtomicU32,
+    retry_first: Duration,
+}
+
+impl CollectorHealth {
+    fn new(retry_first: Duration) -> CollectorHealth {
+        CollectorHealth {
+            since: Instant::now(),
+            down_until_ms: AtomicU64::new(0),
+            failures: AtomicU32::new(0),
+            retry_first,
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.since.elapsed().as_millis() as u64
+    }
+
+    /// Whether spans are not to be made now.
+    fn is_down(&self) -> bool {
+        self.is_down_at(self.now_ms())
+    }
+
+    fn is_down_at(&self, now_ms: u64) -> bool {
+        let until = self.down_until_ms.load(Ordering::Relaxed);
+        until != 0 && now_ms < until
+    }
+
+    fn export_failed(&self) {
+        self.export_failed_at(self.now_ms());
+    }
+
+    fn export_failed_at(&self, now_ms: u64) {
+        let failures = self
+            .failures
+            .fetch_add(1, Ordering::Relaxed)
+            .saturating_add(1);
+        let wait = self
+            .retry_first
+            .saturating_mul(1 << (failures - 1).min(16))
+            .min(COLLECTOR_RETRY_MAX);
+        // At least 1: 0 means "up".
+        let until = (now_ms + wait.as_millis() as u64).max(1);
+        self.down_until_ms.store(until, Ordering::Relaxed);
+        if failures == 1 {
+            tracing::warn!(
+                retry_in_ms = wait.as_millis() as u64,
+                "the trace collector did not take an export: no spans are made until it is tried again"
+            );
+        }
+    }
+
+    fn export_succeeded(&self) {
+        self.down_until_ms.store(0, Ordering::Relaxed);
+        if self.failures.swap(0, Ordering::Relaxed) > 0 {
+            tracing::info!("the trace collector takes exports again: spans are made again");
+        }
+    }
+}
+
+/// The configured sampler, except while the collector is down: then no span
+/// is sampled, so none is recorded only to be dropped at export (a down
+/// collector must not cost the requests anything). Each span not sampled
+/// for that reason is counted in `todo_trace_spans_dropped_total{reason=
+/// "collector_down"}` (a request's database spans are not made either, and
+/// not counted). A span's ids are still made, so log lines keep their
+/// trace and span ids. After [`COLLECTOR_RETRY_FIRST`] (doubled per failure
+/// in a row, at most [`COLLECTOR_RETRY_MAX`]) spans are made again and the
+/// next export tells whether the collector is back.
+#[derive(Debug, Clone)]
+struct SkipWhileCollectorDown {
+    inner: Box<dyn ShouldSample>,
+    health: Arc<CollectorHealth>,
+    dropped: IntCounter,
+}
+
+impl ShouldSample for SkipWhileCollectorDown {
+    fn should_sample(
+        &self,
+        parent_context: Option<&OtelContext>,
+        trace_id: TraceId,
+        name: &str,
+        span_kind: &SpanKind,
+        attributes: &[KeyValue],
+        links: &[Link],
+    ) -> SamplingResult {
+        if self.health.is_down() {
+            self.dropped.inc();
+            return SamplingResult {
+                decision: SamplingDecision::Drop,
+                attributes: Vec::new(),
+                trace_state: parent_context
+                    .map(|parent| parent.span().span_context().trace_state().clone())
+                    .unwrap_or_default(),
+            };
+        }
+        self.inner
+            .should_sample(parent_context, trace_id, name, span_kind, attributes, links)
+    }
+}
+
+/// The OTLP exporter, counting the spans of failed exports as dropped and
+/// telling [`CollectorHealth`] how each export went.
 #[derive(Debug)]
 struct CountingExporter<E> {
     inner: E,
     pending: Arc<AtomicUsize>,
+    health: Arc<CollectorHealth>,
 }
 
 impl<E: SpanExporter> SpanExporter for CountingExporter<E> {
@@ -428,6 +560,9 @@ impl<E: SpanExporter> SpanExporter for CountingExporter<E> {
         let result = self.inner.export(batch).await;
         if result.is_err() {
             telemetry_counters().spans_dropped("export_failed", spans as u64);
+            self.health.export_failed();
+        } else {
+            self.health.export_succeeded();
         }
         result
     }
@@ -613,5 +748,79 @@ mod tests {
 
         assert!(started.elapsed() >= LOG_FLUSH_PAUSE);
         assert_eq!(writer.0.get_ref().as_slice(), b"one\ntwo\n");
+    }
+
+    #[test]
+    fn a_failed_export_stops_spans_for_a_while_doubling_and_a_good_one_resumes_them() {
+        let health = CollectorHealth::new(Duration::from_millis(100));
+        assert!(!health.is_down_at(0), "up until an export fails");
+
+        health.export_failed_at(1_000);
+        assert!(health.is_down_at(1_000) && health.is_down_at(1_099));
+        assert!(
+            !health.is_down_at(1_100),
+            "tried again after the first wait"
+        );
+
+        health.export_failed_at(2_000);
+        assert!(health.is_down_at(2_199), "the second wait is twice as long");
+        assert!(!health.is_down_at(2_200));
+        health.export_failed_at(3_000);
+        assert!(health.is_down_at(3_399) && !health.is_down_at(3_400));
+
+        health.export_succeeded();
+        assert!(
+            !health.is_down_at(3_001),
+            "a good export ends the wait at once"
+        );
+        health.export_failed_at(4_000);
+        assert!(!health.is_down_at(4_100), "and starts the doubling over");
+        assert!(health.is_down(), "counted on the process's own clock");
+    }
+
+    #[test]
+    fn the_wait_never_exceeds_the_maximum() {
+        let health = CollectorHealth::new(COLLECTOR_RETRY_FIRST);
+        for _ in 0..40 {
+            health.export_failed_at(0);
+        }
+        let most = COLLECTOR_RETRY_MAX.as_millis() as u64;
+
+        assert!(health.is_down_at(most - 1) && !health.is_down_at(most));
+    }
+
+    #[test]
+    fn while_the_collector_is_down_spans_are_not_recorded_but_keep_their_ids_and_are_counted() {
+        use opentelemetry::trace::{Span as _, Tracer as _, TracerProvider as _};
+
+        let health = Arc::new(CollectorHealth::new(Duration::from_secs(60)));
+        let dropped = IntCounter::new("test_spans_dropped", "test").unwrap();
+        let provider = SdkTracerProvider::builder()
+            .with_sampler(SkipWhileCollectorDown {
+                inner: Box::new(opentelemetry_sdk::trace::Sampler::AlwaysOn),
+                health: Arc::clone(&health),
+                dropped: dropped.clone(),
+            })
+            .build();
+        let tracer = provider.tracer("test");
+
+        let mut up = tracer.start("while up");
+        health.export_failed();
+        let mut down = tracer.start("while down");
+
+        assert!(up.is_recording());
+        assert!(
+            !down.is_recording(),
+            "no span is recorded only to be dropped"
+        );
+        assert!(down.span_context().is_valid(), "log lines still get ids");
+        assert!(!down.span_context().is_sampled());
+        assert_eq!(dropped.get(), 1);
+        up.end();
+        down.end();
+
+        health.export_succeeded();
+        assert!(tracer.start("back up").is_recording());
+        assert_eq!(dropped.get(), 1);
     }
 }

@@ -117,6 +117,7 @@ mod tests {
             "todo_log_lines_dropped_total 0".to_string(),
             "todo_trace_spans_dropped_total{reason=\"queue_full\"} 0".to_string(),
             "todo_trace_spans_dropped_total{reason=\"export_failed\"} 0".to_string(),
+            "todo_trace_spans_dropped_total{reason=\"collector_down\"} 0".to_string(),
             "todo_logship_lines_shipped_total{sink=\"loki\"} 0".to_string(),
             "todo_logship_dead_lettered_total{sink=\"loki\"} 0".to_string(),
         ];

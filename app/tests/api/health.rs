@@ -66,6 +66,7 @@ async fn a_fresh_server_exposes_its_known_series_at_zero() {
     for series in [
         r#"todo_trace_spans_dropped_total{reason="queue_full"}"#,
         r#"todo_trace_spans_dropped_total{reason="export_failed"}"#,
+        r#"todo_trace_spans_dropped_total{reason="collector_down"}"#,
         "todo_log_lines_dropped_total",
     ] {
         // Process-wide counters: present, whatever other tests in this process did.

@@ -106,6 +106,7 @@ fn run_exposes_its_own_dropped_log_lines_and_spans_at_zero_from_start_up() {
         "todo_log_lines_dropped_total",
         r#"todo_trace_spans_dropped_total{reason="queue_full"}"#,
         r#"todo_trace_spans_dropped_total{reason="export_failed"}"#,
+        r#"todo_trace_spans_dropped_total{reason="collector_down"}"#,
         r#"todo_http_connection_errors_total{reason="header"}"#,
     ] {
         assert_eq!(metric(running.port, name), Some(0.0), "{name}");
