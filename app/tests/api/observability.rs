@@ -609,6 +609,45 @@ async fn with_the_collector_down_requests_succeed_at_normal_latency_and_drops_ar
         export_failures_are_counted(&traced.admin_address).await,
         "spans that could not be exported are counted"
     );
+    // After a failed export, requests make no spans while the collector
+    // waits to be tried again (and count them instead).
+    let admin = traced.admin_address.clone();
+    let address = traced.address.clone();
+    let skipped = eventually(Duration::from_secs(10), || {
+        let (client, admin, address, token) = (
+            client.clone(),
+            admin.clone(),
+            address.clone(),
+            token.clone(),
+        );
+        async move {
+            let response = client
+                .get(format!("{address}/api/todos?limit=1"))
+                .bearer_auth(&token)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 200);
+            let metrics = client
+                .get(format!("{admin}/metrics"))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            sample(
+                &metrics,
+                r#"todo_trace_spans_dropped_total{reason="collector_down"}"#,
+            )
+            .is_some_and(|skipped| skipped > 0.0)
+        }
+    })
+    .await;
+    assert!(
+        skipped,
+        "spans not made while the collector is down are counted"
+    );
     let (code, _) = tokio::task::spawn_blocking(move || traced.terminate())
         .await
         .unwrap();
