@@ -20,11 +20,13 @@
 //! they are recorded, and an event is written into a reused per-thread
 //! buffer with no allocation but the one the non-blocking writer makes.
 //!
-//! Two differences from the crate, both on malformed input it let through:
-//! a key is written once per line (the first of the core fields, the event's
+//! Three differences from the crate, on input it handled unevenly: a key
+//! is written once per line (the first of the core fields, the event's
 //! fields and the span's fields wins; the crate wrote duplicate keys, whose
-//! meaning depends on the JSON parser), and an event with an explicit
-//! parent span carries that span's fields rather than the current one's.
+//! meaning depends on the JSON parser); an event with an explicit parent
+//! span carries that span's fields rather than the current one's; and a
+//! raw identifier's `r#` is dropped from every key (the crate dropped it
+//! from `Debug` fields only).
 
 use std::cell::RefCell;
 use std::fmt::{self, Write as _};
