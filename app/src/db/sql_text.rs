@@ -168,6 +168,29 @@ mod tests {
         assert_ne!(unfiltered, filtered);
     }
 
+    /// A query of one static type whose text depends on its value, and
+    /// which says so (as diesel's variable-length fragments do).
+    struct Varying(bool);
+
+    impl QueryId for Varying {
+        type QueryId = Varying;
+        const HAS_STATIC_QUERY_ID: bool = true;
+    }
+
+    impl QueryFragment<Pg> for Varying {
+        fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+            out.unsafe_to_cache_prepared();
+            out.push_sql(if self.0 { "SELECT 1" } else { "SELECT 2" });
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_query_unsafe_to_cache_is_built_every_time_even_with_a_static_type() {
+        assert_eq!(text_of(&Prebuilt::new(Varying(true))), "SELECT 1");
+        assert_eq!(text_of(&Prebuilt::new(Varying(false))), "SELECT 2");
+    }
+
     #[test]
     fn binds_come_from_the_query_itself() {
         let prebuilt = Prebuilt::new(by_id_and_owner(Uuid::nil(), "alice"));

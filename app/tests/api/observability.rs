@@ -628,19 +628,7 @@ async fn with_the_collector_down_requests_succeed_at_normal_latency_and_drops_ar
                 .await
                 .unwrap();
             assert_eq!(response.status(), 200);
-            let metrics = client
-                .get(format!("{admin}/metrics"))
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap();
-            sample(
-                &metrics,
-                r#"todo_trace_spans_dropped_total{reason="collector_down"}"#,
-            )
-            .is_some_and(|skipped| skipped > 0.0)
+            spans_dropped(&admin, "collector_down").await > 0.0
         }
     })
     .await;
@@ -969,19 +957,24 @@ fn with_log_stdout_false_the_lines_go_to_the_file_alone() {
 /// Whether the server at `admin` counts (within 15 s) spans it could not export.
 async fn export_failures_are_counted(admin: &str) -> bool {
     eventually(Duration::from_secs(15), || async move {
-        let metrics = http_client()
-            .get(format!("{admin}/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        sample(
-            &metrics,
-            r#"todo_trace_spans_dropped_total{reason="export_failed"}"#,
-        )
-        .is_some_and(|dropped| dropped > 0.0)
+        spans_dropped(admin, "export_failed").await > 0.0
     })
     .await
+}
+
+/// `todo_trace_spans_dropped_total{reason}` of the server at `admin` (0 when absent).
+async fn spans_dropped(admin: &str, reason: &str) -> f64 {
+    let metrics = http_client()
+        .get(format!("{admin}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    sample(
+        &metrics,
+        &format!(r#"todo_trace_spans_dropped_total{{reason="{reason}"}}"#),
+    )
+    .unwrap_or(0.0)
 }
